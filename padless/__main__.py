@@ -1,0 +1,5 @@
+import sys
+
+from padless.cli import main
+
+sys.exit(main())

@@ -1,0 +1,336 @@
+"""Masked sequence losses: padding never counts, never costs, never NaNs.
+
+Every loss here first selects the real tokens (``valid_mask`` True), then computes only
+those rows; pad positions are never read, so whatever sits there (garbage logits, NaN,
+``-100`` target ids) changes neither the loss nor any gradient, and the gradient at pads is
+exactly zero.
+
+Layouts: scores are ``[..., V]`` whose leading shape equals ``target``'s: time-major
+``[T, B]`` (default), batch-major ``[B, T]`` (``batch_first=True``) or one decoding step
+``[B]``. The layout only matters for the ``"sequence"`` and ``"timestep"`` reductions.
+
+Reductions (``N`` = number of real tokens):
+
+- ``"mean"``: sum over real tokens / ``N``, the true per-token mean (0 when ``N == 0``).
+- ``"sum"``: sum over real tokens. Divide by a *global* token count to keep gradient
+  accumulation and multi-process training exact (see ``docs/losses.md``).
+- ``"sequence"``: mean over non-empty sequences of each sequence's per-token mean.
+- ``"timestep"``: the PyTorch chatbot tutorial's objective, the sum over time steps of each
+  step's per-token mean. Kept for comparison; it weighs tokens unequally (a token at a late
+  step, where few sequences are still running, counts more).
+- ``"none"``: per-position losses shaped like ``target``, exactly 0 at pads.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LossOutput",
+    "REDUCTIONS",
+    "masked_nll_loss",
+    "masked_cross_entropy",
+    "masked_linear_cross_entropy",
+]
+
+REDUCTIONS = ("mean", "sum", "sequence", "timestep", "none")
+
+
+class LossOutput(NamedTuple):
+    """What every masked loss returns: ``loss, n_tokens = masked_...(...)``.
+
+    Attributes:
+        loss: scalar tensor (or ``target``-shaped for ``reduction="none"``).
+        n_tokens: number of real (non-pad) target tokens that entered the loss.
+    """
+
+    loss: torch.Tensor
+    n_tokens: int
+
+
+class _Selection(NamedTuple):
+    """The real tokens of a batch: flat positions (into ``target.reshape(-1)``) and ids."""
+
+    index: torch.Tensor  # [N] long, ascending
+    target: torch.Tensor  # [N] long
+    shape: torch.Size  # target's shape
+
+
+def _select_tokens(
+    fn: str,
+    score_shape: torch.Size,
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+    pad_id: int | None,
+    reduction: str,
+    batch_first: bool,
+) -> _Selection:
+    """Validate the arguments of a masked loss and select its real tokens.
+
+    ``score_shape`` is ``[..., V]``; all checks run before any work on the scores.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"{fn}: unknown reduction {reduction!r}; valid ones are {', '.join(REDUCTIONS)}"
+        )
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"{fn}: target must be a tensor of token ids, got {type(target).__name__}")
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise TypeError(f"{fn}: target must hold integer token ids, got dtype {target.dtype}")
+    if len(score_shape) < 1 or tuple(score_shape[:-1]) != tuple(target.shape):
+        hint = ""
+        if target.dim() == 2 and tuple(score_shape[:-1]) == tuple(target.shape)[::-1]:
+            hint = (
+                "; the scores look transposed relative to the target: use one layout for "
+                "both (time-major [T, B, V] with [T, B], or batch_first=True with [B, T, V] "
+                "and [B, T])"
+            )
+        elif len(score_shape) >= 2 and tuple(score_shape[:1]) + tuple(score_shape[2:]) == tuple(
+            target.shape
+        ):
+            hint = (
+                "; the class dimension must be last ([..., V]), not second as in "
+                "F.cross_entropy's [N, V, T] layout"
+            )
+        raise ValueError(
+            f"{fn}: scores of shape {tuple(score_shape)} do not match target of shape "
+            f"{tuple(target.shape)}; scores must be [*target.shape, V]{hint}"
+        )
+    if reduction in ("sequence", "timestep") and target.dim() not in (1, 2):
+        raise ValueError(
+            f"{fn}: reduction {reduction!r} needs a [T, B] or [B, T] target (or [B] for one "
+            f"step), got shape {tuple(target.shape)}"
+        )
+    vocab = score_shape[-1]
+    if vocab == 0:
+        raise ValueError(f"{fn}: scores have an empty class dimension (shape {tuple(score_shape)})")
+
+    if mask is None:
+        if pad_id is None:
+            raise ValueError(f"{fn}: give either mask (True at real tokens) or pad_id")
+        valid = target != pad_id
+    else:
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{fn}: mask must be a tensor, got {type(mask).__name__}")
+        if mask.dtype.is_floating_point or mask.dtype.is_complex:
+            raise TypeError(
+                f"{fn}: mask must be bool, uint8 or integer (non-zero = real token), got {mask.dtype}"
+            )
+        if mask.shape != target.shape:
+            raise ValueError(
+                f"{fn}: mask of shape {tuple(mask.shape)} does not match target of shape "
+                f"{tuple(target.shape)}"
+            )
+        if mask.device != target.device:
+            mask = mask.to(target.device)
+        valid = mask != 0
+
+    index = valid.reshape(-1).nonzero().squeeze(1)
+    ids = target.reshape(-1).index_select(0, index).long()
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab:
+            bad = lo if lo < 0 else hi
+            where = index[(ids == bad).nonzero()[0, 0]].item()
+            position = tuple(int(i) for i in torch.unravel_index(torch.tensor(where), target.shape))
+            raise ValueError(
+                f"{fn}: target id {bad} at real position {position} is outside the "
+                f"vocabulary [0, {vocab}); mark it as padding in the mask or fix the data"
+            )
+    return _Selection(index, ids, target.shape)
+
+
+def _reduce(
+    per_token: torch.Tensor, sel: _Selection, reduction: str, batch_first: bool
+) -> LossOutput:
+    """Reduce per-token losses ``[N]`` (in the order of ``sel.index``) to a LossOutput."""
+    n = sel.index.numel()
+    if reduction == "sum":
+        return LossOutput(per_token.sum(), n)
+    if reduction == "mean":
+        # An empty sum is a differentiable zero, so an all-pad batch gives 0, not NaN.
+        return LossOutput(per_token.sum() / max(n, 1), n)
+    if reduction == "none":
+        numel = sel.shape.numel()
+        full = per_token.new_zeros(numel).index_copy(0, sel.index, per_token)
+        return LossOutput(full.view(sel.shape), n)
+
+    # "sequence" and "timestep": a [B] target is one time step of B sequences.
+    if len(sel.shape) == 1:
+        steps, batch = 1, sel.shape[0]
+    elif batch_first:
+        batch, steps = sel.shape
+    else:
+        steps, batch = sel.shape
+    if batch_first and len(sel.shape) == 2:
+        seq_of, step_of = sel.index // steps, sel.index % steps
+    else:
+        step_of, seq_of = sel.index // batch, sel.index % batch
+    if reduction == "timestep":
+        group, groups = step_of, steps
+    else:
+        group, groups = seq_of, batch
+    counts = torch.bincount(group, minlength=groups).to(per_token.dtype)
+    sums = per_token.new_zeros(groups).index_add(0, group, per_token)
+    group_means = sums / counts.clamp(min=1)
+    if reduction == "timestep":
+        return LossOutput(group_means.sum(), n)
+    return LossOutput(group_means.sum() / max(int((counts > 0).sum()), 1), n)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Log-softmax runs in float32 at least (bf16/fp16 are upcast), float64 stays float64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _token_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, label_smoothing: float, focal_gamma: float
+) -> torch.Tensor:
+    """Per-row cross-entropy of ``logits [N, V]`` against ``target [N]`` -> ``[N]``."""
+    log_probs = F.log_softmax(logits.to(_compute_dtype(logits.dtype)), dim=-1)
+    nll = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+    loss = nll
+    if label_smoothing > 0:
+        # F.cross_entropy's convention: eps/V of the mass on every class.
+        loss = (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(dim=-1)
+    if focal_gamma > 0:
+        loss = (-torch.expm1(-nll)).pow(focal_gamma) * loss
+    return loss
+
+
+def _check_options(fn: str, label_smoothing: float, focal_gamma: float) -> None:
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if focal_gamma < 0:
+        raise ValueError(f"{fn}: focal_gamma must be >= 0, got {focal_gamma}")
+
+
+def _check_scores(fn: str, name: str, scores: torch.Tensor) -> None:
+    if not isinstance(scores, torch.Tensor) or not scores.dtype.is_floating_point:
+        kind = scores.dtype if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise TypeError(f"{fn}: {name} must be a floating-point tensor [..., V], got {kind}")
+
+
+def masked_nll_loss(
+    log_probs: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    pad_id: int | None = None,
+    reduction: str = "mean",
+    batch_first: bool = False,
+) -> LossOutput:
+    """Negative log-likelihood of ``target`` under ``log_probs``, over real tokens only.
+
+    The successor of the tutorial's ``maskNLLLoss``; pass log-probabilities (from
+    ``log_softmax``), not probabilities. Prefer :func:`masked_cross_entropy` on logits.
+
+    Args:
+        log_probs: ``[T, B, V]`` (``[B, T, V]`` with ``batch_first``, or ``[B, V]``).
+        target: ``[T, B]`` integer ids (``[B, T]``, or ``[B]``), matching ``log_probs``.
+        mask: valid mask shaped like ``target``; bool, uint8 or int, non-zero = real token.
+        pad_id: with ``mask=None``, the mask is ``target != pad_id``.
+        reduction: one of ``REDUCTIONS`` (see the module docstring).
+        batch_first: layout of 2-D inputs; matters for ``"sequence"``/``"timestep"``.
+
+    Returns:
+        ``LossOutput(loss, n_tokens)``.
+    """
+    fn = "masked_nll_loss"
+    _check_scores(fn, "log_probs", log_probs)
+    sel = _select_tokens(fn, log_probs.shape, target, mask, pad_id, reduction, batch_first)
+    rows = log_probs.reshape(-1, log_probs.shape[-1]).index_select(0, sel.index)
+    rows = rows.to(_compute_dtype(rows.dtype))
+    per_token = -rows.gather(1, sel.target.unsqueeze(1)).squeeze(1)
+    return _reduce(per_token, sel, reduction, batch_first)
+
+
+def masked_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    pad_id: int | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    focal_gamma: float = 0.0,
+    batch_first: bool = False,
+) -> LossOutput:
+    """Cross-entropy of ``logits`` against ``target`` over real tokens only.
+
+    Computes ``log_softmax`` (never ``log(softmax)``) in float32 at least, on the real
+    tokens' rows only.
+
+    Args:
+        logits: ``[T, B, V]`` (``[B, T, V]`` with ``batch_first``, or ``[B, V]``).
+        target: ``[T, B]`` integer ids (``[B, T]``, or ``[B]``), matching ``logits``.
+        mask: valid mask shaped like ``target``; bool, uint8 or int, non-zero = real token.
+        pad_id: with ``mask=None``, the mask is ``target != pad_id``.
+        reduction: one of ``REDUCTIONS`` (see the module docstring).
+        label_smoothing: ``eps`` in ``[0, 1]``; as ``F.cross_entropy``, ``eps/V`` of the
+            target mass goes to every class.
+        focal_gamma: ``gamma >= 0``; each token's loss is scaled by ``(1 - p_t) ** gamma``.
+        batch_first: layout of 2-D inputs; matters for ``"sequence"``/``"timestep"``.
+
+    Returns:
+        ``LossOutput(loss, n_tokens)``.
+    """
+    fn = "masked_cross_entropy"
+    _check_scores(fn, "logits", logits)
+    _check_options(fn, label_smoothing, focal_gamma)
+    sel = _select_tokens(fn, logits.shape, target, mask, pad_id, reduction, batch_first)
+    rows = logits.reshape(-1, logits.shape[-1]).index_select(0, sel.index)
+    per_token = _token_cross_entropy(rows, sel.target, label_smoothing, focal_gamma)
+    return _reduce(per_token, sel, reduction, batch_first)
+
+
+def masked_linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    bias: torch.Tensor | None = None,
+    pad_id: int | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    chunk_size: int | None = None,
+    batch_first: bool = False,
+) -> LossOutput:
+    """``masked_cross_entropy(hidden @ weight.T + bias, ...)`` projecting real tokens only.
+
+    Pads are never projected to the vocabulary.
+
+    Args:
+        hidden: ``[T, B, H]`` (``[B, T, H]`` with ``batch_first``, or ``[B, H]``).
+        weight: ``[V, H]``, as ``nn.Linear.weight``.
+        target, mask, pad_id, reduction, label_smoothing, batch_first: as in
+            :func:`masked_cross_entropy`.
+        bias: optional ``[V]``.
+        chunk_size: rows of logits computed at once (``None``: all).
+
+    Returns:
+        ``LossOutput(loss, n_tokens)``.
+    """
+    fn = "masked_linear_cross_entropy"
+    _check_scores(fn, "hidden", hidden)
+    _check_options(fn, label_smoothing, 0.0)
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"{fn}: weight of shape {tuple(weight.shape)} does not fit hidden of shape "
+            f"{tuple(hidden.shape)}; weight must be [V, H] with H = hidden.shape[-1]"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(
+            f"{fn}: bias of shape {tuple(bias.shape)} does not match weight's vocabulary "
+            f"size {weight.shape[0]}; bias must be [V]"
+        )
+    score_shape = torch.Size((*hidden.shape[:-1], weight.shape[0]))
+    sel = _select_tokens(fn, score_shape, target, mask, pad_id, reduction, batch_first)
+    rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, sel.index)
+    logits = F.linear(rows, weight, bias)
+    per_token = _token_cross_entropy(logits, sel.target, label_smoothing, 0.0)
+    return _reduce(per_token, sel, reduction, batch_first)
