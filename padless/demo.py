@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     outputs1 = torch.tensor([[0.2, 0.1, 0.7], [0.3, 0.6, 0.1], [0.4, 0.5, 0.1]])
     loss, n = masked_nll_loss(outputs1.log(), padded[0], mask[0])
-    print(f"\nseed maskNLLLoss on step 0: loss={loss.item():.4f} over n_tokens={n} (seed: 1.1689, 3)")
+    print(f"\nseed maskNLLLoss on step 0: loss={loss.item():.4f}, n_tokens={n}")
+    print("(the seed document prints (tensor(1.1689), 3))")
 
     torch.manual_seed(0)
     logits = torch.randn(*padded.shape, 4)

@@ -117,7 +117,8 @@ def _select_tokens(
             raise TypeError(f"{fn}: mask must be a tensor, got {type(mask).__name__}")
         if mask.dtype.is_floating_point or mask.dtype.is_complex:
             raise TypeError(
-                f"{fn}: mask must be bool, uint8 or integer (non-zero = real token), got {mask.dtype}"
+                f"{fn}: mask must be bool, uint8 or integer (non-zero = real token), "
+                f"got {mask.dtype}"
             )
         if mask.shape != target.shape:
             raise ValueError(

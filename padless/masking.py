@@ -82,11 +82,15 @@ def lengths_to_mask(
     """
     lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1:
-        raise ValueError(f"lengths_to_mask: lengths must be 1-D [B], got shape {tuple(lengths.shape)}")
+        raise ValueError(
+            f"lengths_to_mask: lengths must be 1-D [B], got shape {tuple(lengths.shape)}"
+        )
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise ValueError(f"lengths_to_mask: lengths must be integers, got {lengths.dtype}")
     if lengths.numel() and int(lengths.min()) < 0:
-        raise ValueError(f"lengths_to_mask: negative length {int(lengths.min())} in {lengths.tolist()}")
+        raise ValueError(
+            f"lengths_to_mask: negative length {int(lengths.min())} in {lengths.tolist()}"
+        )
     longest = int(lengths.max()) if lengths.numel() else 0
     if max_len is None:
         max_len = longest
