@@ -352,3 +352,18 @@ def test_bad_options():
         masked_cross_entropy(x, y, pad_id=0, label_smoothing=1.5)
     with pytest.raises(ValueError, match="focal_gamma"):
         masked_cross_entropy(x, y, pad_id=0, focal_gamma=-1)
+
+
+def test_docs_worked_example_token_weights():
+    """docs/losses.md: with lengths 2, 5, 10 the tutorial objective weighs the last step 3x."""
+    target, lengths = pad_batch([[1] * n for n in (2, 5, 10)])
+    mask = lengths_to_mask(lengths)
+    weights = {}
+    for reduction in ("mean", "sequence", "timestep"):
+        log_probs = torch.zeros(*target.shape, 2, requires_grad=True)
+        masked_nll_loss(log_probs, target, mask, reduction=reduction).loss.backward()
+        weights[reduction] = -log_probs.grad[..., 1]
+    torch.testing.assert_close(weights["mean"][mask], torch.full((17,), 1 / 17))
+    assert weights["timestep"][9, 2].item() == pytest.approx(3 * weights["timestep"][0, 2].item())
+    assert weights["timestep"].sum().item() == pytest.approx(10)
+    assert weights["sequence"][0, 0].item() == pytest.approx(1 / 6)
