@@ -59,11 +59,12 @@ def reference(scores, target, mask, reduction, batch_first=False, *, eps=0.0, ga
         return per.sum()
     if reduction == "mean":
         return per.sum() / max(n, 1)
+    zero = torch.zeros((), dtype=torch.float64)
     if reduction == "timestep":
-        return sum(per[t][m[t]].mean() for t in range(steps) if m[t].any())
+        return sum((per[t][m[t]].mean() for t in range(steps) if m[t].any()), zero)
     if reduction == "sequence":
         means = [per[:, b][m[:, b]].mean() for b in range(batch) if m[:, b].any()]
-        return sum(means) / max(len(means), 1)
+        return sum(means, zero) / max(len(means), 1)
     out = per if not batch_first or target.dim() == 1 else per.t()
     return out.reshape(target.shape)
 
