@@ -1,0 +1,425 @@
+"""Decoding as plain, batched functions: greedy, beam search and sampling.
+
+Every function takes a model with the two methods of :class:`padless.model.Seq2Seq` used at
+inference time (see :class:`StepModel`), a padded source batch ``src [S, B]`` with its lengths
+``[B]`` (CPU), and returns a :class:`SearchResult`. Source padding is masked in every step by
+passing the encoder's ``src_mask [S, B]`` to ``decode_step``.
+
+Returned token ids never contain BOS, EOS or anything after EOS. Sentences that finish early
+are dropped from the batch, so a long answer does not make the others pay for its steps.
+
+Scores:
+
+- greedy and sampling: the model's log-probability of the returned tokens (plus EOS when
+  the hypothesis finished), i.e. ``sum_t log p(y_t | y_<t, x)`` at temperature 1;
+- beam search: that log-probability divided by the GNMT length penalty
+  ``((5 + n) / 6) ** alpha``, where ``n`` counts the returned tokens plus EOS when finished.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import torch
+
+__all__ = [
+    "Hypothesis",
+    "SearchOptions",
+    "SearchResult",
+    "StepModel",
+    "beam_search",
+    "greedy_search",
+    "length_penalty",
+    "sample_search",
+    "search",
+]
+
+
+class StepModel(Protocol):
+    """What decoding needs from a model (implemented by :class:`padless.model.Seq2Seq`)."""
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> NamedTuple:
+        """``src [S, B]``, ``src_lengths [B]`` -> ``Encoded(memory [S, B, H],
+        src_mask [S, B], hidden [layers, B, H])``."""
+        ...
+
+    def decode_step(
+        self, prev_tokens: torch.Tensor, hidden: torch.Tensor, memory: torch.Tensor,
+        src_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``prev_tokens [B]`` -> ``(log_probs [B, V], hidden [layers, B, H],
+        attention [B, S])``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One output sequence.
+
+    Attributes:
+        tokens: generated ids, without BOS, EOS or anything after EOS.
+        score: the ranking score (see the module docstring).
+        log_prob: ``sum_t log p(y_t | y_<t, x)`` over ``tokens`` (and EOS if ``finished``).
+        finished: True if the model produced EOS, False if cut at ``max_length``.
+        attention: ``[T, S_b]`` attention of each generated step (``T = len(tokens) + 1``
+            when finished, the last row being EOS's) over the ``S_b`` real source tokens;
+            None unless asked for.
+    """
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+    finished: bool
+    attention: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The output for a batch: ``hypotheses[b]`` is sentence ``b``'s n-best list, best first."""
+
+    hypotheses: list[list[Hypothesis]]
+
+    @property
+    def tokens(self) -> list[list[int]]:
+        """The best hypothesis' tokens of each sentence, ``[B][T_b]``."""
+        return [nbest[0].tokens for nbest in self.hypotheses]
+
+    @property
+    def scores(self) -> list[float]:
+        """The best hypothesis' score of each sentence, ``[B]``."""
+        return [nbest[0].score for nbest in self.hypotheses]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to decode; ``method`` picks the function, the other fields are its arguments."""
+
+    method: str = "greedy"  # "greedy" | "beam" | "sample"
+    max_length: int = 30
+    beam_size: int = 5
+    alpha: float = 0.6
+    n_best: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (Wu et al., 2016)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _trim_attention(rows: list[torch.Tensor], src_len: int) -> torch.Tensor:
+    """Stack ``T`` attention rows ``[S]`` into ``[T, src_len]`` on CPU (pads cut off)."""
+    return torch.stack(rows)[:, :src_len].float().cpu()
+
+
+def _sequential_search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    pick: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    return_attention: bool,
+) -> SearchResult:
+    """One hypothesis per sentence, choosing each token with ``pick(log_probs [b, V]) -> [b]``."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    enc = model.encode(src, src_lengths)
+    memory, src_mask, hidden = enc.memory, enc.src_mask, enc.hidden
+    batch_size, device = src.size(1), memory.device
+    alive = torch.arange(batch_size, device=device)  # original index of each decoding row
+    prev = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
+    out = torch.full((max_length, batch_size), eos_id, dtype=torch.long, device=device)
+    log_prob = torch.zeros(batch_size, dtype=torch.float64, device=device)
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    attn_out = (
+        torch.zeros(max_length, batch_size, src.size(0), device=device)
+        if return_attention else None
+    )
+    for step in range(max_length):
+        step_log_probs, hidden, attention = model.decode_step(prev, hidden, memory, src_mask)
+        token = pick(step_log_probs)
+        out[step, alive] = token
+        log_prob[alive] += step_log_probs.gather(1, token.unsqueeze(1)).squeeze(1).double()
+        if attn_out is not None:
+            attn_out[step, alive] = attention.float()
+        is_eos = token == eos_id
+        finished[alive] |= is_eos
+        if is_eos.any():  # drop finished rows so the others decode alone
+            keep = (~is_eos).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            alive, token = alive[keep], token[keep]
+            hidden = hidden.index_select(1, keep)
+            memory, src_mask = memory.index_select(1, keep), src_mask.index_select(1, keep)
+        prev = token
+
+    hypotheses = []
+    for b, (ids, lp, done) in enumerate(
+        zip(out.t().tolist(), log_prob.tolist(), finished.tolist(), strict=True)
+    ):
+        n = ids.index(eos_id) if done else max_length
+        attention_b = None
+        if attn_out is not None:
+            attention_b = attn_out[: n + done, b, : int(src_lengths[b])].cpu()
+        hypotheses.append([Hypothesis(ids[:n], lp, lp, done, attention_b)])
+    return SearchResult(hypotheses)
+
+
+@torch.no_grad()
+def greedy_search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int = 30,
+    return_attention: bool = False,
+) -> SearchResult:
+    """Batched greedy decoding: the most likely token at each step; a sentence stops at EOS.
+
+    Args:
+        model: a :class:`StepModel` (in eval mode).
+        src: ``[S, B]`` padded source ids, on the model's device.
+        src_lengths: ``[B]`` source lengths (CPU).
+        max_length: at most this many tokens per sentence (EOS included).
+        return_attention: keep each hypothesis' ``[T, S_b]`` attention.
+    """
+    return _sequential_search(
+        model, src, src_lengths, lambda lp: lp.argmax(dim=1), bos_id=bos_id, eos_id=eos_id,
+        max_length=max_length, return_attention=return_attention,
+    )
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k and outside the top-p nucleus; ``[b, V]``."""
+    if 0 < top_k < logits.size(1):
+        kth = logits.topk(top_k, dim=1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=1, descending=True)
+        cumulative = sorted_logits.softmax(dim=1).cumsum(dim=1)
+        # drop a token when the tokens ranked above it already reach top_p (keeps the first)
+        drop_sorted = cumulative - sorted_logits.softmax(dim=1) >= top_p
+        drop = drop_sorted.scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -math.inf)
+    return logits
+
+
+@torch.no_grad()
+def sample_search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int = 30,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+) -> SearchResult:
+    """Batched ancestral sampling from ``softmax(log_probs / temperature)``.
+
+    Args:
+        temperature: > 0; below 1 sharpens the distribution, above 1 flattens it.
+        top_k: sample among the ``top_k`` most likely tokens only (0: all).
+        top_p: nucleus sampling, the smallest set of tokens whose probability reaches
+            ``top_p`` (1.0: all).
+        generator: a ``torch.Generator`` on the model's device; the same seed and batch give
+            the same samples.
+
+    The score is the model's log-probability of the sample at temperature 1, unfiltered.
+    Other arguments as :func:`greedy_search`.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; use greedy_search for 0")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+
+    def pick(log_probs: torch.Tensor) -> torch.Tensor:
+        logits = _filter_logits(log_probs.float() / temperature, top_k, top_p)
+        return torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)
+
+    return _sequential_search(
+        model, src, src_lengths, pick, bos_id=bos_id, eos_id=eos_id,
+        max_length=max_length, return_attention=return_attention,
+    )
+
+
+def _insert_finished(kept: list[Hypothesis], hyp: Hypothesis, capacity: int) -> None:
+    """Insert ``hyp`` into ``kept`` (sorted best first), keeping at most ``capacity``."""
+    if len(kept) == capacity and hyp.score <= kept[-1].score:
+        return
+    kept.append(hyp)
+    kept.sort(key=lambda h: h.score, reverse=True)
+    del kept[capacity:]
+
+
+@torch.no_grad()
+def beam_search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 5,
+    max_length: int = 30,
+    alpha: float = 0.6,
+    n_best: int = 1,
+    return_attention: bool = False,
+) -> SearchResult:
+    """Batched beam search with the GNMT length penalty and exact stopping.
+
+    Each step expands the ``beam_size`` open hypotheses of every sentence and takes the
+    ``2 * beam_size`` best continuations (as fairseq does). An EOS continuation ranked among
+    the first ``beam_size`` becomes a finished hypothesis; the ``beam_size`` best non-EOS
+    continuations stay open. Up to ``beam_size`` finished hypotheses are kept per sentence.
+
+    A sentence stops only when it holds ``beam_size`` finished hypotheses and no open beam
+    can beat the worst of them: an open beam with log-probability ``L <= 0`` can reach at
+    most ``L / length_penalty(max_length, alpha)`` (log-probabilities only fall, the
+    penalty only grows). Otherwise it stops at ``max_length``, where open beams count as
+    unfinished hypotheses. With ``beam_size=1`` and ``alpha=0`` this is greedy search.
+
+    Args:
+        beam_size: open hypotheses per sentence (``k``).
+        alpha: length-penalty exponent (0: rank by raw log-probability).
+        n_best: hypotheses returned per sentence, ``1 <= n_best <= beam_size``.
+        Others as :func:`greedy_search`; ``src [S, B]``, ``src_lengths [B]``.
+
+    Returns:
+        ``hypotheses[b]``: up to ``n_best`` hypotheses, best score first.
+    """
+    k = beam_size
+    if k < 1 or not 1 <= n_best <= k:
+        raise ValueError(f"need 1 <= n_best ({n_best}) <= beam_size ({beam_size})")
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    enc = model.encode(src, src_lengths)
+    batch_size, device = src.size(1), enc.memory.device
+    # row i * k + j is beam j of the i-th still-active sentence
+    memory = enc.memory.repeat_interleave(k, dim=1)  # [S, B*k, H]
+    src_mask = enc.src_mask.repeat_interleave(k, dim=1)  # [S, B*k]
+    hidden = enc.hidden.repeat_interleave(k, dim=1)  # [layers, B*k, H]
+    active = list(range(batch_size))  # original index of each active sentence
+    # only beam 0 is live at first, so the k beams do not start as k copies of one hypothesis
+    beam_log_prob = torch.full((batch_size, k), -math.inf, device=device)
+    beam_log_prob[:, 0] = 0.0
+    prev = torch.full((batch_size * k,), bos_id, dtype=torch.long, device=device)
+    history = torch.empty(batch_size * k, 0, dtype=torch.long, device=device)  # [B*k, t]
+    attn_history = torch.empty(batch_size * k, 0, src.size(0), device=device)  # [B*k, t, S]
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    best_possible_penalty = length_penalty(max_length, alpha)
+
+    def finish(row: int, log_prob: float, length: int, done: bool, last_attn: torch.Tensor | None):
+        """Record the hypothesis of beam ``row`` (plus EOS when ``done``) as finished."""
+        sentence = active[row // k]
+        attention = None
+        if return_attention:
+            rows = list(attn_history[row]) + ([last_attn] if last_attn is not None else [])
+            attention = _trim_attention(rows, int(src_lengths[sentence]))
+        hyp = Hypothesis(
+            history[row].tolist(), log_prob / length_penalty(length, alpha), log_prob, done,
+            attention,
+        )
+        _insert_finished(finished[sentence], hyp, k)
+
+    for step in range(max_length):
+        n_active = len(active)
+        log_probs, hidden, attention = model.decode_step(prev, hidden, memory, src_mask)
+        vocab = log_probs.size(1)
+        candidates = (beam_log_prob.view(-1, 1) + log_probs.float()).view(n_active, k * vocab)
+        top_log_prob, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # [n, 2k]
+        top_beam, top_token = top_index // vocab, top_index % vocab
+        is_eos = top_token == eos_id
+
+        # EOS among the first k candidates: a finished hypothesis of length step + 1
+        new_done = is_eos[:, :k] & top_log_prob[:, :k].isfinite()
+        for i, c in new_done.nonzero().tolist():
+            row = i * k + int(top_beam[i, c])
+            finish(row, float(top_log_prob[i, c]), step + 1, True, attention[row])
+
+        # the k best non-EOS candidates stay open
+        open_log_prob = top_log_prob.masked_fill(is_eos, -math.inf)
+        beam_log_prob, chosen = open_log_prob.topk(k, dim=1)  # [n, k]
+        rows = (
+            torch.arange(n_active, device=device).unsqueeze(1) * k + top_beam.gather(1, chosen)
+        ).view(-1)
+        prev = top_token.gather(1, chosen).view(-1)
+        hidden = hidden.index_select(1, rows)
+        history = torch.cat([history.index_select(0, rows), prev.unsqueeze(1)], dim=1)
+        if return_attention:
+            attn_history = torch.cat(
+                [attn_history.index_select(0, rows), attention.index_select(0, rows)[:, None]],
+                dim=1,
+            )
+
+        if step == max_length - 1:  # out of length: open beams become unfinished hypotheses
+            for i, j in beam_log_prob.isfinite().nonzero().tolist():
+                finish(i * k + j, float(beam_log_prob[i, j]), max_length, False, None)
+            break
+        best_open = (beam_log_prob.max(dim=1).values / best_possible_penalty).tolist()
+        keep = [
+            i for i, sentence in enumerate(active)
+            if len(finished[sentence]) < k or best_open[i] > finished[sentence][-1].score
+        ]
+        if len(keep) < n_active:  # drop finished sentences from the batch
+            if not keep:
+                break
+            keep_t = torch.tensor(keep, device=device)
+            keep_rows = (keep_t.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            active = [active[i] for i in keep]
+            beam_log_prob = beam_log_prob.index_select(0, keep_t)
+            prev, history = prev.index_select(0, keep_rows), history.index_select(0, keep_rows)
+            hidden = hidden.index_select(1, keep_rows)
+            memory = memory.index_select(1, keep_rows)
+            src_mask = src_mask.index_select(1, keep_rows)
+            if return_attention:
+                attn_history = attn_history.index_select(0, keep_rows)
+
+    return SearchResult([kept[:n_best] for kept in finished])
+
+
+def search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    options: SearchOptions,
+    *,
+    bos_id: int,
+    eos_id: int,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+) -> SearchResult:
+    """Run the search ``options.method`` names; ``src [S, B]``, ``src_lengths [B]``."""
+    common = dict(
+        bos_id=bos_id, eos_id=eos_id, max_length=options.max_length,
+        return_attention=return_attention,
+    )
+    if options.method == "greedy":
+        return greedy_search(model, src, src_lengths, **common)
+    if options.method == "beam":
+        return beam_search(
+            model, src, src_lengths, beam_size=options.beam_size, alpha=options.alpha,
+            n_best=options.n_best, **common,
+        )
+    if options.method == "sample":
+        return sample_search(
+            model, src, src_lengths, temperature=options.temperature, top_k=options.top_k,
+            top_p=options.top_p, generator=generator, **common,
+        )
+    raise ValueError(f"unknown search method {options.method!r}; use greedy, beam or sample")
