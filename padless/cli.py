@@ -9,6 +9,7 @@ import sys
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("padless.demo", "the seed document's masked-loss example, done right"),
+    "prepare": ("padless.prepare", "turn a corpus into splits, a vocabulary and metadata"),
 }
 
 
