@@ -21,14 +21,24 @@ from __future__ import annotations
 import ast
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from importlib import resources
 from itertools import zip_longest
 from pathlib import Path
 
 import yaml
+
+from padless.reading import (
+    EXAMPLES,
+    CorpusError,
+    Pair,
+    ReadStats,
+    consecutive_pairs,
+    count_pair,
+    decoded_lines,
+    read_text,
+    text_lines,
+)
 
 __all__ = [
     "FORMATS",
@@ -48,103 +58,6 @@ __all__ = [
 FORMATS = ("cornell", "convokit", "chitchat", "chatterbot", "tsv", "parallel")
 CORNELL_SEP = " +++$+++ "
 CORNELL_ENCODING = "iso-8859-1"
-_EXAMPLES = 5  # problems quoted in the summary; the rest are only counted
-
-Pair = tuple[str, str]
-
-
-class CorpusError(ValueError):
-    """Malformed or missing input; the message names the file (and line)."""
-
-
-@dataclass
-class ReadStats:
-    """What the readers saw: pairs read, drops by reason, bad lines and examples of them."""
-
-    skip_bad_lines: bool = False
-    pairs_read: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    bad_lines: int = 0
-    missing_ids: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    def bad(self, path: str | os.PathLike, lineno: int | None, message: str) -> None:
-        """Report a malformed line: raise, or count and remember it when skipping."""
-        where = f"{path}:{lineno}" if lineno is not None else f"{path}"
-        text = f"{where}: {message}"
-        if not self.skip_bad_lines:
-            raise CorpusError(text + " (use --skip-bad-lines to skip such lines)")
-        self.bad_lines += 1
-        self.note(text)
-
-    def note(self, text: str) -> None:
-        """Keep the first few problems as examples for the summary."""
-        if len(self.problems) < _EXAMPLES:
-            self.problems.append(text)
-
-    def drop(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` pairs dropped for ``reason``."""
-        self.dropped[reason] += n
-
-
-def _open_binary(path: Path):
-    """Open for reading, turning a missing file into a ``CorpusError`` naming it."""
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{path}: is a directory, expected a file") from None
-
-
-def _decoded_lines(
-    path: Path, stats: ReadStats, encoding: str = "utf-8"
-) -> Iterator[tuple[int, str | None]]:
-    """``(line number, text without the newline)``; the text is None for an undecodable line.
-
-    Decoding line by line is what lets a bad byte be reported with its line number.
-    """
-    with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as e:
-                stats.bad(path, lineno, f"not valid {encoding} (byte {e.start + 1}: {e.reason})")
-                yield lineno, None
-                continue
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")  # a BOM written by some editors
-            yield lineno, line.rstrip("\r\n")
-
-
-def _lines(path: Path, stats: ReadStats, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Like :func:`_decoded_lines` without the undecodable lines (already reported)."""
-    for lineno, line in _decoded_lines(path, stats, encoding):
-        if line is not None:
-            yield lineno, line
-
-
-def _pair(stats: ReadStats, source: str, target: str) -> Pair | None:
-    """Count a pair as read; ``None`` (and a drop) when a side is empty."""
-    stats.pairs_read += 1
-    if not source.strip() or not target.strip():
-        stats.drop("empty utterance")
-        return None
-    return source, target
-
-
-def _consecutive(stats: ReadStats, texts: list[str | None]) -> Iterator[Pair]:
-    """Pairs of consecutive turns; ``None`` marks a turn that is missing from the corpus."""
-    for source, target in zip(texts, texts[1:], strict=False):
-        if source is None or target is None:
-            stats.pairs_read += 1
-            stats.drop("missing utterance")
-            continue
-        pair = _pair(stats, source, target)
-        if pair:
-            yield pair
-
-
 # -- Cornell Movie-Dialogs -----------------------------------------------------------------
 
 
@@ -168,7 +81,7 @@ def read_cornell(directory: str | os.PathLike, stats: ReadStats) -> Iterator[Pai
     lines_path = directory / "movie_lines.txt"
     conv_path = directory / "movie_conversations.txt"
     texts: dict[str, str] = {}
-    for lineno, line in _lines(lines_path, stats, CORNELL_ENCODING):
+    for lineno, line in text_lines(lines_path, stats, CORNELL_ENCODING):
         if not line.strip():
             continue
         fields = _cornell_fields(line, 5)
@@ -176,7 +89,7 @@ def read_cornell(directory: str | os.PathLike, stats: ReadStats) -> Iterator[Pai
             stats.bad(lines_path, lineno, f"expected 5 fields separated by {CORNELL_SEP.strip()!r}")
             continue
         texts[fields[0].strip()] = fields[4]
-    for lineno, line in _lines(conv_path, stats, CORNELL_ENCODING):
+    for lineno, line in text_lines(conv_path, stats, CORNELL_ENCODING):
         if not line.strip():
             continue
         fields = _cornell_fields(line, 4)
@@ -193,9 +106,9 @@ def read_cornell(directory: str | os.PathLike, stats: ReadStats) -> Iterator[Pai
         for i in ids:
             if i not in texts:
                 stats.missing_ids += 1
-                if stats.missing_ids <= _EXAMPLES:
+                if stats.missing_ids <= EXAMPLES:
                     stats.note(f"{conv_path}:{lineno}: line id {i} is not in {lines_path.name}")
-        yield from _consecutive(stats, [texts.get(i) for i in ids])
+        yield from consecutive_pairs(stats, [texts.get(i) for i in ids])
 
 
 # -- ConvoKit ------------------------------------------------------------------------------
@@ -212,7 +125,7 @@ def read_convokit(path: str | os.PathLike, stats: ReadStats) -> Iterator[Pair]:
         path = path / "utterances.jsonl"
     texts: dict[str, str] = {}
     replies: list[tuple[str, str, int]] = []  # (id, replied-to id, line number)
-    for lineno, line in _lines(path, stats):
+    for lineno, line in text_lines(path, stats):
         if not line.strip():
             continue
         try:
@@ -233,7 +146,7 @@ def read_convokit(path: str | os.PathLike, stats: ReadStats) -> Iterator[Pair]:
             stats.drop("missing utterance")
             stats.note(f"{path}:{lineno}: replies to {parent!r}, which is not in the file")
             continue
-        pair = _pair(stats, texts[parent], texts[uid])
+        pair = count_pair(stats, texts[parent], texts[uid])
         if pair:
             yield pair
 
@@ -252,15 +165,14 @@ def read_chitchat(path: str | os.PathLike | None, stats: ReadStats) -> Iterator[
     A message is a list of utterances sent in a row; they are joined with a space.
     """
     path = chitchat_path() if path is None else Path(path)
-    with _open_binary(path) as f:
-        try:
-            data = json.loads(f.read().decode("utf-8"))
-        except UnicodeDecodeError as e:
-            stats.bad(path, None, f"not valid UTF-8 (byte {e.start + 1})")
-            return
-        except json.JSONDecodeError as e:
-            stats.bad(path, e.lineno, f"broken JSON ({e.msg} at column {e.colno})")
-            return
+    text = read_text(path, stats)
+    if text is None:
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        stats.bad(path, e.lineno, f"broken JSON ({e.msg} at column {e.colno})")
+        return
     if not isinstance(data, dict):
         stats.bad(path, None, "expected a JSON object of conversations")
         return
@@ -270,7 +182,7 @@ def read_chitchat(path: str | os.PathLike | None, stats: ReadStats) -> Iterator[
         except (KeyError, TypeError):
             stats.bad(path, None, f"conversation {conv_id!r}: expected messages of {{'text'}}")
             continue
-        yield from _consecutive(stats, messages)
+        yield from consecutive_pairs(stats, messages)
 
 
 # -- chatterbot YAML -----------------------------------------------------------------------
@@ -283,17 +195,16 @@ def read_chatterbot(path: str | os.PathLike, stats: ReadStats) -> Iterator[Pair]
     if not files:
         raise CorpusError(f"{path}: no .yml or .yaml files")
     for file in files:
-        with _open_binary(file) as f:
-            try:
-                doc = yaml.safe_load(f.read().decode("utf-8"))
-            except UnicodeDecodeError as e:
-                stats.bad(file, None, f"not valid UTF-8 (byte {e.start + 1})")
-                continue
-            except yaml.YAMLError as e:
-                mark = getattr(e, "problem_mark", None)
-                stats.bad(file, mark.line + 1 if mark else None,
-                          f"broken YAML ({getattr(e, 'problem', None) or e})")
-                continue
+        text = read_text(file, stats)
+        if text is None:
+            continue
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            stats.bad(file, mark.line + 1 if mark else None,
+                      f"broken YAML ({getattr(e, 'problem', None) or e})")
+            continue
         convs = doc.get("conversations") if isinstance(doc, dict) else None
         if not isinstance(convs, list):
             stats.bad(file, None, "expected a 'conversations:' list")
@@ -303,7 +214,7 @@ def read_chatterbot(path: str | os.PathLike, stats: ReadStats) -> Iterator[Pair]
                 stats.bad(file, None, f"conversation {k}: expected a list of statements")
                 continue
             # YAML reads "- 42" as a number and "- yes" as a bool; they are still statements.
-            yield from _consecutive(stats, ["" if s is None else str(s) for s in conv])
+            yield from consecutive_pairs(stats, ["" if s is None else str(s) for s in conv])
 
 
 # -- TSV and parallel text -----------------------------------------------------------------
@@ -312,7 +223,7 @@ def read_chatterbot(path: str | os.PathLike, stats: ReadStats) -> Iterator[Pair]
 def read_tsv(path: str | os.PathLike, stats: ReadStats) -> Iterator[Pair]:
     """One ``source<TAB>target`` pair per line; blank lines are ignored."""
     path = Path(path)
-    for lineno, line in _lines(path, stats):
+    for lineno, line in text_lines(path, stats):
         if not line.strip():
             continue
         sides = line.split("\t")
@@ -320,7 +231,7 @@ def read_tsv(path: str | os.PathLike, stats: ReadStats) -> Iterator[Pair]:
             problem = "no TAB" if len(sides) == 1 else f"{len(sides) - 1} TABs"
             stats.bad(path, lineno, f"expected 'source<TAB>target', found {problem}")
             continue
-        pair = _pair(stats, *sides)
+        pair = count_pair(stats, *sides)
         if pair:
             yield pair
 
@@ -333,8 +244,8 @@ def read_parallel(
     Files of different lengths are an error even with ``--skip-bad-lines``: every pair
     after the first missing line could be misaligned.
     """
-    source = _decoded_lines(Path(source_path), stats)
-    target = _decoded_lines(Path(target_path), stats)
+    source = decoded_lines(Path(source_path), stats)
+    target = decoded_lines(Path(target_path), stats)
     for src, tgt in zip_longest(source, target):
         if src is None or tgt is None:
             short, long_, (lineno, _) = (
@@ -346,7 +257,7 @@ def read_parallel(
             )
         if src[1] is None or tgt[1] is None:
             continue  # undecodable; already reported (and skipped, or it raised)
-        pair = _pair(stats, src[1], tgt[1])
+        pair = count_pair(stats, src[1], tgt[1])
         if pair:
             yield pair
 

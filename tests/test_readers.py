@@ -136,6 +136,10 @@ BAD_INPUTS = [
      r"utterances\.jsonl:2: broken JSON"),
     ("chatterbot", "bad.yml", b"conversations:\n- - hi\n  - [unclosed\n",
      r"bad\.yml:\d+: broken YAML"),
+    ("chatterbot", "enc.yml", b"conversations:\n- - caf\xe9\n  - ok\n",
+     r"enc\.yml:2: not valid utf-8"),
+    ("convokit", "utterances.jsonl", b'{"id": "1", "text": "a"}\n["a list"]\n',
+     r"utterances\.jsonl:2: expected a JSON object"),
     ("chitchat", "bad.json", b'{"c": {"messages": [\n[{"text": "hi"}],\n',
      r"bad\.json:\d+: broken"),
 ]
