@@ -10,6 +10,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("padless.demo", "the seed document's masked-loss example, done right"),
     "prepare": ("padless.prepare", "turn a corpus into splits, a vocabulary and metadata"),
+    "train": ("padless.train", "train the seq2seq model on a prepared dataset"),
+    "chat": ("padless.chat", "talk to a trained model (interactive, or one answer per line)"),
+    "translate": ("padless.translate", "decode a file: one output line per input line"),
+    "evaluate": ("padless.evaluate", "loss, perplexity, BLEU, chrF and samples on a split"),
 }
 
 

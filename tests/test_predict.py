@@ -1,0 +1,189 @@
+"""``padless chat``, ``translate`` and ``evaluate`` on a tiny prepared corpus and a tiny model."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+
+from padless.batch import Batch
+from padless.chat import answer
+from padless.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    TEXT_DIR,
+    checkpoint_path,
+    load_model,
+    save_checkpoint,
+)
+from padless.cli import main
+from padless.config import Config
+from padless.dataset import PreparedData
+from padless.evaluate import corpus_loss, evaluate
+from padless.model import Seq2Seq
+from padless.predict import decode_ids, decode_texts
+from padless.search import SearchOptions
+from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID
+
+QUESTIONS = [
+    "hello there", "how are you ?", "what is your name ?", "where do you live ?",
+    "do you like music ?", "good morning", "see you tomorrow", "what time is it ?",
+    "are you a robot ?", "tell me a joke", "i am tired today", "it is raining again",
+]
+ANSWERS = [
+    "hi !", "fine , thanks .", "my name is bot .", "in a computer .", "yes , i like jazz .",
+    "good morning to you", "bye , see you .", "it is late .", "maybe i am .",
+    "no jokes today .", "go to sleep then .", "take an umbrella .",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared dataset of a few dozen pairs."""
+    root = tmp_path_factory.mktemp("data")
+    corpus = root / "pairs.tsv"
+    lines = [f"{q} {i}\t{a}" for i in range(4) for q, a in zip(QUESTIONS, ANSWERS, strict=True)]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["prepare", str(corpus), "--format", "tsv", "--out", str(root / "prepared"),
+                 "--valid-fraction", "0.2", "--test-fraction", "0.2"]) == 0
+    return root / "prepared"
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory as `padless train` writes it, holding a tiny random model."""
+    root = tmp_path_factory.mktemp("run")
+    text = PreparedData.load(data_dir).text
+    text.save(root / TEXT_DIR)
+    config = Config.from_dict(
+        {"model": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}}
+    )
+    torch.manual_seed(0)
+    model = Seq2Seq(config.model, len(text.vocab), pad_id=PAD_ID)
+    state = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config.to_dict(),
+        "vocab": text.vocab.to_dict(), "vocab_size": len(text.vocab), "pad_id": PAD_ID,
+        "model": model.state_dict(),
+    }
+    save_checkpoint(checkpoint_path(root, "best"), state)
+    return root
+
+
+def run_cli(argv: list[str], stdin: str, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``padless ARGV < stdin`` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))  # not a TTY: the scripted mode
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_chat_answers_unknown_words_and_empty_lines_one_line_each(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin = "hello there\nzyxxy qwertz blorp\n\n   \nhow are you ?\nquit\nnot answered\n"
+    code, out, err = run_cli(["chat", str(run_dir), "--device", "cpu"], stdin, monkeypatch,
+                             capsys)
+    assert code == 0
+    assert len(out.splitlines()) == 5  # one per input line before `quit`
+    assert "nothing to answer" in err
+
+
+def test_chat_beam_and_seeded_sampling(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin = "hello there\nwhat is your name ?\n"
+    code, beam_out, _ = run_cli(["chat", str(run_dir), "--beam", "3"], stdin, monkeypatch, capsys)
+    assert code == 0 and len(beam_out.splitlines()) == 2
+    sample = ["chat", str(run_dir), "--sample", "--temperature", "1.5", "--top-p", "0.9",
+              "--seed", "7"]
+    outputs = [run_cli(sample, stdin * 5, monkeypatch, capsys)[1] for _ in range(2)]
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0].splitlines()) == 10
+
+
+def test_chat_truncates_long_input_with_a_notice(run_dir: Path) -> None:
+    model, text, _ = load_model(run_dir, device="cpu")
+    reply, notice = answer(model, text, "hello " * 80, SearchOptions(), max_input_length=10)
+    assert reply is not None
+    assert "truncated to its first 10 of 80 tokens" in notice
+    assert answer(model, text, "", SearchOptions())[0] is None
+
+
+def test_translate_keeps_input_order(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["what is your name ?", "hi", "", "where do you live today my friend ?",
+             "tell me a joke", "good morning", "unknownword"]
+    code, out, err = run_cli(["translate", str(run_dir), "--batch-size", "2", "--beam", "2"],
+                             "\n".join(lines) + "\n", monkeypatch, capsys)
+    assert code == 0
+    model, text, _ = load_model(run_dir, device="cpu")
+    options = SearchOptions(method="beam", beam_size=2)
+    alone = [decode_texts(model, text, [line], options)[0] for line in lines]
+    assert out.splitlines() == alone
+    assert "sent" in err  # the progress bar went to stderr
+    assert out.splitlines()[2] == ""
+
+
+def test_decode_ids_batches_equal_one_at_a_time(run_dir: Path) -> None:
+    model, text, _ = load_model(run_dir, device="cpu")
+    sources = [text.encode(q) for q in QUESTIONS]
+    batched = decode_ids(model, sources, SearchOptions(), batch_size=5)
+    for source, nbest in zip(sources, batched, strict=True):
+        ((single,),) = decode_ids(model, [source], SearchOptions())
+        assert nbest[0].tokens == single.tokens
+        assert nbest[0].score == pytest.approx(single.score, abs=1e-5)
+
+
+def test_evaluate_bleu_matches_sacrebleu_and_loss_is_per_token(data_dir: Path,
+                                                               run_dir: Path) -> None:
+    model, text, _ = load_model(run_dir, device="cpu")
+    pairs = PreparedData.load(data_dir).splits["test"]
+    result = evaluate(model, text, pairs, SearchOptions(), batch_size=4, n_samples=3)
+
+    outputs = [text.decode(nb[0].tokens) for nb in decode_ids(model, [s for s, _ in pairs],
+                                                               SearchOptions())]
+    references = [text.decode(t) for _, t in pairs]
+    assert result.bleu == pytest.approx(sacrebleu.corpus_bleu(outputs, [references]).score)
+    assert result.chrf == pytest.approx(sacrebleu.corpus_chrf(outputs, [references]).score)
+    assert [s[1] for s in result.samples] == outputs[:3]
+    assert [s[2] for s in result.samples] == references[:3]
+
+    # the loss is the per-token mean over all pairs, whatever the batching
+    total, n_tokens = 0.0, 0
+    for pair in pairs:
+        batch = Batch.from_pairs([pair], pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+        with torch.no_grad():
+            out = model.loss(batch, reduction="sum")
+        total, n_tokens = total + float(out.loss), n_tokens + out.n_tokens
+    assert result.n_tokens == n_tokens
+    assert result.loss == pytest.approx(total / n_tokens, rel=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(result.loss))
+    assert corpus_loss(model, pairs, batch_size=1)[0] == pytest.approx(result.loss, rel=1e-5)
+
+
+def test_evaluate_command_reports_and_plots_attention(
+    data_dir: Path, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    png = tmp_path / "attention.png"
+    code, out, _ = run_cli(
+        ["evaluate", str(run_dir), "--data", str(data_dir), "--split", "valid", "--beam", "2",
+         "--attention-plot", str(png), "--input", "how are you today ?"], "", monkeypatch, capsys,
+    )
+    assert code == 0
+    assert "BLEU" in out and "chrF" in out and "perplexity" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_without_data_says_what_is_missing(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["evaluate", str(run_dir)], "", monkeypatch, capsys)
+    assert code == 2
+    assert "--data" in err
