@@ -58,6 +58,7 @@ __all__ = [
 FORMATS = ("cornell", "convokit", "chitchat", "chatterbot", "tsv", "parallel")
 CORNELL_SEP = " +++$+++ "
 CORNELL_ENCODING = "iso-8859-1"
+CORNELL_FILES = ("movie_lines.txt", "movie_conversations.txt")
 # -- Cornell Movie-Dialogs -----------------------------------------------------------------
 
 
@@ -73,11 +74,14 @@ def _cornell_fields(line: str, n: int) -> list[str] | None:
 def read_cornell(directory: str | os.PathLike, stats: ReadStats) -> Iterator[Pair]:
     """Consecutive utterances of each Cornell conversation.
 
+    ``directory`` holds the two files (either of the files themselves is accepted too).
     The lines file is read into a dict (conversations look lines up by id); the
     conversations file is streamed. A conversation naming a line id that is not in the
     lines file loses the pairs touching it; the count and first examples are reported.
     """
     directory = Path(directory)
+    if directory.name in CORNELL_FILES:
+        directory = directory.parent
     lines_path = directory / "movie_lines.txt"
     conv_path = directory / "movie_conversations.txt"
     texts: dict[str, str] = {}
@@ -284,6 +288,8 @@ def detect_format(corpus: list[str]) -> str:
         raise CorpusError(f"{path}: cannot tell the corpus format; pass --format")
     if not path.exists():
         raise CorpusError(f"{path}: no such file or directory")
+    if path.name in CORNELL_FILES:
+        return "cornell"
     by_suffix = {".yml": "chatterbot", ".yaml": "chatterbot", ".jsonl": "convokit",
                  ".json": "chitchat", ".tsv": "tsv", ".txt": "tsv"}
     if path.suffix.lower() in by_suffix:

@@ -34,6 +34,7 @@ def test_cornell_latin1_empty_utterances_and_missing_ids() -> None:
     assert stats.pairs_read == 10
     assert stats.dropped == {"missing utterance": 2, "empty utterance": 2}
     assert stats.missing_ids == 1
+    assert list(read_cornell(FIXTURES / "cornell" / "movie_lines.txt", ReadStats())) == pairs
     assert any("L999" in p and "movie_conversations.txt:5" in p for p in stats.problems)
 
 
@@ -110,6 +111,7 @@ def test_tsv_and_parallel() -> None:
 def test_detect_format() -> None:
     assert detect_format(["chitchat"]) == "chitchat"
     assert detect_format([str(FIXTURES / "cornell")]) == "cornell"
+    assert detect_format([str(FIXTURES / "cornell" / "movie_lines.txt")]) == "cornell"
     assert detect_format([str(FIXTURES / "convokit")]) == "convokit"
     assert detect_format([str(FIXTURES / "chatterbot")]) == "chatterbot"
     assert detect_format([str(FIXTURES / "pairs.tsv")]) == "tsv"

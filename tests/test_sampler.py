@@ -3,6 +3,8 @@
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from padless.dataset import iterate_batches
 from padless.readers import ReadStats, read_chitchat
@@ -151,3 +153,25 @@ def test_bucketing_cuts_chitchat_target_padding_to_under_a_third_of_random() -> 
     assert bucketed <= baseline / 3
     sampler.set_epoch(1)
     assert sampler.padding_fraction("target") <= baseline / 3
+
+
+@settings(max_examples=60)
+@given(
+    lengths=st.lists(st.tuples(st.integers(1, 50), st.integers(0, 50)), min_size=3, max_size=80),
+    batch_size=st.one_of(st.none(), st.integers(1, 12)),
+    max_tokens=st.integers(20, 300),
+    num_shards=st.integers(1, 3),
+    seed=st.integers(0, 2**31),
+)
+def test_sampler_invariants(lengths, batch_size, max_tokens, num_shards, seed) -> None:
+    src, tgt = [s for s, _ in lengths], [t for _, t in lengths]
+    limits = {"batch_size": batch_size, "max_tokens": max_tokens}
+    single = BucketBatchSampler(src, tgt, seed=seed, min_global_batch=num_shards, **limits)
+    shards = [BucketBatchSampler(src, tgt, seed=seed, num_shards=num_shards, shard_index=k,
+                                 **limits) for k in range(num_shards)]
+    global_batches = _epoch(single)
+    assert sorted(i for b in global_batches for i in b) == list(range(len(src)))
+    per_shard = [_epoch(s) for s in shards]
+    for step, batch in enumerate(global_batches):
+        parts = [p[step] for p in per_shard]
+        assert all(parts) and sorted(i for p in parts for i in p) == sorted(batch)
