@@ -28,6 +28,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from padless._chunked_ce import chunked_linear_cross_entropy
+
 __all__ = [
     "LossOutput",
     "REDUCTIONS",
@@ -303,7 +305,16 @@ def masked_linear_cross_entropy(
 ) -> LossOutput:
     """``masked_cross_entropy(hidden @ weight.T + bias, ...)`` projecting real tokens only.
 
-    Pads are never projected to the vocabulary.
+    Pads are never projected to the vocabulary, and the ``[N, V]`` logits of the ``N`` real
+    tokens never exist at once: rows go through the projection and the softmax ``chunk_size``
+    at a time, in the forward and in the backward pass, so at most ``chunk_size x V`` logits
+    are alive (plus parameter-sized gradient accumulators). Gradients for ``hidden``,
+    ``weight`` and ``bias`` are exact. With ``"sum"``/``"mean"`` it costs three matmuls like
+    the unfused loss (the gradients are finished during the forward pass); the other
+    reductions recompute each chunk's logits in the backward pass (four matmuls).
+
+    Under autocast the matmuls run in the autocast dtype (as ``F.linear`` would) while the
+    logits, log-sum-exp, losses and the gradient sums across chunks stay in float32.
 
     Args:
         hidden: ``[T, B, H]`` (``[B, T, H]`` with ``batch_first``, or ``[B, H]``).
@@ -311,7 +322,10 @@ def masked_linear_cross_entropy(
         target, mask, pad_id, reduction, label_smoothing, batch_first: as in
             :func:`masked_cross_entropy`.
         bias: optional ``[V]``.
-        chunk_size: rows of logits computed at once (``None``: all).
+        chunk_size: rows of logits computed at once, a positive int; ``None`` picks the
+            largest that keeps one chunk of logits within 64 MiB
+            (``padless._chunked_ce.LOGITS_BUDGET_BYTES``): 512 rows of a 32,000-word
+            vocabulary in float32.
 
     Returns:
         ``LossOutput(loss, n_tokens)``.
@@ -329,9 +343,23 @@ def masked_linear_cross_entropy(
             f"{fn}: bias of shape {tuple(bias.shape)} does not match weight's vocabulary "
             f"size {weight.shape[0]}; bias must be [V]"
         )
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"{fn}: chunk_size must be a positive int or None, got {chunk_size!r}")
     score_shape = torch.Size((*hidden.shape[:-1], weight.shape[0]))
     sel = _select_tokens(fn, score_shape, target, mask, pad_id, reduction, batch_first)
     rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, sel.index)
-    logits = F.linear(rows, weight, bias)
-    per_token = _token_cross_entropy(logits, sel.target, label_smoothing, 0.0)
+    # Same per-token values as _token_cross_entropy(F.linear(rows, weight, bias), ...), chunked.
+    per_token = chunked_linear_cross_entropy(
+        rows,
+        weight,
+        bias,
+        sel.target,
+        label_smoothing=label_smoothing,
+        chunk_size=chunk_size,
+        acc_dtype=_compute_dtype(torch.promote_types(hidden.dtype, weight.dtype)),
+        # "sum"/"mean" give every token the same upstream gradient (see _chunked_ce).
+        uniform_grad=reduction in ("sum", "mean"),
+    )
     return _reduce(per_token, sel, reduction, batch_first)
