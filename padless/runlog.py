@@ -1,0 +1,128 @@
+"""What a training run writes for its user: a CSV log, TensorBoard events, a loss-curve PNG.
+
+Only the main process (rank 0) writes; the other ranks get a disabled :class:`RunLog`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+__all__ = ["LOG_FIELDS", "RunLog", "plot_losses"]
+
+LOG_FIELDS = (
+    "kind", "step", "epoch", "lr", "loss", "ppl", "accuracy", "tokens", "tokens_per_s",
+    "grad_norm", "elapsed_s", "time",
+)
+
+
+class RunLog:
+    """Appends rows to ``RUN_DIR/log.csv`` and, if ``tensorboard`` imports, ``RUN_DIR/tb``.
+
+    Rows have ``kind`` ``"train"`` (averages since the previous train row) or ``"valid"``.
+
+    Args:
+        run_dir: the run directory.
+        enabled: False on ranks other than 0: every method does nothing.
+        resume_step: on ``--resume``, the checkpoint's step: rows logged after it by the
+            interrupted process are dropped, since the resumed run logs those steps again.
+    """
+
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None = None) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "log.csv"
+        self._tb = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():
+            self._truncate_after(resume_step)
+        new = not self.path.exists()
+        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, LOG_FIELDS)
+        if new:
+            self._writer.writeheader()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return
+        self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def log(self, kind: str, step: int, **values: float | int | None) -> None:
+        """Write one row (and its scalars to TensorBoard as ``kind/name``)."""
+        if not self.enabled:
+            return
+        row = {"kind": kind, "step": step, "time": f"{time.time():.3f}"}
+        for name, value in values.items():
+            row[name] = f"{value:.6g}" if isinstance(value, float) else value
+        self._writer.writerow(row)
+        self._file.flush()
+        if self._tb is not None:
+            for name, value in values.items():
+                if isinstance(value, int | float) and name not in ("epoch", "elapsed_s"):
+                    self._tb.add_scalar(f"{kind}/{name}", value, step)
+
+    def close(self) -> None:
+        """Flush and close the files."""
+        if not self.enabled:
+            return
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def plot_losses(csv_path: Path, png_path: Path) -> bool:
+    """Plot training and validation loss (and validation accuracy) against steps.
+
+    Uses matplotlib's Agg canvas directly, so no display and no global backend switch.
+    Returns False when the log has nothing to plot.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series: dict[str, tuple[list[int], list[float]]] = {
+        "train": ([], []), "valid": ([], []), "accuracy": ([], []),
+    }
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            step = int(row["step"])
+            if row["loss"] and row["kind"] in ("train", "valid"):
+                series[row["kind"]][0].append(step)
+                series[row["kind"]][1].append(float(row["loss"]))
+            if row["kind"] == "valid" and row["accuracy"]:
+                series["accuracy"][0].append(step)
+                series["accuracy"][1].append(float(row["accuracy"]))
+    if not series["train"][0] and not series["valid"][0]:
+        return False
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(*series["train"], label="train loss (per token)", linewidth=1)
+    ax.plot(*series["valid"], "o-", label="validation loss (per token)")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    losses = series["train"][1] + series["valid"][1]
+    if losses and all(math.isfinite(v) and v > 0 for v in losses):
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    if series["accuracy"][0]:
+        acc = ax.twinx()
+        acc.plot(*series["accuracy"], "s--", color="tab:green", label="validation accuracy")
+        acc.set_ylabel("token accuracy")
+        acc.set_ylim(0, 1)
+        acc.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    fig.savefig(png_path, dpi=100)
+    return True
