@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("padless.chat", "talk to a trained model (interactive, or one answer per line)"),
     "translate": ("padless.translate", "decode a file: one output line per input line"),
     "evaluate": ("padless.evaluate", "loss, perplexity, BLEU, chrF and samples on a split"),
+    "quickstart": ("padless.quickstart", "prepare, train, evaluate and try the default chatbot"),
 }
 
 
