@@ -226,7 +226,7 @@ def format_summary(meta: dict, out: str) -> str:
     total = max(counts["kept"], 1)
     for label, s, t in zip(hist["bins"], hist["source"], hist["target"], strict=True):
         bar = "#" * round(30 * t / total)
-        lines.append(f"             {label:>6}  {s / total:6.1%}  {t / total:6.1%}  {bar}")
+        lines.append(f"             {label:>6}  {s / total:6.1%}  {t / total:6.1%}  {bar}".rstrip())
     lines += [f"note         {p}" for p in meta["problems"]]
     model = " sentencepiece.model" if meta["settings"]["tokenizer"] == "sentencepiece" else ""
     lines.append(f"wrote        {out}/ (train.tsv valid.tsv test.tsv vocab.json text.json"

@@ -56,6 +56,20 @@ def test_every_format_prepares_and_loads(tmp_path, capsys, corpus, kept) -> None
     assert "pairs read" in out and "UNK rate" in out and "vocabulary" in out
 
 
+def test_stored_ids_match_what_the_text_processor_encodes(tmp_path, capsys) -> None:
+    # Training data and chat-time input must go through the very same normalise+tokenise.
+    for tokenizer in ("word", "sentencepiece"):
+        out = tmp_path / tokenizer
+        assert _prepare(capsys, FIXTURES / "pairs.tsv", "--out", out, "--tokenizer", tokenizer,
+                        "--vocab-size", "30")[0] == 0
+        data = PreparedData.load(out)
+        stored = [p for pairs in data.splits.values() for p in pairs]
+        lines = (FIXTURES / "pairs.tsv").read_text().splitlines()
+        raw = [line.split("\t") for line in lines if line]
+        encoded = [(data.text.encode(s), data.text.encode(t)) for s, t in raw]
+        assert sorted(stored) == sorted(encoded)
+
+
 def test_cornell_summary_reports_drops_and_missing_ids(tmp_path, capsys) -> None:
     code, out, _ = _prepare(capsys, FIXTURES / "cornell", "--out", tmp_path / "d")
     assert code == 0
