@@ -1,0 +1,532 @@
+"""Training speed and quality: the PyTorch chatbot tutorial's algorithm vs padless.
+
+Candidates, all the tutorial's model size (hidden 500, 2 layers, dot attention, dropout 0.1,
+batch 64 pairs, Adam lr 1e-4 with the decoder's lr x5, gradient clipping at 50, teacher forcing
+1.0), on the same prepared data:
+
+- ``tutorial``: the tutorial's algorithm, written here from its description: random batches
+  (with replacement), sources with EOS sorted by length for packing, a Python loop over target
+  steps calling the decoder one step at a time, ``softmax`` then ``log``, the per-step
+  ``maskNLLLoss`` (a per-step mean) summed over steps, unmasked attention, the decoder started
+  from ``encoder_hidden[:n_layers]``, two optimisers that both update the shared embedding.
+- ``padless-fp32`` / ``padless-bf16``: ``Seq2Seq.loss`` (one decoder call over the whole
+  target, masked attention, only real tokens projected) on length-bucketed batches of 64
+  pairs, the true per-token mean, fp32 or under bf16 autocast.
+
+The candidates train in turns (slices of ``--slice-seconds``, the order rotated every round)
+in one process until each has had ``--minutes`` of training; then each is evaluated on the
+same validation batches with the true per-token mean (teacher forced, dropout off, fp32).
+
+Reported: real target tokens per second of training steps (forward + backward + optimiser),
+the median over turns (a turn mixes short and long batches; the median shrugs off a turn slowed
+by another process), achieved GFLOP/s (useful FLOPs: real tokens only, backward = 2 x forward)
+against a measured fp32 matmul rate, and the validation loss per token after the equal time
+budget.
+
+    python benchmarks/bench_train.py --data DATA_DIR --minutes 2      # writes RESULTS.md
+    python benchmarks/bench_train.py --quick                          # smoke run, no file
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from padless.batch import Batch
+from padless.dataset import PreparedData
+from padless.model import ModelConfig, Seq2Seq
+from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID
+
+Pair = tuple[list[int], list[int]]
+
+HIDDEN, LAYERS, DROPOUT, BATCH = 500, 2, 0.1, 64
+LR, DECODER_LR_RATIO, CLIP = 1e-4, 5.0, 50.0
+WARMUP_STEPS = 3  # first steps of each candidate: allocator and cache warm-up, not timed
+TUTORIAL_PREPARE = "--normalize tutorial --max-length 10 --min-count 3 --drop-unk-pairs"
+SECTION_BEGIN = "<!-- bench_train:begin -->"
+SECTION_END = "<!-- bench_train:end -->"
+
+
+# --- (a) the tutorial's model and training step, as the tutorial writes them --------------
+
+
+class TutorialEncoderRNN(nn.Module):
+    """The tutorial's ``EncoderRNN``: sorted packed input, directions summed."""
+
+    def __init__(self, hidden_size: int, embedding: nn.Embedding, n_layers: int, dropout: float):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.embedding = embedding
+        self.gru = nn.GRU(
+            hidden_size, hidden_size, n_layers, dropout=0 if n_layers == 1 else dropout,
+            bidirectional=True,
+        )
+
+    def forward(self, input_seq: Tensor, input_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``[S, B]`` ids sorted by decreasing length -> ``([S, B, H], [2 * layers, B, H])``."""
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(input_seq), input_lengths)
+        outputs, hidden = self.gru(packed)
+        outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs)
+        outputs = outputs[:, :, : self.hidden_size] + outputs[:, :, self.hidden_size :]
+        return outputs, hidden
+
+
+class TutorialAttn(nn.Module):
+    """The tutorial's ``Attn`` with the ``dot`` score; no source mask."""
+
+    def forward(self, hidden: Tensor, encoder_outputs: Tensor) -> Tensor:
+        """``[1, B, H]``, ``[S, B, H]`` -> weights ``[B, 1, S]`` (pads get weight too)."""
+        attn_energies = torch.sum(hidden * encoder_outputs, dim=2).t()
+        return F.softmax(attn_energies, dim=1).unsqueeze(1)
+
+
+class TutorialLuongAttnDecoderRNN(nn.Module):
+    """The tutorial's ``LuongAttnDecoderRNN``: one step, returns probabilities (softmax)."""
+
+    def __init__(
+        self, embedding: nn.Embedding, hidden_size: int, output_size: int, n_layers: int,
+        dropout: float,
+    ):
+        super().__init__()
+        self.n_layers = n_layers
+        self.embedding = embedding
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(
+            hidden_size, hidden_size, n_layers, dropout=0 if n_layers == 1 else dropout
+        )
+        self.concat = nn.Linear(hidden_size * 2, hidden_size)
+        self.out = nn.Linear(hidden_size, output_size)
+        self.attn = TutorialAttn()
+
+    def forward(
+        self, input_step: Tensor, last_hidden: Tensor, encoder_outputs: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``[1, B]`` ids -> ``(probabilities [B, V], hidden [layers, B, H])``."""
+        embedded = self.embedding_dropout(self.embedding(input_step))
+        rnn_output, hidden = self.gru(embedded, last_hidden)
+        attn_weights = self.attn(rnn_output, encoder_outputs)
+        context = attn_weights.bmm(encoder_outputs.transpose(0, 1))
+        concat_input = torch.cat((rnn_output.squeeze(0), context.squeeze(1)), 1)
+        concat_output = torch.tanh(self.concat(concat_input))
+        return F.softmax(self.out(concat_output), dim=1), hidden
+
+
+def mask_nll_loss(inp: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, int]:
+    """The seed's ``maskNLLLoss``: mean of ``-log(p)`` over one step's real tokens."""
+    n_total = mask.sum()
+    cross_entropy = -torch.log(torch.gather(inp, 1, target.view(-1, 1)).squeeze(1))
+    return cross_entropy.masked_select(mask).mean(), int(n_total.item())
+
+
+@dataclass
+class TutorialBatch:
+    """``batch2TrainData``'s output: sources with EOS sorted by length, time-major."""
+
+    input_variable: Tensor  # [S, B]
+    lengths: Tensor  # [B], decreasing
+    target_variable: Tensor  # [T, B], targets with EOS
+    mask: Tensor  # [T, B] bool
+    max_target_len: int
+
+
+def tutorial_batch(pairs: Sequence[Pair]) -> TutorialBatch:
+    """The tutorial's ``batch2TrainData`` on already-indexed pairs (EOS appended to both)."""
+    pairs = sorted(pairs, key=lambda p: len(p[0]), reverse=True)
+    inputs = [[*s, EOS_ID] for s, _ in pairs]
+    outputs = [[*t, EOS_ID] for _, t in pairs]
+    input_variable = nn.utils.rnn.pad_sequence(
+        [torch.tensor(s) for s in inputs], padding_value=PAD_ID
+    )
+    target_variable = nn.utils.rnn.pad_sequence(
+        [torch.tensor(t) for t in outputs], padding_value=PAD_ID
+    )
+    return TutorialBatch(
+        input_variable,
+        torch.tensor([len(s) for s in inputs]),
+        target_variable,
+        target_variable != PAD_ID,
+        target_variable.shape[0],
+    )
+
+
+class TutorialModel(nn.Module):
+    """Encoder + decoder sharing one embedding, as the tutorial builds them."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        embedding = nn.Embedding(vocab_size, HIDDEN)
+        self.encoder = TutorialEncoderRNN(HIDDEN, embedding, LAYERS, DROPOUT)
+        self.decoder = TutorialLuongAttnDecoderRNN(embedding, HIDDEN, vocab_size, LAYERS, DROPOUT)
+
+    def step_probs(self, batch: TutorialBatch, device: torch.device) -> list[Tensor]:
+        """Teacher-forced decoder outputs, one ``[B, V]`` probability tensor per step."""
+        encoder_outputs, encoder_hidden = self.encoder(
+            batch.input_variable.to(device), batch.lengths
+        )
+        target = batch.target_variable.to(device)
+        decoder_input = torch.full((1, target.shape[1]), BOS_ID, device=device)
+        # The tutorial's layer mix-up: [layer0-fwd, layer0-bwd] for decoder layers 0 and 1.
+        decoder_hidden = encoder_hidden[: self.decoder.n_layers]
+        probs = []
+        for t in range(batch.max_target_len):
+            decoder_output, decoder_hidden = self.decoder(
+                decoder_input, decoder_hidden, encoder_outputs
+            )
+            decoder_input = target[t].view(1, -1)
+            probs.append(decoder_output)
+        return probs
+
+
+# --- the candidates -------------------------------------------------------------------------
+
+
+def step_flops(src_lengths: Sequence[int], tgt_lengths: Sequence[int], vocab_size: int) -> float:
+    """Useful training FLOPs of one batch: real tokens only, forward x 3 (backward = 2x).
+
+    ``src_lengths``/``tgt_lengths`` are the real lengths each model reads and predicts.
+    """
+    h, e = HIDDEN, HIDDEN
+    encoder = sum(2 * 2 * 3 * h * ((e if i == 0 else 2 * h) + h) for i in range(LAYERS))
+    decoder = sum(2 * 3 * h * ((e if i == 0 else h) + h) for i in range(LAYERS))
+    decoder += 2 * (2 * h) * h + 2 * h * vocab_size  # concat layer, output projection
+    forward = encoder * sum(src_lengths) + decoder * sum(tgt_lengths)
+    # dot scores and context: 2 * 2H flops per (target step, source position) of a pair
+    forward += sum(4 * h * s * t for s, t in zip(src_lengths, tgt_lengths, strict=True))
+    return 3.0 * forward
+
+
+@dataclass
+class Candidate:
+    """One training setup and what it measured, turn by turn."""
+
+    name: str
+    step: Callable[[], tuple[int, float]]  # one optimiser step -> (target tokens, FLOPs)
+    evaluate: Callable[[list[list[int]]], float]  # valid batches -> per-token loss
+    steps: int = 0
+    train_seconds: float = 0.0
+    turns: list[tuple[int, float, float]] = field(default_factory=list)  # tokens, s, FLOPs
+
+    def train_for(self, seconds: float) -> None:
+        """Run whole optimiser steps until ``seconds`` have passed (the last step overruns).
+
+        The turn's real target tokens, step seconds (forward, backward, optimiser; batch
+        building excluded) and FLOPs are recorded, without the first ``WARMUP_STEPS`` steps.
+        """
+        start = time.perf_counter()
+        tokens, busy, flops = 0, 0.0, 0.0
+        while time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            n, f = self.step()
+            elapsed = time.perf_counter() - t0
+            self.steps += 1
+            if self.steps > WARMUP_STEPS:
+                tokens, busy, flops = tokens + n, busy + elapsed, flops + f
+        self.train_seconds += time.perf_counter() - start
+        if busy > 0:
+            self.turns.append((tokens, busy, flops))
+
+    def tokens_per_second(self) -> float:
+        """Median over turns of real target tokens per second of training steps (NaN: none)."""
+        return statistics.median(n / s for n, s, _ in self.turns) if self.turns else math.nan
+
+    def gflops_per_second(self) -> float:
+        """Median over turns of useful GFLOP per second of training steps (NaN: none)."""
+        return statistics.median(f / s / 1e9 for _, s, f in self.turns) if self.turns else math.nan
+
+
+def make_tutorial(
+    train: list[Pair], valid: list[Pair], vocab_size: int, device: torch.device, seed: int
+) -> Candidate:
+    """Candidate (a): the tutorial's ``trainIters``/``train`` and its random batches."""
+    torch.manual_seed(seed)
+    model = TutorialModel(vocab_size).to(device)
+    # Two optimisers as in the tutorial; the shared embedding is in both and gets two updates.
+    encoder_optimizer = torch.optim.Adam(model.encoder.parameters(), lr=LR)
+    decoder_optimizer = torch.optim.Adam(model.decoder.parameters(), lr=LR * DECODER_LR_RATIO)
+    rng = random.Random(seed)
+
+    def step() -> tuple[int, float]:
+        batch = tutorial_batch([rng.choice(train) for _ in range(BATCH)])
+        model.train()
+        encoder_optimizer.zero_grad()
+        decoder_optimizer.zero_grad()
+        loss = torch.zeros((), device=device)
+        print_losses, n_totals = [], 0
+        mask = batch.mask.to(device)
+        target = batch.target_variable.to(device)
+        for t, probs in enumerate(model.step_probs(batch, device)):
+            mask_loss, n_total = mask_nll_loss(probs, target[t], mask[t])
+            loss = loss + mask_loss
+            print_losses.append(mask_loss.item() * n_total)
+            n_totals += n_total
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.encoder.parameters(), CLIP)
+        nn.utils.clip_grad_norm_(model.decoder.parameters(), CLIP)
+        encoder_optimizer.step()
+        decoder_optimizer.step()
+        src = batch.lengths.tolist()
+        tgt = batch.mask.sum(0).tolist()
+        return n_totals, step_flops(src, tgt, vocab_size)
+
+    @torch.no_grad()
+    def evaluate(index_batches: list[list[int]]) -> float:
+        model.eval()
+        total, count = 0.0, 0
+        for indices in index_batches:
+            batch = tutorial_batch([valid[i] for i in indices])
+            target = batch.target_variable.to(device)
+            mask = batch.mask.to(device)
+            for t, probs in enumerate(model.step_probs(batch, device)):
+                nll = -torch.log(probs.gather(1, target[t].view(-1, 1)).squeeze(1))
+                total += float(nll[mask[t]].sum())
+                count += int(mask[t].sum())
+        return total / count
+
+    return Candidate("tutorial (a)", step, evaluate)
+
+
+def make_padless(
+    data: PreparedData, device: torch.device, seed: int, precision: str
+) -> Candidate:
+    """Candidate (b): ``Seq2Seq.loss`` on bucketed batches, per-token mean, fp32 or bf16."""
+    torch.manual_seed(seed)
+    vocab_size = len(data.vocab)
+    config = ModelConfig(
+        embedding_size=HIDDEN, hidden_size=HIDDEN, num_layers=LAYERS, attention="dot",
+        dropout=DROPOUT,
+    )
+    model = Seq2Seq(config, vocab_size, pad_id=PAD_ID).to(device)
+    groups = model.parameter_groups()
+    optimizer = torch.optim.Adam(
+        [
+            {"params": groups["encoder"], "lr": LR},
+            {"params": groups["decoder"], "lr": LR * DECODER_LR_RATIO},
+        ],
+        fused=True,
+    )
+    sampler = data.sampler("train", batch_size=BATCH, seed=seed)
+    batches = iter(())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def next_batch() -> Batch:
+        nonlocal batches
+        batch = next(batches, None)
+        if batch is None:  # end of an epoch: the sampler moves to the next one
+            batches = data.batches("train", sampler)
+            batch = next(batches)
+        return batch.to(device)
+
+    def step() -> tuple[int, float]:
+        batch = next_batch()
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss, n_tokens = model.loss(batch, reduction="sum")
+        (loss / n_tokens).backward()
+        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        flops = step_flops(batch.src_lengths.tolist(), batch.tgt_lengths.tolist(), vocab_size)
+        return n_tokens, flops
+
+    @torch.no_grad()
+    def evaluate(index_batches: list[list[int]]) -> float:
+        model.eval()
+        total, count = 0.0, 0
+        for batch in data.batches("valid", index_batches):
+            loss, n_tokens = model.loss(batch.to(device), reduction="sum")
+            total += float(loss)
+            count += n_tokens
+        return total / count
+
+    return Candidate(f"padless {precision}", step, evaluate)
+
+
+# --- measurement and report ---------------------------------------------------------------
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 2048) -> float:
+    """Best-of-5 ``size x size`` matmul rate in GFLOP/s: the machine's attainable peak."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+def load_data(data_dir: Path, prepare_args: str) -> PreparedData:
+    """Load ``data_dir``, first preparing the bundled chitchat corpus there if it is empty."""
+    if not (data_dir / "metadata.json").exists():
+        command = [sys.executable, "-m", "padless", "prepare", "chitchat", "--out", str(data_dir)]
+        command += prepare_args.split()
+        print("preparing:", " ".join(command[1:]), flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return PreparedData.load(data_dir)
+
+
+def machine() -> str:
+    """CPU model, core count, torch version and threads."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.python_version()}"
+    )
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace (or append) this benchmark's section of ``path``; other sections stay as read."""
+    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    block = f"{SECTION_BEGIN}\n{text.rstrip()}\n{SECTION_END}\n"
+    if SECTION_BEGIN in current and SECTION_END in current:
+        head, rest = current.split(SECTION_BEGIN, 1)
+        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
+        updated = head + block + ("\n" + tail if tail else "")
+    else:
+        updated = current.rstrip("\n") + "\n\n" + block
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(updated, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).with_name("data") / "chitchat-tutorial",
+        help="prepared dataset; prepared from the bundled chitchat corpus if missing",
+    )
+    parser.add_argument(
+        "--prepare-args", default=TUTORIAL_PREPARE,
+        help="`padless prepare` options used when --data is missing (default: the tutorial's "
+        "normalisation, MAX_LENGTH 10 and MIN_COUNT 3 trimming)",
+    )
+    parser.add_argument("--minutes", type=float, default=2.0, help="training time per candidate")
+    parser.add_argument("--slice-seconds", type=float, default=20.0, help="length of one turn")
+    parser.add_argument("--valid-pairs", type=int, default=2000, help="validation pairs used")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run: 20 s per candidate, 256 validation pairs, nothing written",
+    )
+    parser.add_argument(
+        "--results", type=Path, default=Path(__file__).with_name("RESULTS.md"),
+        help="file whose bench_train section is rewritten (not with --quick)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.minutes, args.slice_seconds, args.valid_pairs = 1 / 3, 5.0, 256
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = load_data(args.data, args.prepare_args)
+    train, valid = data.splits["train"], data.splits["valid"][: args.valid_pairs]
+    vocab_size = len(data.vocab)
+    valid_sampler = data.sampler("valid", batch_size=BATCH, shuffle=False)
+    # The same validation batches (as index lists) for every candidate.
+    valid_batches = [
+        [i for i in indices if i < len(valid)] for indices in valid_sampler
+    ]
+    valid_batches = [b for b in valid_batches if b]
+    valid_tokens = sum(len(valid[i][1]) + 1 for b in valid_batches for i in b)
+    print(f"{data}; {len(valid)} validation pairs ({valid_tokens} target tokens)", flush=True)
+
+    load_before = os.getloadavg()
+    fp32_peak = matmul_gflops(torch.float32, device)
+    bf16_peak = matmul_gflops(torch.bfloat16, device)
+    print(f"matmul peak: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s", flush=True)
+
+    candidates = [
+        make_tutorial(train, valid, vocab_size, device, args.seed),
+        make_padless(data, device, args.seed, "fp32"),
+        make_padless(data, device, args.seed, "bf16"),
+    ]
+    budget = args.minutes * 60
+    started = time.perf_counter()
+    turn = 0
+    while any(c.train_seconds < budget for c in candidates):
+        order = candidates[turn % 3 :] + candidates[: turn % 3]
+        for c in order:
+            remaining = budget - c.train_seconds
+            if remaining > 0:
+                c.train_for(min(args.slice_seconds, remaining))
+        turn += 1
+        done = ", ".join(f"{c.name}: {c.steps} steps" for c in candidates)
+        print(f"[{time.perf_counter() - started:6.0f} s] {done}", flush=True)
+    losses = [c.evaluate(valid_batches) for c in candidates]
+    load_after = os.getloadavg()
+
+    settings = data.metadata.get("settings", {})
+    base = candidates[0].tokens_per_second()
+    rows = [
+        "| candidate | steps | target tokens/s (median) | vs (a) | GFLOP/s (median) "
+        "| % of fp32 matmul | valid loss / token | valid ppl |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c, loss in zip(candidates, losses, strict=True):
+        tps, gflops = c.tokens_per_second(), c.gflops_per_second()
+        rows.append(
+            f"| {c.name} | {c.steps} | {tps:,.0f} | {tps / base:.2f}x | {gflops:.1f} "
+            f"| {100 * gflops / fp32_peak:.0f}% | {loss:.3f} | {math.exp(loss):.1f} |"
+        )
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python benchmarks/bench_train.py " + " ".join(argv or sys.argv[1:])
+    report = "\n".join(
+        [
+            "## Training: tutorial algorithm vs padless (`benchmarks/bench_train.py`)",
+            "",
+            f"- Date: {now}. Machine: {machine()}.",
+            f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
+            f"after: {', '.join(f'{x:.2f}' for x in load_after)}.",
+            f"- Command: `{command.strip()}`.",
+            f"- Data: `{args.data}` (chitchat; normalize {settings.get('normalize')}, max length "
+            f"{settings.get('max_length')}, min count {settings.get('min_count')}, drop UNK pairs "
+            f"{settings.get('drop_unk_pairs')}), vocabulary {vocab_size}, {len(train)} training "
+            f"pairs; validation on {len(valid)} pairs ({valid_tokens} target tokens), the same "
+            "batches for every candidate.",
+            f"- Model: hidden {HIDDEN}, {LAYERS} layers, dot attention, dropout {DROPOUT}, "
+            f"batch {BATCH}, Adam lr {LR:g} (decoder x{DECODER_LR_RATIO:g}), clip {CLIP:g}; "
+            f"{args.minutes:g} min of training each, in alternating turns of "
+            f"{args.slice_seconds:g} s; tokens/s and GFLOP/s are medians over turns.",
+            f"- Matmul reference ({2048}^3, best of 5): fp32 {fp32_peak:.0f} GFLOP/s, "
+            f"bf16 {bf16_peak:.0f} GFLOP/s. GFLOP/s counts useful work only (real tokens).",
+            "",
+            *rows,
+            "",
+        ]
+    )
+    print("\n" + report)
+    if not args.quick:
+        write_section(args.results, report)
+        print(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
