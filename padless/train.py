@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, metavar="N",
                         help="total optimiser steps (train.max_steps; counts resumed steps too)")
     parser.add_argument("--max-time", type=float, metavar="MINUTES",
-                        help="stop after this much training time in this invocation")
+                        help="stop after MINUTES of wall-clock time in this invocation "
+                             "(then validate and save, as at --max-steps)")
     parser.add_argument("--accumulate", type=int, metavar="K",
                         help="micro-batches per optimiser step (train.accumulate)")
     parser.add_argument("--precision", choices=("fp32", "bf16"),
