@@ -74,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
         if code != 0:
             return code
 
-    # leave a tenth of the budget (at most a minute) for the evaluation and the samples
+    # leave a fifth of the budget (at most 2 minutes) for the trainer's final validation,
+    # the evaluation and the samples, which --max-time does not count
     spent = (time.monotonic() - start) / 60
-    train_minutes = max(0.05, args.minutes - spent - min(1.0, 0.1 * args.minutes))
+    train_minutes = max(0.05, args.minutes - spent - min(2.0, 0.2 * args.minutes))
     resume = checkpoint_path(run_dir, "latest").exists()
     _banner(f"2/4 {'resuming' if resume else 'training'} the chatbot in {run_dir} for "
             f"{train_minutes:.1f} min")
