@@ -232,6 +232,23 @@ def test_checkpoint_holds_only_tensors_and_plain_types(data: PreparedData, tmp_p
         assert torch.equal(tensor, state[name])
 
 
+def test_early_stopping_and_the_time_limit(data: PreparedData, tmp_path: Path) -> None:
+    # lr 1e-30 leaves every weight unchanged in float32: validation never improves again.
+    frozen = run_config("train.lr=1e-30", "train.patience=2", "train.valid_every=1",
+                        "train.max_steps=50", "train.decoder_lr_ratio=5")
+    result = train(frozen, data.text, data.splits, tmp_path / "early")
+    assert (result.step, result.stop_reason, result.exit_code) == (3, "early_stopping", 0)
+    best = load_checkpoint(tmp_path / "early" / "best.pt")
+    assert best["step"] == 1 and best["early_stopping"]["loss"] == result.best_valid_loss
+    lrs = [group["lr"] for group in best["optimizer"]["param_groups"]]
+    assert lrs == pytest.approx([1e-30, 5e-30], rel=1e-12)  # encoder; decoder x ratio
+
+    timed = run_config("train.max_time=1e-9", "train.max_steps=50")
+    result = train(timed, data.text, data.splits, tmp_path / "timed")
+    assert (result.step, result.stop_reason) == (0, "max_time")
+    assert load_checkpoint(tmp_path / "timed" / "latest.pt")["valid"] is not None
+
+
 # -- the command ---------------------------------------------------------------------------
 
 def read_log(run_dir: Path, kind: str) -> list[dict[str, str]]:
