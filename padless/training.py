@@ -1,10 +1,9 @@
 """The training loop behind ``padless train``; :func:`train` reads top to bottom.
 
-Per optimiser step: take ``accumulate`` micro-batches, count their real target tokens over
-all processes, back-propagate each micro-batch's *summed* loss scaled by
-``world_size / step_tokens`` (DDP averages gradients over processes, the factor turns that
-into a sum), clip, step. The gradient is then exactly that of the per-token mean over the
-whole step, whatever the split into micro-batches and processes (``docs/losses.md``).
+Per optimiser step: take ``accumulate`` micro-batches, back-propagate them so the gradient
+is that of the per-token mean over the whole step across all processes
+(:func:`padless.steps.accumulate_gradients`), clip, step, schedule; log, validate,
+checkpoint; stop on ``max_steps``, ``max_time``, early stopping, SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -39,15 +36,16 @@ from padless.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from padless.config import Config, TrainConfig
+from padless.config import Config
 from padless.distributed import World, all_reduce, setup_world, teardown_world
 from padless.model import Seq2Seq
 from padless.runlog import RunLog, plot_losses
 from padless.sampler import BucketBatchSampler
+from padless.steps import StepLoss, accumulate_gradients, evaluate, lr_factor, make_optimizer
 from padless.text import TextProcessor
 from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID
 
-__all__ = ["StepLoss", "TrainResult", "accumulate_gradients", "evaluate", "lr_factor", "train"]
+__all__ = ["TrainResult", "train"]
 
 Pair = tuple[list[int], list[int]]
 
@@ -60,116 +58,6 @@ class TrainResult:
     stop_reason: str  # max_steps, max_time, early_stopping, SIGINT or SIGTERM
     best_valid_loss: float | None
     exit_code: int
-
-
-class StepLoss(nn.Module):
-    """``model.loss`` (summed over real tokens) as ``forward``: DDP only hooks ``forward``."""
-
-    def __init__(self, model: Seq2Seq, tc: TrainConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.tc = tc
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.model.loss(
-            batch,
-            reduction="sum",
-            teacher_forcing_ratio=self.tc.teacher_forcing_ratio,
-            teacher_forcing=self.tc.teacher_forcing,
-            label_smoothing=self.tc.label_smoothing,
-        ).loss
-
-
-def _autocast(device: torch.device, precision: str) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def accumulate_gradients(
-    step_loss: nn.Module, micro_batches: Sequence[Batch], tc: TrainConfig, world: World
-) -> tuple[torch.Tensor, int]:
-    """Back-propagate one optimiser step's micro-batches into ``.grad``.
-
-    Afterwards ``.grad`` is the gradient of (summed token loss of the global step) / (real
-    target tokens of the global step): K micro-batches, or N processes, give the gradient
-    of one big batch.
-
-    Returns:
-        ``(this process's summed loss, detached; the step's global token count)``.
-    """
-    local_tokens = sum(b.n_tokens for b in micro_batches)
-    (step_tokens,) = all_reduce(world, [float(local_tokens)])
-    scale = world.world_size / step_tokens
-    loss_sum = torch.zeros((), device=world.device)
-    for i, batch in enumerate(micro_batches):
-        # Gradients are all-reduced once per step, on the last micro-batch's backward.
-        defer = isinstance(step_loss, DistributedDataParallel) and i < len(micro_batches) - 1
-        with step_loss.no_sync() if defer else nullcontext():
-            with _autocast(world.device, tc.precision):
-                loss = step_loss(batch.to(world.device))
-            (loss * scale).backward()
-        loss_sum += loss.detach().float()
-    return loss_sum, int(step_tokens)
-
-
-@torch.no_grad()
-def evaluate(
-    model: Seq2Seq, batches: Sequence[Batch], world: World, precision: str = "fp32"
-) -> dict[str, float] | None:
-    """Per-token loss, perplexity and token accuracy under teacher forcing, over all ranks.
-
-    One decoder pass over each whole target; only the real tokens' states are projected to
-    the vocabulary, and their argmax gives the accuracy. Returns None if no rank has data.
-    """
-    was_training = model.training
-    model.eval()
-    loss_sum = correct = tokens = 0.0
-    for batch in batches:
-        batch = batch.to(world.device)
-        with _autocast(world.device, precision):
-            enc = model.encode(batch.src, batch.src_lengths)
-            states, _, _ = model.decoder(batch.tgt_in, enc.hidden, enc.memory, enc.src_mask)
-            logits = model.decoder.out(states[batch.tgt_mask])  # [N, V], real tokens only
-        targets = batch.tgt_out[batch.tgt_mask]
-        loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").item()
-        correct += (logits.argmax(dim=-1) == targets).sum().item()
-        tokens += batch.n_tokens
-    model.train(was_training)
-    loss_sum, correct, tokens = all_reduce(world, [loss_sum, correct, tokens])
-    if tokens == 0:
-        return None
-    loss = loss_sum / tokens
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "accuracy": correct / tokens,
-            "tokens": int(tokens)}
-
-
-def lr_factor(step: int, tc: TrainConfig) -> float:
-    """Learning-rate multiplier for optimiser step ``step`` (0-based): warm-up, then decay."""
-    if step < tc.warmup_steps:
-        return (step + 1) / tc.warmup_steps
-    if tc.decay == "inverse_sqrt":
-        return max(tc.min_lr_ratio, math.sqrt(max(tc.warmup_steps, 1) / (step + 1)))
-    end = tc.max_steps if tc.decay_steps is None else tc.decay_steps
-    progress = min(1.0, (step - tc.warmup_steps) / max(1, end - tc.warmup_steps))
-    if tc.decay == "linear":
-        return 1.0 - (1.0 - tc.min_lr_ratio) * progress
-    if tc.decay == "cosine":
-        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return tc.min_lr_ratio + (1.0 - tc.min_lr_ratio) * cosine
-    return 1.0
-
-
-def _make_optimizer(model: Seq2Seq, tc: TrainConfig, device: torch.device) -> torch.optim.Adam:
-    """Adam with the decoder at ``lr * decoder_lr_ratio``; fused kernels on CPU and CUDA."""
-    groups = model.parameter_groups()
-    return torch.optim.Adam(
-        [
-            {"params": groups["encoder"], "lr": tc.lr},
-            {"params": groups["decoder"], "lr": tc.lr * tc.decoder_lr_ratio},
-        ],
-        betas=tc.betas,
-        weight_decay=tc.weight_decay,
-        fused=device.type in ("cpu", "cuda"),  # torch 2.13 has fused Adam for both
-    )
 
 
 def _batches(pairs: Sequence[Pair], indices: Sequence[int]) -> Batch:
@@ -261,7 +149,7 @@ def _train(
     model = Seq2Seq(config.model, len(text.vocab), pad_id=PAD_ID).to(device)
     torch.manual_seed((tc.seed << 16) + 1 + world.rank)
     random.seed((tc.seed << 16) + 1 + world.rank)
-    optimizer = _make_optimizer(model, tc, device)
+    optimizer = make_optimizer(model, tc, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tc))
 
     batch_limits = {"batch_size": tc.batch_size, "max_tokens": tc.max_tokens}
@@ -339,10 +227,21 @@ def _train(
         save(metrics, as_best=improved or not valid_batches)
         return tc.patience is not None and best["bad_validations"] >= tc.patience
 
+    window = {"loss": 0.0, "tokens": 0, "time": 0.0, "grad_norm": 0.0}
+
+    def log_window() -> None:
+        """Log the steps since the last train row: token-weighted loss, speed (a collective)."""
+        (total_loss,) = all_reduce(world, [window["loss"]])
+        loss, speed = total_loss / window["tokens"], window["tokens"] / window["time"]
+        log.log("train", step, epoch=train_sampler.epoch, lr=scheduler.get_last_lr()[0],
+                loss=loss, ppl=math.exp(min(loss, 700.0)), tokens=window["tokens"],
+                tokens_per_s=speed, grad_norm=window["grad_norm"], elapsed_s=train_time)
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", refresh=False)
+        window.update(loss=0.0, tokens=0, time=0.0)
+
     indices = _endless(train_sampler)
     bar = tqdm(total=tc.max_steps, initial=step, unit="step", disable=not world.is_main,
                dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
-    window = {"loss": 0.0, "tokens": 0, "time": 0.0, "steps": 0}
     started, reason, validated_at = time.monotonic(), "max_steps", -1
     with _StopSignals() as signals:
         while step < tc.max_steps:
@@ -355,34 +254,33 @@ def _train(
             t0 = time.perf_counter()
             micro = [_batches(train_pairs, next(indices)) for _ in range(tc.accumulate)]
             loss_sum, step_tokens = accumulate_gradients(step_loss, micro, tc, world)
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
-                         if tc.clip is not None else None)
-            optimizer.step()
+            # The norm before clipping (max_norm inf: no clipping), logged either way.
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(
+                model.parameters(), tc.clip if tc.clip is not None else math.inf))
+            if math.isfinite(grad_norm):  # the same on every rank: gradients are all-reduced
+                optimizer.step()
+            else:  # one inf/NaN gradient (overflow, a bad batch) would poison every weight
+                say(f"step {step + 1}: gradient norm {grad_norm}; update skipped")
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            elapsed = time.perf_counter() - t0
+            train_time += elapsed
             window["loss"] += loss_sum.item()
             window["tokens"] += step_tokens
-            window["steps"] += 1
-            elapsed = time.perf_counter() - t0
             window["time"] += elapsed
-            train_time += elapsed
+            window["grad_norm"] = grad_norm
             bar.update(1)
 
-            if step % tc.log_every == 0 or step == tc.max_steps:
-                (total_loss,) = all_reduce(world, [window["loss"]])
-                loss, speed = total_loss / window["tokens"], window["tokens"] / window["time"]
-                log.log("train", step, epoch=train_sampler.epoch, lr=scheduler.get_last_lr()[0],
-                        loss=loss, ppl=math.exp(min(loss, 700.0)), tokens=window["tokens"],
-                        tokens_per_s=speed, elapsed_s=train_time,
-                        grad_norm=None if grad_norm is None else float(grad_norm))
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", refresh=False)
-                window = {"loss": 0.0, "tokens": 0, "time": 0.0, "steps": 0}
+            if step % tc.log_every == 0:
+                log_window()
             if step % tc.valid_every == 0:
                 validated_at = step
                 if validate():
                     reason = "early_stopping"
                     break
+        if window["tokens"]:  # steps since the last train row
+            log_window()
         bar.close()
         if reason in ("SIGINT", "SIGTERM"):
             save(None, as_best=False)  # no validation: a scheduler's grace period is short

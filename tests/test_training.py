@@ -26,8 +26,9 @@ from padless.config import load_config
 from padless.dataset import PreparedData, write_split
 from padless.distributed import World
 from padless.model import ModelConfig, Seq2Seq
+from padless.steps import StepLoss, accumulate_gradients, evaluate, lr_factor
 from padless.text import TextProcessor
-from padless.training import StepLoss, accumulate_gradients, evaluate, lr_factor, train
+from padless.training import train
 from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID, Vocabulary
 
 WORDS = [f"w{i}" for i in range(12)]
