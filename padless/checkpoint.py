@@ -1,10 +1,11 @@
 """Checkpoints: tensors and plain types only, written atomically, read with ``weights_only``.
 
 A run directory holds ``latest.pt`` (the newest state, to resume from) and ``best.pt`` (the
-lowest validation loss), both full training states, plus ``text/`` (the TextProcessor) and
-``config.yaml``. A checkpoint is a dict of plain Python values and tensors, so
-``torch.load(path, weights_only=True)`` reads it without unpickling any object: loading a
-checkpoint from someone else cannot run their code.
+lowest validation loss), both full training states, plus ``text/`` (the TextProcessor, whose
+vocabulary and settings the checkpoints also record) and ``config.yaml``. A checkpoint is
+a dict of plain Python values and tensors, so ``torch.load(path, weights_only=True)`` reads
+it without unpickling any object: loading a checkpoint from someone else cannot run their
+code.
 """
 
 from __future__ import annotations
@@ -140,9 +141,11 @@ def load_model(
     state = load_checkpoint(path, map_location=device)
     config = Config.from_dict(state["config"])
     text = TextProcessor.load(Path(run_dir) / TEXT_DIR)
-    if text.vocab.to_dict() != state["vocab"]:
+    settings = {"normalize": text.normalize, "tokenizer": text.tokenizer.name}
+    if text.vocab.to_dict() != state["vocab"] or state["text"] != settings:
         raise ValueError(
-            f"{path}: the vocabulary in the checkpoint differs from {Path(run_dir) / TEXT_DIR}"
+            f"{path}: the vocabulary or text settings in the checkpoint differ from "
+            f"{Path(run_dir) / TEXT_DIR}"
         )
     model = Seq2Seq(config.model, state["vocab_size"], pad_id=state["pad_id"])
     model.load_state_dict(state["model"])

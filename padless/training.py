@@ -205,6 +205,7 @@ def _train(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "config": config.to_dict(),
             "vocab": text.vocab.to_dict(), "vocab_size": len(text.vocab), "pad_id": PAD_ID,
+            "text": {"normalize": text.normalize, "tokenizer": text.tokenizer.name},
             "sampler": train_sampler.state_dict(), "rng": rng, "world_size": world.world_size,
             "early_stopping": best, "valid": valid, "train_time_s": train_time,
         }
