@@ -323,8 +323,8 @@ def masked_linear_cross_entropy(
             :func:`masked_cross_entropy`.
         bias: optional ``[V]``.
         chunk_size: rows of logits computed at once, a positive int; ``None`` picks the
-            largest that keeps one chunk of logits within 64 MiB
-            (``padless._chunked_ce.LOGITS_BUDGET_BYTES``): 512 rows of a 32,000-word
+            largest that keeps one chunk of logits within 32 MiB
+            (``padless._chunked_ce.LOGITS_BUDGET_BYTES``): 256 rows of a 32,000-word
             vocabulary in float32.
 
     Returns:
