@@ -60,8 +60,9 @@ def _logits_into(
 
 
 def _softmax_(logits: torch.Tensor) -> torch.Tensor:
-    """Row softmax of ``logits [c, V]`` in place (the fused kernel reads a row before writing
-    it), saving both a ``[c, V]`` allocation and the separate max/exp/sum/divide passes."""
+    """Row softmax of ``logits [c, V]`` in place: one fused kernel instead of separate
+    max/exp/sum/divide passes, and no second ``[c, V]`` buffer. In place is safe because the
+    softmax kernels (CPU and CUDA) read an element before writing it in their last pass."""
     return torch.softmax(logits, dim=1, out=logits)
 
 
@@ -89,7 +90,7 @@ def _chunk_grads(
     dlogits: torch.Tensor,
     h: torch.Tensor,
     w: torch.Tensor,
-    row_scale: torch.Tensor,
+    row_scale: torch.Tensor | None,
     grad_h: torch.Tensor | None,
     grad_w: torch.Tensor | None,
     grad_b: torch.Tensor | None,
@@ -97,8 +98,8 @@ def _chunk_grads(
 ) -> None:
     """One chunk's share of the three gradients (each accumulator ``None`` if not wanted).
 
-    ``dlogits [c, V]`` and ``row_scale [c]`` (the upstream gradient per row) are in the
-    accumulation dtype, ``h [c, H]`` and ``w [V, H]`` in the matmul dtype; ``grad_h`` is this
+    ``dlogits [c, V]`` and ``row_scale [c]`` (the upstream gradient per row; ``None`` for 1) are
+    in the accumulation dtype, ``h [c, H]`` and ``w [V, H]`` in the matmul dtype; ``grad_h`` is this
     chunk's ``[c, H]`` slice, ``grad_w [V, H]`` and ``grad_b [V]`` are summed over chunks.
     Rows are weighted through the narrow ``[c, H]`` factors, never through the ``[c, V]``
     buffer, to save a pass over it.
@@ -109,16 +110,20 @@ def _chunk_grads(
             torch.mm(d, w, out=grad_h)
         else:
             grad_h.copy_(torch.mm(d, w))
-        grad_h.mul_(row_scale.unsqueeze(1))
+        if row_scale is not None:
+            grad_h.mul_(row_scale.unsqueeze(1))
     if grad_w is not None:
-        hs = h * row_scale.unsqueeze(1).to(h.dtype)
+        hs = h if row_scale is None else h * row_scale.unsqueeze(1).to(h.dtype)
         if grad_w.dtype == d.dtype:
             # beta=0 ignores the uninitialised buffer on the first chunk (NaN included).
             grad_w.addmm_(d.t(), hs, beta=0 if first else 1)
         else:
             _accumulate(grad_w, torch.mm(d.t(), hs), first)
     if grad_b is not None:
-        grad_b.addmv_(dlogits.t(), row_scale, beta=0 if first else 1)
+        if row_scale is None:
+            _accumulate(grad_b, dlogits.sum(dim=0), first)
+        else:
+            grad_b.addmv_(dlogits.t(), row_scale, beta=0 if first else 1)
 
 
 def _grad_accumulators(
@@ -170,7 +175,6 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         buf = torch.empty(min(chunk_size, n), vocab, dtype=acc_dtype, device=h.device)
         if precompute:
             grads = _grad_accumulators(h, w, acc_dtype, ctx.needs_input_grad[:3])
-            ones = torch.ones(min(chunk_size, n), dtype=acc_dtype, device=h.device)
         with torch.autocast(h.device.type, enabled=False):
             for start in range(0, n, chunk_size):
                 stop = min(start + chunk_size, n)
@@ -193,7 +197,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                         _probs_to_dlogits_(probs, t_c, label_smoothing),
                         h_c,
                         w,
-                        ones[: stop - start],
+                        None,
                         None if grad_h is None else grad_h[start:stop],
                         grad_w,
                         grad_b,

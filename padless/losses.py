@@ -310,8 +310,9 @@ def masked_linear_cross_entropy(
     at a time, in the forward and in the backward pass, so at most ``chunk_size x V`` logits
     are alive (plus parameter-sized gradient accumulators). Gradients for ``hidden``,
     ``weight`` and ``bias`` are exact. With ``"sum"``/``"mean"`` it costs three matmuls like
-    the unfused loss (the gradients are finished during the forward pass); the other
-    reductions recompute each chunk's logits in the backward pass (four matmuls).
+    the unfused loss (the gradients are finished during the forward pass, so evaluate under
+    ``torch.no_grad()``); the other reductions recompute each chunk's logits in the backward
+    pass (four matmuls).
 
     Under autocast the matmuls run in the autocast dtype (as ``F.linear`` would) while the
     logits, log-sum-exp, losses and the gradient sums across chunks stay in float32.
