@@ -6,7 +6,6 @@ Only the main process (rank 0) writes; the other ranks get a disabled :class:`Ru
 from __future__ import annotations
 
 import csv
-import math
 import os
 import time
 from pathlib import Path
@@ -106,23 +105,21 @@ def plot_losses(csv_path: Path, png_path: Path) -> bool:
                 series["accuracy"][1].append(float(row["accuracy"]))
     if not series["train"][0] and not series["valid"][0]:
         return False
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    has_accuracy = bool(series["accuracy"][0])
+    fig = Figure(figsize=(8, 6 if has_accuracy else 4.5), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot(*series["train"], label="train loss (per token)", linewidth=1)
-    ax.plot(*series["valid"], "o-", label="validation loss (per token)")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("cross-entropy (nats / token)")
-    losses = series["train"][1] + series["valid"][1]
-    if losses and all(math.isfinite(v) and v > 0 for v in losses):
-        ax.set_yscale("log")
+    axes = fig.subplots(2 if has_accuracy else 1, 1, sharex=True, squeeze=False)[:, 0]
+    ax = axes[0]
+    ax.plot(*series["train"], label="train (objective, with any label smoothing)", linewidth=1)
+    ax.plot(*series["valid"], "o-", label="validation (cross-entropy)")
+    ax.set_ylabel("loss (nats / real token)")
     ax.grid(True, alpha=0.3)
-    if series["accuracy"][0]:
-        acc = ax.twinx()
-        acc.plot(*series["accuracy"], "s--", color="tab:green", label="validation accuracy")
-        acc.set_ylabel("token accuracy")
-        acc.set_ylim(0, 1)
-        acc.legend(loc="upper center")
-    ax.legend(loc="upper right")
+    ax.legend()
+    if has_accuracy:
+        axes[1].plot(*series["accuracy"], "s-", color="tab:green", label="validation")
+        axes[1].set_ylabel("token accuracy")
+        axes[1].grid(True, alpha=0.3)
+        axes[1].legend()
+    axes[-1].set_xlabel("optimiser step")
     fig.savefig(png_path, dpi=100)
     return True
