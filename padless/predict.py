@@ -120,8 +120,7 @@ def decode_ids(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = next(model.parameters()).device
-    empty = [Hypothesis([], 0.0, 0.0, False)]
-    results: list[list[Hypothesis]] = [empty] * len(sources)
+    results = [[Hypothesis([], 0.0, 0.0, False)] for _ in sources]  # kept for empty sources
     order = sorted((i for i, s in enumerate(sources) if len(s)), key=lambda i: len(sources[i]))
     with tqdm(total=len(order), unit="sent", file=sys.stderr, disable=not progress) as bar:
         for start in range(0, len(order), batch_size):

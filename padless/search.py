@@ -26,33 +26,24 @@ from typing import NamedTuple, Protocol
 import torch
 
 __all__ = [
-    "Hypothesis",
-    "SearchOptions",
-    "SearchResult",
-    "StepModel",
-    "beam_search",
-    "greedy_search",
-    "length_penalty",
-    "sample_search",
-    "search",
+    "Hypothesis", "SearchOptions", "SearchResult", "StepModel", "beam_search", "greedy_search",
+    "length_penalty", "sample_search", "search",
 ]
 
-
 class StepModel(Protocol):
-    """What decoding needs from a model (implemented by :class:`padless.model.Seq2Seq`)."""
+    """What decoding needs from a model (implemented by :class:`padless.model.Seq2Seq`).
 
-    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> NamedTuple:
-        """``src [S, B]``, ``src_lengths [B]`` -> ``Encoded(memory [S, B, H],
-        src_mask [S, B], hidden [layers, B, H])``."""
-        ...
+    ``encode(src [S, B], src_lengths [B])`` returns ``Encoded(memory [S, B, H],
+    src_mask [S, B], hidden [layers, B, H])``; ``decode_step(prev_tokens [B], hidden, memory,
+    src_mask)`` returns ``(log_probs [B, V], hidden [layers, B, H], attention [B, S])``.
+    """
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> NamedTuple: ...
 
     def decode_step(
         self, prev_tokens: torch.Tensor, hidden: torch.Tensor, memory: torch.Tensor,
         src_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``prev_tokens [B]`` -> ``(log_probs [B, V], hidden [layers, B, H],
-        attention [B, S])``."""
-        ...
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -110,11 +101,6 @@ class SearchOptions:
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ``((5 + length) / 6) ** alpha`` (Wu et al., 2016)."""
     return ((5.0 + length) / 6.0) ** alpha
-
-
-def _trim_attention(rows: list[torch.Tensor], src_len: int) -> torch.Tensor:
-    """Stack ``T`` attention rows ``[S]`` into ``[T, src_len]`` on CPU (pads cut off)."""
-    return torch.stack(rows)[:, :src_len].float().cpu()
 
 
 def _sequential_search(
@@ -331,7 +317,7 @@ def beam_search(
         attention = None
         if return_attention:
             rows = list(attn_history[row]) + ([last_attn] if last_attn is not None else [])
-            attention = _trim_attention(rows, int(src_lengths[sentence]))
+            attention = torch.stack(rows)[:, : int(src_lengths[sentence])].float().cpu()
         hyp = Hypothesis(
             history[row].tolist(), log_prob / length_penalty(length, alpha), log_prob, done,
             attention,

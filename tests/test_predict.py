@@ -12,19 +12,10 @@ import torch
 
 from padless.batch import Batch
 from padless.chat import answer
-from padless.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    TEXT_DIR,
-    checkpoint_path,
-    load_model,
-    save_checkpoint,
-)
+from padless.checkpoint import load_model
 from padless.cli import main
-from padless.config import Config
 from padless.dataset import PreparedData
 from padless.evaluate import corpus_loss, evaluate
-from padless.model import Seq2Seq
 from padless.predict import decode_ids, decode_texts
 from padless.search import SearchOptions
 from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID
@@ -55,21 +46,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory as `padless train` writes it, holding a tiny random model."""
-    root = tmp_path_factory.mktemp("run")
-    text = PreparedData.load(data_dir).text
-    text.save(root / TEXT_DIR)
-    config = Config.from_dict(
-        {"model": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}}
-    )
-    torch.manual_seed(0)
-    model = Seq2Seq(config.model, len(text.vocab), pad_id=PAD_ID)
-    state = {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config.to_dict(),
-        "vocab": text.vocab.to_dict(), "vocab_size": len(text.vocab), "pad_id": PAD_ID,
-        "model": model.state_dict(),
-    }
-    save_checkpoint(checkpoint_path(root, "best"), state)
+    """A run directory of `padless train`: a tiny model after one step (nearly random)."""
+    root = tmp_path_factory.mktemp("run") / "run"
+    tiny = ["model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
+            "model.dropout=0.0", "train.max_tokens=256", "train.precision=fp32"]
+    argv = ["train", "--data", str(data_dir), "--out", str(root), "--max-steps", "1"]
+    assert main(argv + [f"--set={kv}" for kv in tiny]) == 0
     return root
 
 
@@ -97,10 +79,11 @@ def test_chat_beam_and_seeded_sampling(
     run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stdin = "hello there\nwhat is your name ?\n"
-    code, beam_out, _ = run_cli(["chat", str(run_dir), "--beam", "3"], stdin, monkeypatch, capsys)
+    code, beam_out, _ = run_cli(["chat", str(run_dir), "--beam", "3", "--max-length", "8"], stdin,
+                                monkeypatch, capsys)
     assert code == 0 and len(beam_out.splitlines()) == 2
     sample = ["chat", str(run_dir), "--sample", "--temperature", "1.5", "--top-p", "0.9",
-              "--seed", "7"]
+              "--seed", "7", "--max-length", "8"]
     outputs = [run_cli(sample, stdin * 5, monkeypatch, capsys)[1] for _ in range(2)]
     assert outputs[0] == outputs[1]
     assert len(outputs[0].splitlines()) == 10
@@ -119,11 +102,13 @@ def test_translate_keeps_input_order(
 ) -> None:
     lines = ["what is your name ?", "hi", "", "where do you live today my friend ?",
              "tell me a joke", "good morning", "unknownword"]
-    code, out, err = run_cli(["translate", str(run_dir), "--batch-size", "2", "--beam", "2"],
-                             "\n".join(lines) + "\n", monkeypatch, capsys)
+    code, out, err = run_cli(
+        ["translate", str(run_dir), "--batch-size", "2", "--beam", "2", "--max-length", "10"],
+        "\n".join(lines) + "\n", monkeypatch, capsys,
+    )
     assert code == 0
     model, text, _ = load_model(run_dir, device="cpu")
-    options = SearchOptions(method="beam", beam_size=2)
+    options = SearchOptions(method="beam", beam_size=2, max_length=10)
     alone = [decode_texts(model, text, [line], options)[0] for line in lines]
     assert out.splitlines() == alone
     assert "sent" in err  # the progress bar went to stderr

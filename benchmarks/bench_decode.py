@@ -1,0 +1,153 @@
+"""Decoding speed: padless's batched greedy and beam search vs. the tutorial's greedy decoder.
+
+The PyTorch chatbot tutorial answers one sentence at a time: its ``GreedySearchDecoder``
+encodes a batch of one, starts the decoder from ``encoder_hidden[:n_layers]`` with SOS and
+runs exactly ``max_length = 10`` decoder steps, taking ``torch.max`` of the softmax each
+step, with no early stop at EOS (the words after EOS are dropped later, when printing).
+That loop is written below as :func:`tutorial_greedy`, on the same model padless decodes
+with (``Seq2Seq.encode`` / ``decode_step``), so only the decoding algorithm differs.
+
+All candidates run on the same inputs and the same randomly initialised model of the
+tutorial's size (hidden 500, 2 layers, dot attention, a 7,826-word vocabulary like the
+tutorial's trimmed Cornell one) under ``torch.no_grad`` (the tutorial itself keeps autograd
+on while chatting, which would only make it slower). Candidates alternate round by round;
+each figure is the median over rounds of sentences per second.
+
+    python benchmarks/bench_decode.py [--sentences 512] [--rounds 5] [--batch-size 64] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from padless.model import ModelConfig, Seq2Seq
+from padless.predict import decode_ids, resolve_device
+from padless.search import SearchOptions
+from padless.vocabulary import BOS_ID, EOS_ID
+
+TUTORIAL_VOCAB = 7826  # the tutorial's Cornell vocabulary after trimming (7823 words + 3)
+MAX_LENGTH = 10  # the tutorial's MAX_LENGTH: both its inputs and its answers
+
+
+@torch.no_grad()
+def tutorial_greedy(model: Seq2Seq, sentence: list[int], device: torch.device) -> list[int]:
+    """The tutorial's ``evaluate`` + ``GreedySearchDecoder`` for one sentence.
+
+    Returns all ``MAX_LENGTH`` tokens, EOS and whatever follows it included, as it does.
+    """
+    input_batch = torch.tensor([sentence], dtype=torch.long, device=device).t()  # [S, 1]
+    lengths = torch.tensor([len(sentence)])
+    encoded = model.encode(input_batch, lengths)
+    decoder_hidden = encoded.hidden
+    decoder_input = torch.full((1,), BOS_ID, dtype=torch.long, device=device)
+    all_tokens = torch.zeros(0, dtype=torch.long, device=device)
+    all_scores = torch.zeros(0, device=device)
+    for _ in range(MAX_LENGTH):
+        decoder_output, decoder_hidden, _ = model.decode_step(
+            decoder_input, decoder_hidden, encoded.memory, encoded.src_mask
+        )
+        decoder_scores, decoder_input = torch.max(decoder_output, dim=1)
+        all_tokens = torch.cat((all_tokens, decoder_input), dim=0)
+        all_scores = torch.cat((all_scores, decoder_scores), dim=0)
+    return all_tokens.tolist()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def sentences_per_second(run: Callable[[], object], n_sentences: int) -> float:
+    """Time one call of ``run`` over all the inputs."""
+    start = time.perf_counter()
+    run()
+    return n_sentences / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sentences", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch intra-op threads (default: torch's); 1 avoids waiting for "
+                             "a second thread on a machine busy with other work")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    config = ModelConfig(embedding_size=500, hidden_size=500, num_layers=2, attention="dot",
+                         dropout=0.1)
+    model = Seq2Seq(config, TUTORIAL_VOCAB).to(device).eval()
+    generator = torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, MAX_LENGTH + 1, (args.sentences,), generator=generator)
+    sentences = [
+        torch.randint(4, TUTORIAL_VOCAB, (int(n),), generator=generator).tolist() for n in lengths
+    ]
+    greedy = SearchOptions(method="greedy", max_length=MAX_LENGTH)
+    beam = SearchOptions(method="beam", beam_size=5, alpha=0.6, max_length=MAX_LENGTH)
+
+    # the answers agree: the batched greedy output is the tutorial's cut at its first EOS
+    batched = decode_ids(model, sentences, greedy, batch_size=args.batch_size)
+    for sentence, (hyp, *_) in zip(sentences, batched, strict=True):
+        reference = tutorial_greedy(model, sentence, device)
+        cut = reference.index(EOS_ID) if EOS_ID in reference else MAX_LENGTH
+        assert hyp.tokens == reference[:cut], "batched greedy differs from the tutorial's"
+
+    candidates: dict[str, Callable[[], object]] = {
+        "tutorial greedy, one sentence at a time": lambda: [
+            tutorial_greedy(model, s, device) for s in sentences
+        ],
+        f"padless greedy, batches of {args.batch_size}": lambda: decode_ids(
+            model, sentences, greedy, batch_size=args.batch_size
+        ),
+        f"padless beam 5, batches of {args.batch_size}": lambda: decode_ids(
+            model, sentences, beam, batch_size=args.batch_size
+        ),
+    }
+    load_before = os.getloadavg()
+    rates: dict[str, list[float]] = {name: [] for name in candidates}
+    for run in candidates.values():  # warm-up
+        run()
+    for _ in range(args.rounds):
+        for name, run in candidates.items():
+            rates[name].append(sentences_per_second(run, len(sentences)))
+    load_after = os.getloadavg()
+
+    baseline = statistics.median(rates["tutorial greedy, one sentence at a time"])
+    cpu = cpu_name()
+    print(f"## Decoding speed (bench_decode.py)\n\n"
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu}, "
+          f"{os.cpu_count()} cores, {device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; load average {load_before[0]:.1f} before, "
+          f"{load_after[0]:.1f} after.\n"
+          f"{len(sentences)} random sentences of 1-{MAX_LENGTH} tokens, tutorial-size model "
+          f"(hidden 500, 2 layers, dot, V={TUTORIAL_VOCAB}, random init), answers of at most "
+          f"{MAX_LENGTH} tokens; median of {args.rounds} alternating rounds.\n")
+    print("| decoder | sentences/s (median) | min-max | vs. tutorial |")
+    print("|---|---:|---:|---:|")
+    for name, values in rates.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.1f} | {min(values):.1f}-{max(values):.1f} | "
+              f"{median / baseline:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
