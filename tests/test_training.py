@@ -298,7 +298,10 @@ def subprocess_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_exits_cleanly(
+    sig: signal.Signals, data_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "padless", "train", "--data", str(data_dir),
                "--out", str(out), *[a for o in TINY for a in ("--set", o)],
@@ -311,13 +314,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir: Path, tmp_path: 
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "training did not start"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert proc.returncode == 128 + sig, stderr
     assert "Traceback" not in stderr
-    assert "SIGTERM: saved" in stdout and "(SIGTERM)" in stdout
+    assert f"{sig.name}: saved" in stdout and f"({sig.name})" in stdout
     step = load_checkpoint(out / "latest.pt")["step"]
     assert step >= 3
     assert max(int(r["step"]) for r in read_log(out, "train")) == step
