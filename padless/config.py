@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from padless.model import ModelConfig
@@ -42,9 +43,9 @@ class ConfigError(ValueError):
 class TrainConfig:
     """How to train. Steps are optimiser steps (one step = ``accumulate`` micro-batches).
 
-    Batches are given either as ``batch_size`` pairs or as ``max_tokens`` padded tokens per
-    micro-batch and process (exactly one of the two); under ``torchrun`` the global batch is
-    split over the processes, so N processes see the same batches as one.
+    A micro-batch is ``batch_size`` pairs or at most ``max_tokens`` padded tokens (exactly one
+    of the two). Both are global: under ``torchrun`` each micro-batch is split over the
+    processes, so N processes see the same batches as one.
     """
 
     batch_size: int | None = 64
@@ -85,18 +86,23 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"train.{name}: must be >= 1, got {value}")
-        for name in ("lr", "clip", "max_time"):
+        for name in ("lr", "decoder_lr_ratio", "clip", "max_time"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"train.{name}: must be > 0, got {value}")
-        for name in ("decoder_lr_ratio",):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"train.{name}: must be > 0, got {getattr(self, name)}")
         for name in ("min_lr_ratio", "teacher_forcing_ratio", "label_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.{name}: must be in [0, 1], got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ConfigError("train.warmup_steps / train.weight_decay: must be >= 0")
+        for name in ("warmup_steps", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ConfigError(
+                    f"train.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}"
+                ) from None
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
 

@@ -57,6 +57,8 @@ def test_overrides_parse_values_as_yaml() -> None:
         (["train.label_smoothing=2"], "train.label_smoothing"),
         (["train.max_tokens=500"], "train.max_tokens"),  # with batch_size also set
         (["train.betas=[0.9]"], "train.betas"),
+        (["train.warmup_steps=-1"], "train.warmup_steps"),
+        (["train.device=gpu"], "train.device"),
         (["train=3"], "train"),
         (["model.attention=luong"], "attention"),  # ModelConfig's own check, placed
         (["model.hidden_size.x=1"], "model.hidden_size"),
