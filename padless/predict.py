@@ -58,17 +58,17 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
 
 
 def search_options(args: argparse.Namespace) -> SearchOptions:
-    """The :class:`SearchOptions` the parsed options ask for."""
-    if args.max_length < 1:
-        raise ValueError(f"--max-length must be at least 1, got {args.max_length}")
+    """The :class:`SearchOptions` the parsed options ask for.
+
+    Raises:
+        ValueError: on a bad value (checked by :class:`SearchOptions`).
+    """
     if getattr(args, "sample", False):
         return SearchOptions(
             method="sample", max_length=args.max_length, temperature=args.temperature,
             top_k=args.top_k, top_p=args.top_p,
         )
     if args.beam is not None:
-        if args.beam < 1:
-            raise ValueError(f"--beam must be at least 1, got {args.beam}")
         return SearchOptions(
             method="beam", beam_size=args.beam, alpha=args.length_penalty,
             max_length=args.max_length,

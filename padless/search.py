@@ -97,6 +97,21 @@ class SearchOptions:
     top_k: int = 0
     top_p: float = 1.0
 
+    def __post_init__(self) -> None:
+        """Reject bad values before any decoding starts (e.g. at a command's start)."""
+        checks = {
+            "method": self.method in ("greedy", "beam", "sample"),
+            "max_length": self.max_length >= 1,
+            "beam_size": self.beam_size >= 1,
+            "n_best": 1 <= self.n_best <= self.beam_size,
+            "temperature": self.temperature > 0,
+            "top_k": self.top_k >= 0,
+            "top_p": 0.0 < self.top_p <= 1.0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"bad search option {name}={getattr(self, name)!r}")
+
 
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ``((5 + length) / 6) ** alpha`` (Wu et al., 2016)."""
@@ -403,9 +418,7 @@ def search(
             model, src, src_lengths, beam_size=options.beam_size, alpha=options.alpha,
             n_best=options.n_best, **common,
         )
-    if options.method == "sample":
-        return sample_search(
-            model, src, src_lengths, temperature=options.temperature, top_k=options.top_k,
-            top_p=options.top_p, generator=generator, **common,
-        )
-    raise ValueError(f"unknown search method {options.method!r}; use greedy, beam or sample")
+    return sample_search(  # the only method left: SearchOptions checked it
+        model, src, src_lengths, temperature=options.temperature, top_k=options.top_k,
+        top_p=options.top_p, generator=generator, **common,
+    )

@@ -172,3 +172,15 @@ def test_evaluate_without_data_says_what_is_missing(
     code, _, err = run_cli(["evaluate", str(run_dir)], "", monkeypatch, capsys)
     assert code == 2
     assert "--data" in err
+
+
+@pytest.mark.parametrize("option", [["--temperature", "0"], ["--top-p", "1.5"],
+                                    ["--max-length", "0"]])
+def test_chat_rejects_bad_search_options_before_starting(
+    run_dir: Path, option: list[str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_cli(["chat", str(run_dir), "--sample", *option], "hi\n", monkeypatch,
+                             capsys)
+    assert code == 2 and out == ""
+    assert "bad search option" in err

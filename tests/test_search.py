@@ -259,5 +259,7 @@ def test_bad_arguments_are_rejected() -> None:
         beam_search(model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, beam_size=2, n_best=3)
     with pytest.raises(ValueError, match="temperature"):
         sample_search(model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, temperature=0.0)
-    with pytest.raises(ValueError, match="unknown search method"):
-        search(model, src, lengths, SearchOptions(method="viterbi"), bos_id=BOS_ID, eos_id=EOS_ID)
+    with pytest.raises(ValueError, match="method='viterbi'"):
+        SearchOptions(method="viterbi")
+    with pytest.raises(ValueError, match="top_p=1.5"):
+        SearchOptions(method="sample", top_p=1.5)
