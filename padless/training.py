@@ -237,7 +237,11 @@ def _train(
         log.log("train", step, epoch=train_sampler.epoch, lr=scheduler.get_last_lr()[0],
                 loss=loss, ppl=math.exp(min(loss, 700.0)), tokens=window["tokens"],
                 tokens_per_s=speed, grad_norm=window["grad_norm"], elapsed_s=train_time)
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", refresh=False)
+        postfix = {"loss": f"{loss:.3f}", "tok_s": f"{speed:,.0f}"}
+        if tc.max_time is not None:  # the bar's ETA counts towards max_steps only
+            left = max(0.0, tc.max_time * 60 - (time.monotonic() - started))
+            postfix["time_left"] = f"{int(left // 60)}:{int(left % 60):02d}"
+        bar.set_postfix(postfix, refresh=False)
         window.update(loss=0.0, tokens=0, time=0.0)
 
     indices = _endless(train_sampler)
