@@ -15,7 +15,14 @@ from tqdm import tqdm
 
 from padless.masking import pad_batch
 from padless.model import Seq2Seq
-from padless.search import Hypothesis, SearchOptions, search
+from padless.search import (
+    Hypothesis,
+    SearchOptions,
+    SearchResult,
+    beam_search,
+    greedy_search,
+    sample_search,
+)
 from padless.text import TextProcessor
 from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID
 
@@ -26,6 +33,7 @@ __all__ = [
     "load_run",
     "make_generator",
     "resolve_device",
+    "run_search",
     "search_options",
 ]
 
@@ -101,6 +109,33 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
+def run_search(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    options: SearchOptions,
+    *,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+) -> SearchResult:
+    """Run the search ``options.method`` names on ``src [S, B]``, ``src_lengths [B]``."""
+    common = dict(
+        bos_id=BOS_ID, eos_id=EOS_ID, max_length=options.max_length,
+        return_attention=return_attention,
+    )
+    if options.method == "greedy":
+        return greedy_search(model, src, src_lengths, **common)
+    if options.method == "beam":
+        return beam_search(
+            model, src, src_lengths, beam_size=options.beam_size, alpha=options.alpha,
+            n_best=options.n_best, **common,
+        )
+    return sample_search(  # the only method left: SearchOptions checked it
+        model, src, src_lengths, temperature=options.temperature, top_k=options.top_k,
+        top_p=options.top_p, generator=generator, **common,
+    )
+
+
 def decode_ids(
     model: Seq2Seq,
     sources: Sequence[Sequence[int]],
@@ -126,9 +161,9 @@ def decode_ids(
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             src, lengths = pad_batch([sources[i] for i in indices], PAD_ID)
-            result = search(
-                model, src.to(device), lengths, options, bos_id=BOS_ID, eos_id=EOS_ID,
-                generator=generator, return_attention=return_attention,
+            result = run_search(
+                model, src.to(device), lengths, options, generator=generator,
+                return_attention=return_attention,
             )
             for i, nbest in zip(indices, result.hypotheses, strict=True):
                 results[i] = nbest

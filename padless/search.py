@@ -27,7 +27,7 @@ import torch
 
 __all__ = [
     "Hypothesis", "SearchOptions", "SearchResult", "StepModel", "beam_search", "greedy_search",
-    "length_penalty", "sample_search", "search",
+    "length_penalty", "sample_search",
 ]
 
 class StepModel(Protocol):
@@ -130,8 +130,6 @@ def _sequential_search(
     return_attention: bool,
 ) -> SearchResult:
     """One hypothesis per sentence, choosing each token with ``pick(log_probs [b, V]) -> [b]``."""
-    if max_length < 1:
-        raise ValueError(f"max_length must be at least 1, got {max_length}")
     enc = model.encode(src, src_lengths)
     memory, src_mask, hidden = enc.memory, enc.src_mask, enc.hidden
     batch_size, device = src.size(1), memory.device
@@ -194,6 +192,7 @@ def greedy_search(
         max_length: at most this many tokens per sentence (EOS included).
         return_attention: keep each hypothesis' ``[T, S_b]`` attention.
     """
+    SearchOptions(max_length=max_length)  # checks the value
     return _sequential_search(
         model, src, src_lengths, lambda lp: lp.argmax(dim=1), bos_id=bos_id, eos_id=eos_id,
         max_length=max_length, return_attention=return_attention,
@@ -243,12 +242,7 @@ def sample_search(
     The score is the model's log-probability of the sample at temperature 1, unfiltered.
     Other arguments as :func:`greedy_search`.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; use greedy_search for 0")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    SearchOptions("sample", max_length, temperature=temperature, top_k=top_k, top_p=top_p)  # check
 
     def pick(log_probs: torch.Tensor) -> torch.Tensor:
         logits = _filter_logits(log_probs.float() / temperature, top_k, top_p)
@@ -305,11 +299,8 @@ def beam_search(
     Returns:
         ``hypotheses[b]``: up to ``n_best`` hypotheses, best score first.
     """
+    SearchOptions("beam", max_length, beam_size=beam_size, n_best=n_best)  # checks the values
     k = beam_size
-    if k < 1 or not 1 <= n_best <= k:
-        raise ValueError(f"need 1 <= n_best ({n_best}) <= beam_size ({beam_size})")
-    if max_length < 1:
-        raise ValueError(f"max_length must be at least 1, got {max_length}")
     enc = model.encode(src, src_lengths)
     batch_size, device = src.size(1), enc.memory.device
     # row i * k + j is beam j of the i-th still-active sentence
@@ -394,31 +385,3 @@ def beam_search(
 
     return SearchResult([kept[:n_best] for kept in finished])
 
-
-def search(
-    model: StepModel,
-    src: torch.Tensor,
-    src_lengths: torch.Tensor,
-    options: SearchOptions,
-    *,
-    bos_id: int,
-    eos_id: int,
-    generator: torch.Generator | None = None,
-    return_attention: bool = False,
-) -> SearchResult:
-    """Run the search ``options.method`` names; ``src [S, B]``, ``src_lengths [B]``."""
-    common = dict(
-        bos_id=bos_id, eos_id=eos_id, max_length=options.max_length,
-        return_attention=return_attention,
-    )
-    if options.method == "greedy":
-        return greedy_search(model, src, src_lengths, **common)
-    if options.method == "beam":
-        return beam_search(
-            model, src, src_lengths, beam_size=options.beam_size, alpha=options.alpha,
-            n_best=options.n_best, **common,
-        )
-    return sample_search(  # the only method left: SearchOptions checked it
-        model, src, src_lengths, temperature=options.temperature, top_k=options.top_k,
-        top_p=options.top_p, generator=generator, **common,
-    )

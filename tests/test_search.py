@@ -16,7 +16,6 @@ from padless.search import (
     greedy_search,
     length_penalty,
     sample_search,
-    search,
 )
 from padless.vocabulary import BOS_ID, EOS_ID
 
@@ -198,9 +197,9 @@ def test_decoding_is_padding_invariant() -> None:
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_attention_covers_real_source_tokens_only(method: str) -> None:
     model = tiny_model(seed=6, eos_bias=1.0)
-    result = search(
-        model, *batch(SOURCES), SearchOptions(method=method, beam_size=3, max_length=6),
-        bos_id=BOS_ID, eos_id=EOS_ID, return_attention=True,
+    decode = {"greedy": greedy_search, "beam": beam_search}[method]
+    result = decode(
+        model, *batch(SOURCES), bos_id=BOS_ID, eos_id=EOS_ID, max_length=6, return_attention=True
     )
     for source, (hyp,) in zip(SOURCES, result.hypotheses, strict=True):
         assert hyp.attention.shape == (len(hyp.tokens) + hyp.finished, len(source))
