@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import zipfile
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from padless.config import load_config
 from padless.dataset import PreparedData, write_split
 from padless.distributed import World
 from padless.model import ModelConfig, Seq2Seq
+from padless.runlog import RunLog
 from padless.steps import StepLoss, accumulate_gradients, evaluate, lr_factor
 from padless.text import TextProcessor
 from padless.training import train
@@ -248,6 +250,32 @@ def test_early_stopping_and_the_time_limit(data: PreparedData, tmp_path: Path) -
     result = train(timed, data.text, data.splits, tmp_path / "timed")
     assert (result.step, result.stop_reason) == (0, "max_time")
     assert load_checkpoint(tmp_path / "timed" / "latest.pt")["valid"] is not None
+
+
+def test_tensorboard_events_when_tensorboard_imports(tmp_path: Path, monkeypatch) -> None:
+    calls: list = []
+
+    class SummaryWriter:  # stands in for tensorboard, an optional dependency
+        def __init__(self, logdir: str, purge_step: int | None = None) -> None:
+            calls.append(("open", logdir, purge_step))
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            calls.append((tag, value, step))
+
+        def close(self) -> None:
+            calls.append("close")
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = SummaryWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    log = RunLog(tmp_path, enabled=True)
+    log.log("valid", 7, epoch=1, loss=1.5, accuracy=0.25, tokens=10)
+    log.close()
+    assert calls[0] == ("open", str(tmp_path / "tb"), None)
+    assert {("valid/loss", 1.5, 7), ("valid/accuracy", 0.25, 7), ("valid/tokens", 10, 7)} <= set(
+        calls[1:-1])
+    assert calls[-1] == "close"
+    assert read_log(tmp_path, "valid")[0]["accuracy"] == "0.25"
 
 
 # -- the command ---------------------------------------------------------------------------
