@@ -28,6 +28,7 @@ class RunLog:
         enabled: False on ranks other than 0: every method does nothing.
         resume_step: on ``--resume``, the checkpoint's step: rows logged after it by the
             interrupted process are dropped, since the resumed run logs those steps again.
+            None starts a new log (a run that never reached a checkpoint leaves nothing).
     """
 
     def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None = None) -> None:
@@ -36,7 +37,9 @@ class RunLog:
         self._tb = None
         if not enabled:
             return
-        if resume_step is not None and self.path.exists():
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
             self._truncate_after(resume_step)
         new = not self.path.exists()
         self._file = open(self.path, "a", newline="", encoding="utf-8")

@@ -268,6 +268,7 @@ def test_tensorboard_events_when_tensorboard_imports(tmp_path: Path, monkeypatch
     module = types.ModuleType("torch.utils.tensorboard")
     module.SummaryWriter = SummaryWriter
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    (tmp_path / "log.csv").write_text("left by a run that never saved a checkpoint\n")
     log = RunLog(tmp_path, enabled=True)
     log.log("valid", 7, epoch=1, loss=1.5, accuracy=0.25, tokens=10)
     log.close()
@@ -275,7 +276,9 @@ def test_tensorboard_events_when_tensorboard_imports(tmp_path: Path, monkeypatch
     assert {("valid/loss", 1.5, 7), ("valid/accuracy", 0.25, 7), ("valid/tokens", 10, 7)} <= set(
         calls[1:-1])
     assert calls[-1] == "close"
-    assert read_log(tmp_path, "valid")[0]["accuracy"] == "0.25"
+    with open(tmp_path / "log.csv") as f:  # a new log: the stale file is gone
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["kind"] == "valid" and rows[0]["accuracy"] == "0.25"
 
 
 # -- the command ---------------------------------------------------------------------------
