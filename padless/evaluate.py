@@ -156,7 +156,8 @@ def plot_attention(
     outputs = [text.vocab.id_to_token(i) for i in hyp.tokens] + (["</s>"] if hyp.finished else [])
     sources = [text.vocab.id_to_token(i) for i in ids]
     weights = hyp.attention.numpy()  # [T, S]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * len(sources), 1.0 + 0.4 * len(outputs)))
+    size = (max(4.0, 2.0 + 0.5 * len(sources)), max(3.0, 1.5 + 0.35 * len(outputs)))  # inches
+    fig, ax = plt.subplots(figsize=size)
     image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(sources)), sources, rotation=60, ha="right")
     ax.set_yticks(range(len(outputs)), outputs)
