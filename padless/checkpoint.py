@@ -10,6 +10,7 @@ code.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -29,12 +30,15 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "save_checkpoint",
+    "read_run_info",
     "set_rng_state",
+    "write_run_info",
 ]
 
 CHECKPOINT_FORMAT = "padless-checkpoint"
 CHECKPOINT_VERSION = 1
 TEXT_DIR = "text"  # the TextProcessor, inside the run directory
+RUN_INFO = "run.json"  # facts about the run that are not config: where its data lives
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str = "latest") -> Path:
@@ -93,6 +97,26 @@ def load_checkpoint(
             f"version {CHECKPOINT_VERSION}"
         )
     return state
+
+
+def write_run_info(run_dir: str | os.PathLike, **info: str) -> None:
+    """Record plain facts about a run (``data_dir=...``) in ``RUN_DIR/run.json``."""
+    path = Path(run_dir) / RUN_INFO
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict[str, str]:
+    """What :func:`write_run_info` recorded; empty for a run without ``run.json``."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return info
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless evaluate``."""
     add_decoding_arguments(parser)
     parser.add_argument("--data", metavar="DATA_DIR",
-                        help="the prepared dataset the run was trained on (`padless prepare`)")
+                        help="a prepared dataset (default: the one the run was trained on)")
     parser.add_argument("--split", choices=("test", "valid"), default="test")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
     parser.add_argument("--limit", type=int, metavar="N",
@@ -173,16 +173,18 @@ def plot_attention(
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the report; exit code 0, or 2 on a bad run, data or option."""
+    from padless.checkpoint import read_run_info
     from padless.dataset import PreparedData
 
     try:
         options = search_options(args)
-        if args.data is None and args.attention_plot is None:
-            raise ValueError("--data DATA_DIR is needed: the prepared dataset the run used")
+        data_dir = args.data or read_run_info(args.run_dir).get("data_dir")
+        if data_dir is None and args.attention_plot is None:
+            raise ValueError(f"{args.run_dir} does not record its data: give --data DATA_DIR")
         model, text = load_run(args)
-        data = PreparedData.load(args.data) if args.data is not None else None
+        data = PreparedData.load(data_dir) if data_dir is not None else None
         if data is not None and data.vocab != text.vocab:
-            raise ValueError(f"{args.data}: its vocabulary differs from {args.run_dir}'s")
+            raise ValueError(f"{data_dir}: its vocabulary differs from {args.run_dir}'s")
         if data is not None:
             result = evaluate(
                 model, text, data.splits[args.split], options, split=args.split,

@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # ConfigError included: the message names the key or file
         print(f"padless train: error: {e}", file=sys.stderr)
         return 2
-    result = train(config, data.text, data.splits, run_dir, resume=args.resume)
+    result = train(config, data.text, data.splits, run_dir, resume=args.resume,
+                   data_dir=args.data)
     best = "n/a" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
     print(f"stopped at step {result.step} ({result.stop_reason}); best valid loss {best}; "
           f"run directory {run_dir}")

@@ -35,6 +35,7 @@ from padless.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
+    write_run_info,
 )
 from padless.config import Config
 from padless.distributed import World, all_reduce, setup_world, teardown_world
@@ -111,18 +112,20 @@ def train(
     run_dir: str | Path,
     *,
     resume: bool = False,
+    data_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train a :class:`Seq2Seq` on ``splits["train"]``, validating on ``splits["valid"]``.
 
     Writes ``config.yaml``, ``text/``, ``latest.pt``, ``best.pt``, ``log.csv``, ``loss.png``
-    (and ``tb/``) into ``run_dir`` from rank 0. With ``resume``, continues from
-    ``run_dir/latest.pt`` exactly where it stopped (``train.max_steps`` counts all steps).
+    (and ``tb/``) into ``run_dir`` from rank 0, and ``data_dir`` (where ``splits`` came
+    from, so ``padless evaluate`` finds them) into ``run.json``. With ``resume``, continues
+    from ``run_dir/latest.pt`` exactly where it stopped (``train.max_steps`` counts all steps).
     """
     tc = config.train
     run_dir = Path(run_dir)
     world = setup_world(tc.device)
     try:
-        return _train(config, text, splits, run_dir, resume, world)
+        return _train(config, text, splits, run_dir, resume, world, data_dir)
     finally:
         teardown_world(world)
 
@@ -134,6 +137,7 @@ def _train(
     run_dir: Path,
     resume: bool,
     world: World,
+    data_dir: str | Path | None,
 ) -> TrainResult:
     tc, device = config.train, world.device
     say = tqdm.write if world.is_main else (lambda *_: None)
@@ -188,6 +192,8 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         text.save(run_dir / TEXT_DIR)
+        if data_dir is not None:
+            write_run_info(run_dir, data_dir=str(Path(data_dir).resolve()))
     log = RunLog(run_dir, enabled=world.is_main, resume_step=step if resume else None)
 
     step_loss: nn.Module = StepLoss(model, tc)

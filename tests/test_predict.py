@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from padless.batch import Batch
 from padless.chat import answer
-from padless.checkpoint import load_model
+from padless.checkpoint import load_model, read_run_info
 from padless.cli import main
 from padless.dataset import PreparedData
 from padless.evaluate import corpus_loss, evaluate
@@ -166,10 +167,24 @@ def test_evaluate_command_reports_and_plots_attention(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_without_data_says_what_is_missing(
-    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_evaluate_finds_the_data_the_run_was_trained_on(
+    data_dir: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, _, err = run_cli(["evaluate", str(run_dir)], "", monkeypatch, capsys)
+    assert read_run_info(run_dir) == {"data_dir": str(data_dir.resolve())}
+    code, out, _ = run_cli(["evaluate", str(run_dir), "--limit", "2"], "", monkeypatch, capsys)
+    assert code == 0
+    assert "test:" in out and "BLEU" in out
+
+
+def test_evaluate_without_recorded_data_says_what_is_missing(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "run.json").unlink()
+    code, _, err = run_cli(["evaluate", str(copy)], "", monkeypatch, capsys)
     assert code == 2
     assert "--data" in err
 
