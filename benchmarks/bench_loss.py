@@ -99,13 +99,17 @@ class Inputs:
 def make_inputs(cfg: Config, device: torch.device, seed: int = 0) -> Inputs:
     """Random decoder outputs and targets; sequence lengths skewed to ``cfg.padding``.
 
-    Lengths are ``1 + round((T - 1) * u ** k)`` with ``u`` uniform, ``k`` chosen so the mean
-    length is about ``(1 - padding) * T``; one sequence has the full length ``T``.
+    Lengths are ``1 + round((T - 1) * u ** k)``, ``u`` uniform and stratified (one draw in each
+    ``1/B`` of ``[0, 1)``, so the batch's padding stays close to its expectation), ``k`` such
+    that the mean length is ``(1 - padding) * T``: ``E[u ** k] = 1 / (k + 1)``. One sequence
+    has the full length ``T``.
     """
     g = torch.Generator().manual_seed(seed)
-    k = 1.0 / (1.0 - cfg.padding) - 1.0
-    u = torch.rand(cfg.batch, generator=g)
+    mean_u_k = ((1.0 - cfg.padding) * cfg.steps - 1.0) / (cfg.steps - 1.0)
+    k = 1.0 / mean_u_k - 1.0
+    u = (torch.arange(cfg.batch) + torch.rand(cfg.batch, generator=g)) / cfg.batch
     lengths = 1 + ((cfg.steps - 1) * u.pow(k)).round().long()
+    lengths = lengths[torch.randperm(cfg.batch, generator=g)]
     lengths[0] = cfg.steps
     mask = torch.arange(cfg.steps)[:, None] < lengths[None, :]
     target = torch.randint(1, cfg.vocab, (cfg.steps, cfg.batch), generator=g)

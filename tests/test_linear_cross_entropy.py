@@ -53,11 +53,12 @@ def unfused(h, w, b, target, mask, **kw):
     return masked_cross_entropy(F.linear(torch.nan_to_num(h), w, b), target, mask, **kw)
 
 
-def loss_and_grads(fn, h, w, b, target, mask, upstream=None, **kw):
+def loss_and_grads(fn, h, w, b, target, mask, **kw):
+    """Loss, token count, and the gradients of h, w (and b) for a random upstream gradient
+    (per position for ``reduction="none"``)."""
     loss, n = fn(h, w, b, target, mask, **kw)
-    if upstream is None:
-        upstream = torch.randn(loss.shape, generator=torch.Generator().manual_seed(1),
-                               dtype=loss.dtype)
+    upstream = torch.randn(loss.shape, generator=torch.Generator().manual_seed(1),
+                           dtype=loss.dtype)
     inputs = [t for t in (h, w, b) if t is not None]
     grads = torch.autograd.grad(loss, inputs, upstream)
     return loss, n, grads
@@ -152,6 +153,16 @@ def test_float32_inputs_give_float32_loss_close_to_float64():
     ref = unfused(h.double(), w.double(), b.double(), target, mask).loss
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_huge_logits_stay_finite_and_exact():
+    """Logits in the thousands: the target's probability underflows float32, the loss must not."""
+    h, w, b, target, mask = make_batch(dtype=torch.float32, seed=11)
+    big = (h.detach() * 300).requires_grad_()
+    loss = fused(big, w, b, target, mask, reduction="none", chunk_size=4).loss
+    ref = unfused(big.double(), w.double(), b.double(), target, mask, reduction="none").loss
+    assert torch.isfinite(loss).all() and loss.max() > 100
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-3)
 
 
 # --- padding -------------------------------------------------------------------------
