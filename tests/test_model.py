@@ -22,6 +22,16 @@ PAIRS = [
 METHODS = [(a, m) for a in ("dot", "general", "concat") for m in ("sum", "project")]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: a second intra-op thread only adds synchronisation, which on a
+    shared 2-core machine turns a 2 s test into a minute."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_batch(pairs=PAIRS, batch_first: bool = False) -> Batch:
     return Batch.from_pairs(pairs, pad_id=PAD, bos_id=BOS, eos_id=EOS, batch_first=batch_first)
 
