@@ -66,6 +66,11 @@ def _softmax_(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=1, out=logits)
 
 
+def _log_softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Row log-softmax of ``logits [c, V]`` in place (fused and safe as :func:`_softmax_`)."""
+    return torch.log_softmax(logits, dim=1, out=logits)
+
+
 def _probs_to_dlogits_(
     probs: torch.Tensor, target: torch.Tensor, label_smoothing: float
 ) -> torch.Tensor:
@@ -180,21 +185,20 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 stop = min(start + chunk_size, n)
                 h_c, t_c = h[start:stop], target[start:stop]
                 logits = _logits_into(buf, h_c, w, bias)
-                target_logit = logits.gather(1, t_c.unsqueeze(1)).squeeze(1)
-                mean_logit = logits.mean(dim=1) if label_smoothing > 0 else None
-                row_max = logits.amax(dim=1)  # amax: no indices, ~8x cheaper than max
-                probs = _softmax_(logits)
-                # lse = max - log p_max: p_max = 1 / sum(exp(z - max)) >= 1/V never underflows,
-                # so this is as stable as log-sum-exp, with the sum taken by the fused softmax.
-                lse = row_max.sub_(probs.amax(dim=1).log_())
-                # (1 - eps) * (lse - z_t) + eps * (lse - mean z): F.cross_entropy's smoothing.
-                loss_c = torch.sub(lse, target_logit, out=losses[start:stop])
+                # The same log_softmax as the unfused loss, so the same numbers.
+                log_probs = _log_softmax_(logits)
+                loss_c = torch.neg(
+                    log_probs.gather(1, t_c.unsqueeze(1)).squeeze(1), out=losses[start:stop]
+                )
                 if label_smoothing > 0:
-                    loss_c.mul_(1.0 - label_smoothing).add_(lse - mean_logit, alpha=label_smoothing)
+                    # F.cross_entropy's smoothing: (1 - eps) * nll - eps * mean(log p).
+                    loss_c.mul_(1.0 - label_smoothing).sub_(
+                        log_probs.mean(dim=1), alpha=label_smoothing
+                    )
                 if precompute:
                     grad_h, grad_w, grad_b = grads
                     _chunk_grads(
-                        _probs_to_dlogits_(probs, t_c, label_smoothing),
+                        _probs_to_dlogits_(log_probs.exp_(), t_c, label_smoothing),
                         h_c,
                         w,
                         None,
@@ -206,8 +210,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         # Kept on ctx, not saved: the first backward hands these very buffers on as the
         # gradients (scaled in place, so no second [V, H] copy) and drops them.
         ctx.precomputed = grads if precompute else None
-        # References to tensors that exist anyway, for a recomputing backward: always for
-        # uniform_grad=False, and with retain_graph for the backward passes after the first.
+        # For a recomputing backward: always for uniform_grad=False, and with retain_graph for
+        # the backward passes after the first. These are the caller's tensors (references, no
+        # copies) except under autocast, where they are the low-precision casts.
         ctx.save_for_backward(h, w, bias, target)
         return losses
 
