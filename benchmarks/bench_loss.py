@@ -419,17 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
 
     verdicts = targets(rows, peak) if set(names) == set(CANDIDATES) else []
-    loaded = max(load_before[0], load_after[0]) > 0.5
+    # Only the load before says whether others were running: the figure after includes this
+    # benchmark's own threads.
+    loaded = load_before[0] > 0.5
     text = "\n".join([
         "## Loss: projection + masked cross-entropy, forward + backward (`bench_loss.py`)",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
         f"- Machine: {machine(device)}",
         f"- Load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, "
-        f"after: {'/'.join(f'{v:.2f}' for v in load_after)}"
+        f"after (this benchmark's threads included): "
+        f"{'/'.join(f'{v:.2f}' for v in load_after)}"
         + (" -- **taken under load** (other jobs shared the cores): absolute times are "
            "inflated and noisy; the candidates ran in turns, so ratios are fairer than "
-           "absolutes" if loaded else " (idle)"),
+           "absolutes" if loaded else " -- idle at the start; other sessions share this "
+           "machine, so a round may still have been disturbed (see min-max)"),
         f"- Command: `{' '.join(['python benchmarks/bench_loss.py', *(argv or sys.argv[1:])])}`",
         f"- {reps} timed rounds after {warmup} warm-up calls per candidate; median. "
         "fp32 throughout. Peak MiB: growth of peak RSS over one forward + backward in a fresh "
