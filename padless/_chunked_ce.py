@@ -13,10 +13,11 @@ which ``grad_hidden = dlogits @ W``, ``grad_W = dlogits.T @ h`` and ``grad_bias 
 Two backward strategies, chosen by the caller:
 
 - ``uniform_grad=True`` (the ``"sum"``/``"mean"`` reductions, where every row receives the same
-  upstream gradient): the forward pass already holds each chunk's softmax, so it finishes the
-  three gradient products there and the backward pass only scales them in place. Three matmuls
-  in all, as the unfused loss, and nothing of size ``N x V`` is kept. (A second backward
-  through the same graph, with ``retain_graph=True``, recomputes as below.)
+  upstream gradient): the forward pass already holds each chunk's log-softmax (one ``exp``
+  from the softmax), so it finishes the three gradient products there and the backward pass
+  only scales them in place. Three matmuls in all, as the unfused loss, and nothing of size
+  ``N x V`` is kept. (A second backward through the same graph, with ``retain_graph=True``,
+  recomputes as below.)
 - ``uniform_grad=False`` (any upstream gradient, e.g. ``"none"``): the backward pass recomputes
   each chunk's logits (four matmuls in all).
 """
