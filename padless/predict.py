@@ -24,7 +24,7 @@ from padless.search import (
     sample_search,
 )
 from padless.text import TextProcessor
-from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID
+from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 __all__ = [
     "add_decoding_arguments",
@@ -52,6 +52,11 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
                         help="beam search's GNMT length penalty exponent (default 0.6; 0: none)")
     parser.add_argument("--max-length", type=int, default=30, metavar="N",
                         help="at most N output tokens (default 30)")
+    parser.add_argument("--min-length", type=int, default=1, metavar="N",
+                        help="at least N output tokens before the end (default 1: never an "
+                             "empty answer)")
+    parser.add_argument("--allow-unk", action="store_true",
+                        help="let answers contain <unk> (by default it is never generated)")
     if sampling:
         method.add_argument("--sample", action="store_true",
                             help="sample the answer instead of searching for the likeliest")
@@ -71,17 +76,19 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     Raises:
         ValueError: on a bad value (checked by :class:`SearchOptions`).
     """
+    common = {
+        "max_length": args.max_length, "min_length": args.min_length,
+        "allow_unk": args.allow_unk,
+    }
     if getattr(args, "sample", False):
         return SearchOptions(
-            method="sample", max_length=args.max_length, temperature=args.temperature,
-            top_k=args.top_k, top_p=args.top_p,
+            method="sample", temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            **common,
         )
     if args.beam is not None:
-        return SearchOptions(
-            method="beam", beam_size=args.beam, alpha=args.length_penalty,
-            max_length=args.max_length,
-        )
-    return SearchOptions(method="greedy", max_length=args.max_length)
+        return SearchOptions(method="beam", beam_size=args.beam, alpha=args.length_penalty,
+                             **common)
+    return SearchOptions(method="greedy", **common)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -121,6 +128,7 @@ def run_search(
     """Run the search ``options.method`` names on ``src [S, B]``, ``src_lengths [B]``."""
     common = dict(
         bos_id=BOS_ID, eos_id=EOS_ID, max_length=options.max_length,
+        min_length=options.min_length, banned_ids=() if options.allow_unk else (UNK_ID,),
         return_attention=return_attention,
     )
     if options.method == "greedy":

@@ -19,7 +19,7 @@ Scores:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -96,12 +96,17 @@ class SearchOptions:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    # What the commands do by default (the search functions themselves default to no
+    # constraint): never an empty answer, never an <unk> in it.
+    min_length: int = 1
+    allow_unk: bool = False
 
     def __post_init__(self) -> None:
         """Reject bad values before any decoding starts (e.g. at a command's start)."""
         checks = {
             "method": self.method in ("greedy", "beam", "sample"),
             "max_length": self.max_length >= 1,
+            "min_length": 0 <= self.min_length <= self.max_length,
             "beam_size": self.beam_size >= 1,
             "n_best": 1 <= self.n_best <= self.beam_size,
             "temperature": self.temperature > 0,
@@ -118,6 +123,24 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def _restrict(
+    log_probs: torch.Tensor, step: int, eos_id: int, min_length: int, banned_ids: Sequence[int]
+) -> torch.Tensor:
+    """``log_probs [b, V]`` with the banned ids, and EOS before ``min_length`` tokens, at -inf.
+
+    Only the choice is restricted: hypotheses are still scored with the model's own
+    log-probabilities (which the allowed tokens keep unchanged).
+    """
+    if not banned_ids and step >= min_length:
+        return log_probs
+    restricted = log_probs.clone()
+    if banned_ids:
+        restricted[:, list(banned_ids)] = -math.inf
+    if step < min_length:
+        restricted[:, eos_id] = -math.inf
+    return restricted
+
+
 def _sequential_search(
     model: StepModel,
     src: torch.Tensor,
@@ -127,9 +150,12 @@ def _sequential_search(
     bos_id: int,
     eos_id: int,
     max_length: int,
+    min_length: int,
+    banned_ids: Sequence[int],
     return_attention: bool,
 ) -> SearchResult:
-    """One hypothesis per sentence, choosing each token with ``pick(log_probs [b, V]) -> [b]``."""
+    """One hypothesis per sentence, choosing each token with ``pick(log_probs [b, V]) -> [b]``
+    among the tokens :func:`_restrict` allows."""
     enc = model.encode(src, src_lengths)
     memory, src_mask, hidden = enc.memory, enc.src_mask, enc.hidden
     batch_size, device = src.size(1), memory.device
@@ -144,7 +170,7 @@ def _sequential_search(
     )
     for step in range(max_length):
         step_log_probs, hidden, attention = model.decode_step(prev, hidden, memory, src_mask)
-        token = pick(step_log_probs)
+        token = pick(_restrict(step_log_probs, step, eos_id, min_length, banned_ids))
         out[step, alive] = token
         log_prob[alive] += step_log_probs.gather(1, token.unsqueeze(1)).squeeze(1).double()
         if attn_out is not None:
@@ -181,6 +207,8 @@ def greedy_search(
     bos_id: int,
     eos_id: int,
     max_length: int = 30,
+    min_length: int = 0,
+    banned_ids: Sequence[int] = (),
     return_attention: bool = False,
 ) -> SearchResult:
     """Batched greedy decoding: the most likely token at each step; a sentence stops at EOS.
@@ -190,12 +218,15 @@ def greedy_search(
         src: ``[S, B]`` padded source ids, on the model's device.
         src_lengths: ``[B]`` source lengths (CPU).
         max_length: at most this many tokens per sentence (EOS included).
+        min_length: EOS is not chosen before this many tokens (1: no empty output).
+        banned_ids: ids never chosen (e.g. UNK).
         return_attention: keep each hypothesis' ``[T, S_b]`` attention.
     """
-    SearchOptions(max_length=max_length)  # checks the value
+    SearchOptions(max_length=max_length, min_length=min_length)  # checks the values
     return _sequential_search(
         model, src, src_lengths, lambda lp: lp.argmax(dim=1), bos_id=bos_id, eos_id=eos_id,
-        max_length=max_length, return_attention=return_attention,
+        max_length=max_length, min_length=min_length, banned_ids=banned_ids,
+        return_attention=return_attention,
     )
 
 
@@ -227,6 +258,8 @@ def sample_search(
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    min_length: int = 0,
+    banned_ids: Sequence[int] = (),
     return_attention: bool = False,
 ) -> SearchResult:
     """Batched ancestral sampling from ``softmax(log_probs / temperature)``.
@@ -242,15 +275,18 @@ def sample_search(
     The score is the model's log-probability of the sample at temperature 1, unfiltered.
     Other arguments as :func:`greedy_search`.
     """
-    SearchOptions("sample", max_length, temperature=temperature, top_k=top_k, top_p=top_p)  # check
+    SearchOptions(  # checks the values
+        "sample", max_length, temperature=temperature, top_k=top_k, top_p=top_p,
+        min_length=min_length,
+    )
 
     def pick(log_probs: torch.Tensor) -> torch.Tensor:
         logits = _filter_logits(log_probs.float() / temperature, top_k, top_p)
         return torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)
 
     return _sequential_search(
-        model, src, src_lengths, pick, bos_id=bos_id, eos_id=eos_id,
-        max_length=max_length, return_attention=return_attention,
+        model, src, src_lengths, pick, bos_id=bos_id, eos_id=eos_id, max_length=max_length,
+        min_length=min_length, banned_ids=banned_ids, return_attention=return_attention,
     )
 
 
@@ -275,6 +311,8 @@ def beam_search(
     max_length: int = 30,
     alpha: float = 0.6,
     n_best: int = 1,
+    min_length: int = 0,
+    banned_ids: Sequence[int] = (),
     return_attention: bool = False,
 ) -> SearchResult:
     """Batched beam search with the GNMT length penalty and exact stopping.
@@ -299,7 +337,9 @@ def beam_search(
     Returns:
         ``hypotheses[b]``: up to ``n_best`` hypotheses, best score first.
     """
-    SearchOptions("beam", max_length, beam_size=beam_size, n_best=n_best)  # checks the values
+    SearchOptions(  # checks the values
+        "beam", max_length, beam_size=beam_size, n_best=n_best, min_length=min_length
+    )
     k = beam_size
     enc = model.encode(src, src_lengths)
     batch_size, device = src.size(1), enc.memory.device
@@ -334,7 +374,8 @@ def beam_search(
         n_active = len(active)
         log_probs, hidden, attention = model.decode_step(prev, hidden, memory, src_mask)
         vocab = log_probs.size(1)
-        candidates = (beam_log_prob.view(-1, 1) + log_probs.float()).view(n_active, k * vocab)
+        allowed = _restrict(log_probs.float(), step, eos_id, min_length, banned_ids)
+        candidates = (beam_log_prob.view(-1, 1) + allowed).view(n_active, k * vocab)
         top_log_prob, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # [n, 2k]
         top_beam, top_token = top_index // vocab, top_index % vocab
         is_eos = top_token == eos_id

@@ -199,3 +199,21 @@ def test_chat_rejects_bad_search_options_before_starting(
                              capsys)
     assert code == 2 and out == ""
     assert "bad search option" in err
+
+
+def test_commands_never_answer_empty_or_with_unk_unless_asked() -> None:
+    from padless.model import ModelConfig, Seq2Seq
+    from padless.vocabulary import UNK_ID
+
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(embedding_size=8, hidden_size=8, dropout=0.0), 10).eval()
+    with torch.no_grad():  # a model that would rather say <unk>, or nothing at all
+        model.decoder.out.bias[UNK_ID] += 20.0
+        model.decoder.out.bias[EOS_ID] += 10.0
+    sources = [[4, 5, 6], [7, 8]]
+    for method in ("greedy", "beam"):
+        default = decode_ids(model, sources, SearchOptions(method=method, max_length=5))
+        assert all(nbest[0].tokens and UNK_ID not in nbest[0].tokens for nbest in default)
+        free = decode_ids(model, sources, SearchOptions(method=method, max_length=5,
+                                                        min_length=0, allow_unk=True))
+        assert all(nbest[0].tokens == [UNK_ID] * 5 for nbest in free)

@@ -262,3 +262,39 @@ def test_bad_arguments_are_rejected() -> None:
         SearchOptions(method="viterbi")
     with pytest.raises(ValueError, match="top_p=1.5"):
         SearchOptions(method="sample", top_p=1.5)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
+def test_min_length_and_banned_ids_restrict_the_choice_not_the_score(method: str) -> None:
+    """No output shorter than min_length or holding a banned id, and the scores stay the
+    model's own log-probabilities of what was chosen."""
+    model = tiny_model(seed=5, eos_bias=4.0)  # EOS first almost everywhere, unrestricted
+    src, lengths = batch(SOURCES)
+
+    def decode(**restriction: object):
+        common = {"bos_id": BOS_ID, "eos_id": EOS_ID, "max_length": 8, **restriction}
+        if method == "greedy":
+            return greedy_search(model, src, lengths, **common)
+        if method == "beam":
+            return beam_search(model, src, lengths, beam_size=3, alpha=0.0, **common)
+        generator = torch.Generator().manual_seed(0)
+        return sample_search(model, src, lengths, generator=generator, **common)
+
+    assert min(len(tokens) for tokens in decode().tokens) < 3  # the restrictions are not idle
+    long_enough = decode(min_length=3).tokens
+    banned = max(range(12), key=lambda i: sum(tokens.count(i) for tokens in long_enough))
+    assert any(banned in tokens for tokens in long_enough)
+    result = decode(min_length=3, banned_ids=[banned])
+    for source, nbest in zip(SOURCES, result.hypotheses, strict=True):
+        for hyp in nbest:
+            assert len(hyp.tokens) >= 3 and banned not in hyp.tokens
+            assert hyp.log_prob == pytest.approx(
+                sequence_log_prob(model, source, hyp.tokens, hyp.finished), abs=1e-4)
+
+
+def test_search_options_check_min_length() -> None:
+    with pytest.raises(ValueError, match="min_length"):
+        SearchOptions(max_length=5, min_length=6)
+    with pytest.raises(ValueError, match="min_length"):
+        greedy_search(tiny_model(), *batch(SOURCES), bos_id=BOS_ID, eos_id=EOS_ID,
+                      max_length=2, min_length=-1)
