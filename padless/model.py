@@ -193,7 +193,9 @@ class Seq2Seq(nn.Module):
         """
         states, hidden, weights = self.decoder(prev_tokens.unsqueeze(0), hidden, memory, src_mask)
         logits = self.decoder.out(states[0])
-        log_probs = torch.log_softmax(logits.to(_float32_at_least(logits.dtype)), dim=-1)
+        # float32 at least (bf16/fp16 upcast, float64 kept), as the masked losses do
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        log_probs = torch.log_softmax(logits, dim=-1, dtype=dtype)
         return log_probs, hidden, weights[:, 0]
 
     def loss(
@@ -302,8 +304,3 @@ class Seq2Seq(nn.Module):
             else:
                 inputs = predicted
         return torch.cat(states, dim=0)
-
-
-def _float32_at_least(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; float32, bfloat16 and float16 log-softmax in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
