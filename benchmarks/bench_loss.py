@@ -47,14 +47,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_file import write_section
 
 from padless import masked_cross_entropy, masked_linear_cross_entropy
 from padless._chunked_ce import default_chunk_size
 
 PAD = 0
 RESULTS = Path(__file__).with_name("RESULTS.md")
-SECTION_BEGIN = "<!-- bench_loss:begin -->"
-SECTION_END = "<!-- bench_loss:end -->"
 
 
 @dataclass(frozen=True)
@@ -304,21 +303,6 @@ def machine(device: torch.device) -> str:
     return text
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it); other sections stay."""
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{SECTION_BEGIN}\n{text.rstrip()}\n{SECTION_END}\n"
-    if SECTION_BEGIN in current and SECTION_END in current:
-        head, rest = current.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        new = head + block + ("\n" + tail if tail else "")
-    else:
-        new = current.rstrip("\n") + "\n\n" + block
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def targets(rows: dict[str, dict[str, dict[str, float]]], peak: float) -> list[str]:
     """Issue 3's targets, each with the measured figure."""
     lines = []
@@ -451,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print("\n" + "\n".join(verdicts))
     if not (args.quick or args.no_write):
-        write_section(RESULTS, text)
+        write_section(RESULTS, "bench_loss", text)
         print(f"\nwrote {RESULTS}")
     return 0
 

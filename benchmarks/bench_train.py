@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_file import write_section
 from torch import Tensor, nn
 
 from padless.batch import Batch
@@ -409,26 +410,6 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-def write_section(path: Path, label: str, text: str) -> None:
-    """Replace (or append) this benchmark's section for ``label`` in ``path``.
-
-    The file is read just before writing and everything outside the section is kept as read
-    (other benchmarks write their own sections to the same file).
-    """
-    begin, end = f"<!-- bench_train:{label}:begin -->", f"<!-- bench_train:{label}:end -->"
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    if begin in current and end in current:
-        head, rest = current.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        updated = head + block + ("\n" + tail if tail else "")
-    else:
-        updated = current.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -571,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(lines) + "\n"
     print("\n" + report)
     if not args.quick:
-        write_section(args.results, args.data.name, report)
+        write_section(args.results, f"bench_train:{args.data.name}", report)
         print(f"wrote {args.results}")
     return 0
 
