@@ -5,7 +5,7 @@ encodes a batch of one, starts the decoder from ``encoder_hidden[:n_layers]`` wi
 runs exactly ``max_length = 10`` decoder steps, taking ``torch.max`` of the softmax each
 step, with no early stop at EOS (the words after EOS are dropped later, when printing).
 That loop is written below as :func:`tutorial_greedy`, on the same model padless decodes
-with (``Seq2Seq.encode`` / ``decode_step``), so only the decoding algorithm differs.
+with (``Seq2Seq.start_decoding`` / ``decode_step``), so only the decoding algorithm differs.
 
 All candidates run on the same inputs and the same randomly initialised model of the
 tutorial's size (hidden 500, 2 layers, dot attention, a 7,826-word vocabulary like the
@@ -27,10 +27,12 @@ from collections.abc import Callable
 
 import torch
 
-from padless.model import ModelConfig, Seq2Seq
-from padless.predict import decode_ids, resolve_device
-from padless.search import SearchOptions
-from padless.vocabulary import BOS_ID, EOS_ID
+from padless.data.vocabulary import BOS_ID, EOS_ID
+from padless.decoding.batched import decode_ids
+from padless.decoding.search import SearchOptions
+from padless.models.config import ModelConfig
+from padless.models.seq2seq import Seq2Seq
+from padless.runtime.devices import resolve_device
 
 TUTORIAL_VOCAB = 7826  # the tutorial's Cornell vocabulary after trimming (7823 words + 3)
 MAX_LENGTH = 10  # the tutorial's MAX_LENGTH: both its inputs and its answers
@@ -44,15 +46,12 @@ def tutorial_greedy(model: Seq2Seq, sentence: list[int], device: torch.device) -
     """
     input_batch = torch.tensor([sentence], dtype=torch.long, device=device).t()  # [S, 1]
     lengths = torch.tensor([len(sentence)])
-    encoded = model.encode(input_batch, lengths)
-    decoder_hidden = encoded.hidden
+    state = model.start_decoding(input_batch, lengths)  # encoder + its final states
     decoder_input = torch.full((1,), BOS_ID, dtype=torch.long, device=device)
     all_tokens = torch.zeros(0, dtype=torch.long, device=device)
     all_scores = torch.zeros(0, device=device)
     for _ in range(MAX_LENGTH):
-        decoder_output, decoder_hidden, _ = model.decode_step(
-            decoder_input, decoder_hidden, encoded.memory, encoded.src_mask
-        )
+        decoder_output, state, _ = model.decode_step(decoder_input, state)
         decoder_scores, decoder_input = torch.max(decoder_output, dim=1)
         all_tokens = torch.cat((all_tokens, decoder_input), dim=0)
         all_scores = torch.cat((all_scores, decoder_scores), dim=0)

@@ -49,11 +49,13 @@ import torch.nn.functional as F
 from results_file import write_section
 from torch import Tensor, nn
 
-from padless.batch import Batch
-from padless.dataset import PreparedData
-from padless.model import ModelConfig, Seq2Seq
-from padless.sampler import padding_fraction, random_batches
-from padless.vocabulary import BOS_ID, EOS_ID, PAD_ID
+from padless.data.batch import Batch
+from padless.data.dataset import PreparedData
+from padless.data.sampler import padding_fraction, random_batches
+from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID
+from padless.models.config import ModelConfig
+from padless.models.scoring import teacher_forced_scores
+from padless.models.seq2seq import Seq2Seq
 
 Pair = tuple[list[int], list[int]]
 
@@ -347,15 +349,8 @@ def make_padless(
         flops = step_flops(batch.src_lengths.tolist(), batch.tgt_lengths.tolist(), vocab_size)
         return n_tokens, flops
 
-    @torch.no_grad()
     def evaluate(index_batches: list[list[int]]) -> float:
-        model.eval()
-        total, count = 0.0, 0
-        for batch in data.batches("valid", index_batches):
-            loss, n_tokens = model.loss(batch.to(device), reduction="sum")
-            total += float(loss)
-            count += n_tokens
-        return total / count
+        return teacher_forced_scores(model, data.batches("valid", index_batches)).loss
 
     return Candidate(f"padless {precision}", step, evaluate)
 

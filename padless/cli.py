@@ -1,21 +1,32 @@
-"""The ``padless`` command: one subcommand per module, imported only when it runs."""
+"""The ``padless`` command: one subcommand per module of :mod:`padless.commands`."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
-# subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("padless.demo", "the seed document's masked-loss example, done right"),
-    "prepare": ("padless.prepare", "turn a corpus into splits, a vocabulary and metadata"),
-    "train": ("padless.train", "train the seq2seq model on a prepared dataset"),
-    "chat": ("padless.chat", "talk to a trained model (interactive, or one answer per line)"),
-    "translate": ("padless.translate", "decode a file: one output line per input line"),
-    "evaluate": ("padless.evaluate", "loss, perplexity, BLEU, chrF and samples on a split"),
-    "quickstart": ("padless.quickstart", "prepare, train, evaluate and try the default chatbot"),
+# subcommand -> one-line help; padless.commands.<subcommand> has add_arguments(parser) and
+# run(args) -> int, and is imported only when needed
+COMMANDS: dict[str, str] = {
+    "demo": "the seed document's masked-loss example, done right",
+    "prepare": "turn a corpus into splits, a vocabulary and metadata",
+    "train": "train the seq2seq model on a prepared dataset",
+    "chat": "talk to a trained model (interactive, or one answer per line)",
+    "translate": "decode a file: one output line per input line",
+    "evaluate": "loss, perplexity, BLEU, chrF and samples on a split",
+    "quickstart": "prepare, train, evaluate and try the default chatbot",
 }
+
+
+# import names of the `app` extra's packages (pyproject.toml): the library needs none of them
+APP_DEPENDENCIES = {"chitchat_dataset", "yaml", "tqdm", "sacrebleu", "sentencepiece",
+                    "matplotlib"}
+
+
+def _command(name: str) -> ModuleType:
+    return importlib.import_module(f"padless.commands.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,21 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Seq2seq training on variable-length batches where padding costs nothing.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, help_text) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(sub_parser)
+        _command(name).add_arguments(sub_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return module.run(args)
+        args = build_parser().parse_args(argv)
+        return _command(args.command).run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] not in APP_DEPENDENCIES:
+            raise
+        print(f"padless: the command needs the application's dependencies (missing: {e.name}); "
+              "install them with: pip install 'padless[app]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

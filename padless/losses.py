@@ -74,6 +74,28 @@ def _select_tokens(
 
     ``score_shape`` is ``[..., V]``; all checks run before any work on the scores.
     """
+    _check_target(fn, score_shape, target, reduction)
+    valid = _valid_mask(fn, target, mask, pad_id)
+    index = valid.reshape(-1).nonzero().squeeze(1)
+    ids = target.reshape(-1).index_select(0, index).long()
+    vocab = score_shape[-1]
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab:
+            bad = lo if lo < 0 else hi
+            where = index[(ids == bad).nonzero()[0, 0]].item()
+            position = tuple(int(i) for i in torch.unravel_index(torch.tensor(where), target.shape))
+            raise ValueError(
+                f"{fn}: target id {bad} at real position {position} is outside the "
+                f"vocabulary [0, {vocab}); mark it as padding in the mask or fix the data"
+            )
+    return _Selection(index, ids, target.shape)
+
+
+def _check_target(
+    fn: str, score_shape: torch.Size, target: torch.Tensor, reduction: str
+) -> None:
+    """The reduction is known, and ``target`` holds integer ids shaped like the scores."""
     if reduction not in REDUCTIONS:
         raise ValueError(
             f"{fn}: unknown reduction {reduction!r}; valid ones are {', '.join(REDUCTIONS)}"
@@ -106,10 +128,14 @@ def _select_tokens(
             f"{fn}: reduction {reduction!r} needs a [T, B] or [B, T] target (or [B] for one "
             f"step), got shape {tuple(target.shape)}"
         )
-    vocab = score_shape[-1]
-    if vocab == 0:
+    if score_shape[-1] == 0:
         raise ValueError(f"{fn}: scores have an empty class dimension (shape {tuple(score_shape)})")
 
+
+def _valid_mask(
+    fn: str, target: torch.Tensor, mask: torch.Tensor | None, pad_id: int | None
+) -> torch.Tensor:
+    """True at the real tokens: ``mask != 0``, or ``target != pad_id`` without a mask."""
     if mask is None:
         if pad_id is None:
             raise ValueError(f"{fn}: give either mask (True at real tokens) or pad_id")
@@ -130,20 +156,7 @@ def _select_tokens(
         if mask.device != target.device:
             mask = mask.to(target.device)
         valid = mask != 0
-
-    index = valid.reshape(-1).nonzero().squeeze(1)
-    ids = target.reshape(-1).index_select(0, index).long()
-    if ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab:
-            bad = lo if lo < 0 else hi
-            where = index[(ids == bad).nonzero()[0, 0]].item()
-            position = tuple(int(i) for i in torch.unravel_index(torch.tensor(where), target.shape))
-            raise ValueError(
-                f"{fn}: target id {bad} at real position {position} is outside the "
-                f"vocabulary [0, {vocab}); mark it as padding in the mask or fix the data"
-            )
-    return _Selection(index, ids, target.shape)
+    return valid
 
 
 def _reduce(

@@ -1,0 +1,125 @@
+"""``padless chat RUN_DIR``: talk to a trained model.
+
+At a terminal it is an interactive prompt with line editing and history (``readline``).
+With stdin not a terminal it answers one line per input line, so it can be scripted::
+
+    printf 'hello\\nhow are you?\\n' | padless chat runs/chatbot
+
+Input goes through the run's own normalisation and tokenizer; unknown words become UNK and
+the model still answers. ``quit`` (or Ctrl-D, or the end of the input) exits. The answers
+come from :func:`padless.decoding.batched.reply`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from padless.commands.options import add_decoding_arguments, load_run, search_options
+from padless.data.text import TextProcessor
+from padless.decoding.batched import make_generator, reply
+from padless.decoding.search import SearchOptions
+from padless.models import EncoderDecoder
+
+__all__ = ["add_arguments", "converse", "run"]
+
+QUIT_WORDS = ("quit", "exit", ":q")
+HISTORY_FILE = Path.home() / ".padless_history"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``padless chat``."""
+    add_decoding_arguments(parser, sampling=True)
+    parser.add_argument("--max-input-length", type=int, default=50, metavar="N",
+                        help="longer inputs are cut to their first N tokens (default 50)")
+
+
+def _terminal_lines() -> Iterator[str]:
+    """Lines typed at the prompt, with readline's editing and a history kept across runs."""
+    try:
+        import readline  # importing it gives input() line editing and history
+    except ImportError:  # not on every platform (e.g. Windows without pyreadline)
+        readline = None
+    if readline is not None:
+        try:
+            readline.read_history_file(HISTORY_FILE)
+        except OSError:  # first run, or an unreadable file: start with an empty history
+            pass
+        readline.set_history_length(1000)
+    try:
+        while True:
+            try:
+                yield input("> ")
+            except EOFError:  # Ctrl-D
+                print()
+                return
+    finally:
+        if readline is not None:
+            try:
+                readline.write_history_file(HISTORY_FILE)
+            except OSError:  # a read-only home must not break the chat
+                pass
+
+
+def converse(
+    model: EncoderDecoder,
+    text: TextProcessor,
+    lines: Iterator[str] | TextIO,
+    options: SearchOptions,
+    *,
+    max_input_length: int = 50,
+    generator: torch.Generator | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    scripted: bool = False,
+) -> int:
+    """Answer each line until ``quit`` or the end of ``lines``; returns the lines answered.
+
+    Replies go to ``out`` (default stdout). ``scripted``: write exactly one output line per
+    input line (an empty one when there is nothing to answer) and notices to ``err`` (default
+    stderr), so the output lines up with the input.
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    answered = 0
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if line.strip().lower() in QUIT_WORDS:
+            break
+        answer = reply(
+            model, text, line, options, max_input_length=max_input_length, generator=generator
+        )
+        if answer.notice is not None:
+            print(answer.notice, file=err if scripted else out, flush=True)
+        if scripted:
+            print(answer.text or "", file=out, flush=True)
+        elif answer.text is not None:  # at a terminal, show that an empty answer is one
+            print(answer.text or "(an empty answer)", file=out, flush=True)
+        answered += 1
+    return answered
+
+
+def run(args: argparse.Namespace) -> int:
+    """Chat until ``quit``; exit code 0, or 2 on a bad run directory or option."""
+    try:
+        options = search_options(args)
+        if args.max_input_length < 1:
+            raise ValueError(f"--max-input-length must be at least 1, got {args.max_input_length}")
+        model, text = load_run(args)
+    except ValueError as e:
+        print(f"padless chat: {e}", file=sys.stderr)
+        return 2
+    generator = make_generator(getattr(args, "seed", None), model.device)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"Talking to {args.run_dir} ({options.method} search). "
+              "Type `quit` or press Ctrl-D to leave.")
+    converse(
+        model, text, _terminal_lines() if interactive else sys.stdin, options,
+        max_input_length=args.max_input_length, generator=generator, scripted=not interactive,
+    )
+    return 0

@@ -1,0 +1,77 @@
+"""Options and start-up steps that several commands share.
+
+``chat``, ``translate`` and ``evaluate`` take a run directory, a checkpoint, a device and the
+same search options; :func:`search_options` turns the parsed options into the
+:class:`padless.decoding.search.SearchOptions` the decoding functions take.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from padless.data.text import TextProcessor
+from padless.decoding.search import SearchOptions
+from padless.models import EncoderDecoder
+from padless.runtime.devices import resolve_device
+from padless.training.checkpoint import load_model
+
+__all__ = ["add_decoding_arguments", "load_run", "search_options"]
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False) -> None:
+    """``RUN_DIR`` and the options choosing the checkpoint, the device and the search."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `padless train`")
+    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                        help="which checkpoint of the run (default: best)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    method = parser.add_mutually_exclusive_group()
+    method.add_argument("--beam", type=int, metavar="K",
+                        help="beam search with K beams (default: greedy)")
+    parser.add_argument("--length-penalty", type=float, default=0.6, metavar="ALPHA",
+                        help="beam search's GNMT length penalty exponent (default 0.6; 0: none)")
+    parser.add_argument("--max-length", type=int, default=30, metavar="N",
+                        help="at most N output tokens (default 30)")
+    parser.add_argument("--min-length", type=int, default=1, metavar="N",
+                        help="at least N output tokens before the end (default 1: never an "
+                             "empty answer)")
+    parser.add_argument("--allow-unk", action="store_true",
+                        help="let answers contain <unk> (by default it is never generated)")
+    if sampling:
+        method.add_argument("--sample", action="store_true",
+                            help="sample the answer instead of searching for the likeliest")
+        parser.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                            help="sampling temperature (default 1.0)")
+        parser.add_argument("--top-k", type=int, default=0, metavar="K",
+                            help="sample among the K likeliest tokens (default 0: all)")
+        parser.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                            help="nucleus sampling: smallest set of tokens with probability P")
+        parser.add_argument("--seed", type=int, metavar="S",
+                            help="seed of the sampler (default: a fresh seed each run)")
+
+
+def search_options(args: argparse.Namespace) -> SearchOptions:
+    """The :class:`SearchOptions` the parsed options ask for.
+
+    Raises:
+        ValueError: on a bad value (checked by :class:`SearchOptions`).
+    """
+    common = {
+        "max_length": args.max_length, "min_length": args.min_length,
+        "allow_unk": args.allow_unk,
+    }
+    if getattr(args, "sample", False):
+        return SearchOptions(
+            method="sample", temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            **common,
+        )
+    if args.beam is not None:
+        return SearchOptions(method="beam", beam_size=args.beam, alpha=args.length_penalty,
+                             **common)
+    return SearchOptions(method="greedy", **common)
+
+
+def load_run(args: argparse.Namespace) -> tuple[EncoderDecoder, TextProcessor]:
+    """The model (eval mode, on ``--device``) and TextProcessor of ``RUN_DIR``."""
+    model, text, _ = load_model(args.run_dir, args.checkpoint, resolve_device(args.device))
+    return model, text

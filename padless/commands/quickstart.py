@@ -1,0 +1,159 @@
+"""``padless quickstart [--minutes M]``: a working chatbot from a fresh install, in one command.
+
+:func:`quickstart` prepares the bundled chitchat corpus, trains the ``chatbot`` config for
+the time left of the budget (with its progress bar), evaluates the best checkpoint on part
+of the test split, shows a few conversations and a summary, and prints the ``padless chat``
+command to talk to the model. Running it again with the same ``--out`` resumes the training
+for another budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from padless.commands.prepare import format_summary
+from padless.commands.train import describe_result
+from padless.data.dataset import METADATA_FILE, PreparedData
+from padless.data.prepare import PrepareOptions, prepare
+from padless.data.text import TextProcessor
+from padless.decoding.batched import reply
+from padless.decoding.evaluation import Evaluation, evaluate
+from padless.decoding.search import SearchOptions
+from padless.models import EncoderDecoder
+from padless.runtime.devices import resolve_device
+from padless.training.checkpoint import Checkpoint, checkpoint_path, load_model
+from padless.training.config import load_config
+from padless.training.trainer import train
+
+__all__ = ["PROMPTS", "add_arguments", "quickstart", "run"]
+
+PROMPTS = [
+    "hi , how are you ?",
+    "what are you doing this weekend ?",
+    "do you like music ?",
+    "where are you from ?",
+    "what is your favourite food ?",
+]
+EVAL_PAIRS = 500  # test pairs evaluated: a rough BLEU in seconds on a CPU
+# Prepared for a short CPU run: words seen fewer than 3 times become UNK (a ~10k vocabulary
+# instead of ~38k, so a smaller output layer) and pairs longer than 20 tokens are left out.
+PREPARE_OPTIONS = PrepareOptions(min_count=3, max_length=20)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``padless quickstart`` (and hidden ones that make tests fast)."""
+    parser.add_argument("--minutes", type=float, default=5.0, metavar="M",
+                        help="the whole budget in minutes, most of it training (default 5)")
+    parser.add_argument("--out", default="runs/quickstart", metavar="RUN_DIR",
+                        help="run directory (default runs/quickstart); an existing run resumes")
+    parser.add_argument("--data-dir", default="data/chitchat", metavar="DIR",
+                        help="where the prepared corpus goes (default data/chitchat; reused "
+                             "when already prepared)")
+    # for tests and experiments: a smaller corpus, model or run
+    parser.add_argument("--max-pairs", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+
+
+def _banner(text: str) -> None:
+    print(f"\n== {text} ==", flush=True)
+
+
+def quickstart(
+    minutes: float = 5.0,
+    run_dir: str | Path = "runs/quickstart",
+    data_dir: str | Path = "data/chitchat",
+    *,
+    max_pairs: int | None = None,
+    overrides: list[str] = (),
+    max_steps: int | None = None,
+) -> int:
+    """Prepare, train, evaluate and converse within ``minutes``, printing as it goes.
+
+    Args:
+        minutes: the whole budget; training gets what preparing leaves, minus a fifth (at
+            most 2 minutes) for the final validation, the evaluation and the samples.
+        run_dir: the run; an existing one is resumed for another budget.
+        data_dir: the prepared chitchat corpus; reused when already prepared.
+        max_pairs, overrides, max_steps: a smaller corpus (``PrepareOptions.max_pairs``),
+            ``--set`` config overrides and a step limit, for tests and experiments.
+
+    Returns:
+        The exit code: 0, or the training's ``128 + signal`` if a signal stopped it.
+    """
+    start = time.monotonic()
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+
+    _banner(f"1/4 preparing the chitchat corpus into {data_dir}")
+    if (data_dir / METADATA_FILE).exists():
+        print(f"already prepared: {data_dir} (delete it to prepare again)")
+    else:
+        options = replace(PREPARE_OPTIONS, max_pairs=max_pairs)
+        print(format_summary(prepare(["chitchat"], data_dir, options), data_dir))
+    data = PreparedData.load(data_dir)
+
+    spent = (time.monotonic() - start) / 60
+    train_minutes = max(0.05, minutes - spent - min(2.0, 0.2 * minutes))
+    resume = checkpoint_path(run_dir, "latest").exists()
+    _banner(f"2/4 {'resuming' if resume else 'training'} the chatbot in {run_dir} for "
+            f"{train_minutes:.1f} min")
+    overrides = [*overrides, f"train.max_time={train_minutes:.3f}"]
+    if max_steps is not None:
+        overrides.append(f"train.max_steps={max_steps}")
+    config = load_config(str(run_dir / "config.yaml") if resume else "chatbot", overrides)
+    result = train(config, data.text, data.splits, run_dir, resume=resume, data_dir=data_dir)
+    print(describe_result(result, run_dir))
+    if result.exit_code != 0:
+        return result.exit_code
+
+    _banner("3/4 evaluating the best checkpoint")
+    which = "best" if checkpoint_path(run_dir, "best").exists() else "latest"
+    model, text, _ = load_model(run_dir, which, resolve_device())
+    pairs = data.splits["test"][:EVAL_PAIRS]
+    evaluation = evaluate(model, text, pairs, SearchOptions(),
+                          split=f"test ({len(pairs)} pairs)", n_samples=3)
+    print(evaluation.report())
+
+    _show_conversations(model, text)
+    _show_summary(run_dir, data_dir, which, evaluation, start)
+    return 0
+
+
+def _show_conversations(model: EncoderDecoder, text: TextProcessor) -> None:
+    _banner("4/4 a few conversations (greedy | beam 5)")
+    beam = SearchOptions(method="beam", beam_size=5)
+    for prompt in PROMPTS:
+        print(f"> {prompt}")
+        print(f"  greedy: {reply(model, text, prompt, SearchOptions()).text}")
+        print(f"  beam 5: {reply(model, text, prompt, beam).text}")
+
+
+def _show_summary(
+    run_dir: Path, data_dir: Path, which: str, evaluation: Evaluation, start: float
+) -> None:
+    checkpoint = Checkpoint.load(checkpoint_path(run_dir, which))
+    _banner("summary")
+    print(f"trained {checkpoint.step} steps in {checkpoint.train_time_s / 60:.1f} min "
+          f"(checkpoint `{which}`); test loss {evaluation.loss:.3f} per token, perplexity "
+          f"{evaluation.perplexity:.1f}, BLEU {evaluation.bleu:.2f}, chrF {evaluation.chrf:.2f}")
+    print(f"whole quickstart: {(time.monotonic() - start) / 60:.1f} min; run directory {run_dir}")
+    print(f"\nTalk to it:      padless chat {run_dir}        (add --beam 5, or --sample)")
+    print(f"Train it longer: padless quickstart --out {run_dir} --data-dir {data_dir} "
+          "--minutes 30")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``padless quickstart``."""
+    if args.minutes <= 0:
+        print(f"padless quickstart: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
+        return 2
+    try:
+        return quickstart(args.minutes, args.out, args.data_dir, max_pairs=args.max_pairs,
+                          overrides=args.set, max_steps=args.max_steps)
+    except ValueError as e:  # a corpus, config or checkpoint problem, named in the message
+        print(f"padless quickstart: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,102 @@
+"""``padless train``: train the seq2seq model on a prepared dataset.
+
+::
+
+    padless train --data DATA_DIR --out RUN_DIR [--config chatbot|tutorial|FILE]
+                  [--set key=value ...] [--max-steps N] [--max-time MINUTES]
+                  [--accumulate K] [--precision fp32|bf16] [--resume]
+
+Runs unchanged under ``torchrun --nproc_per_node=N -m padless train ...``. The work is
+:func:`padless.training.trainer.train`; this module resolves the config and the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from padless.data.dataset import PreparedData
+from padless.training.checkpoint import checkpoint_path
+from padless.training.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    bundled_configs,
+    load_config,
+)
+from padless.training.trainer import TrainResult, train
+
+__all__ = ["add_arguments", "describe_result", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``padless train``."""
+    parser.add_argument("--data", required=True, metavar="DATA_DIR",
+                        help="a directory written by `padless prepare`")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR",
+                        help="run directory: checkpoints, logs, config.yaml, loss.png")
+    parser.add_argument("--config", metavar="NAME|FILE",
+                        help=f"bundled config ({', '.join(bundled_configs())}) or a YAML file "
+                             "(default: chatbot; with --resume: the run's own config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set model.hidden_size=256 "
+                             "--set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--max-steps", type=int, metavar="N",
+                        help="total optimiser steps (train.max_steps; counts resumed steps too)")
+    parser.add_argument("--max-time", type=float, metavar="MINUTES",
+                        help="stop after MINUTES of wall-clock time in this invocation "
+                             "(then validate and save, as at --max-steps)")
+    parser.add_argument("--accumulate", type=int, metavar="K",
+                        help="micro-batches per optimiser step (train.accumulate)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"),
+                        help="bf16 runs the forward pass under autocast (train.precision)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint")
+
+
+def _resolve_config(args: argparse.Namespace, run_dir: Path) -> Config:
+    """The run's config: a bundled/file config (new run) or the run's own (--resume)."""
+    overrides = list(args.set)
+    for flag, key in (("max_steps", "train.max_steps"), ("max_time", "train.max_time"),
+                      ("accumulate", "train.accumulate"), ("precision", "train.precision")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if not args.resume:
+        if checkpoint_path(run_dir, "latest").exists():
+            raise ConfigError(f"{run_dir} already holds a run: add --resume to continue it, "
+                              "or choose another --out")
+        return load_config(args.config or "chatbot", overrides)
+    if args.config is not None:
+        raise ConfigError("--config: a resumed run keeps its own config.yaml; use --set")
+    if not checkpoint_path(run_dir, "latest").exists():
+        raise ConfigError(f"{checkpoint_path(run_dir, 'latest')}: no checkpoint to resume")
+    saved = load_config(str(run_dir / "config.yaml"))
+    config = Config.from_dict(apply_overrides(saved.to_dict(), overrides))
+    for key, value in config.to_dict()["model"].items():
+        if value != getattr(saved.model, key):
+            raise ConfigError(f"model.{key}: the model of a resumed run cannot change "
+                              f"(it is {getattr(saved.model, key)!r})")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; the exit code is 0, 2 on a bad config or data, ``128 + signal`` if stopped."""
+    run_dir = Path(args.out)
+    try:
+        config = _resolve_config(args, run_dir)
+        data = PreparedData.load(args.data)
+    except ValueError as e:  # ConfigError included: the message names the key or file
+        print(f"padless train: error: {e}", file=sys.stderr)
+        return 2
+    result = train(config, data.text, data.splits, run_dir, resume=args.resume,
+                   data_dir=args.data)
+    print(describe_result(result, run_dir))
+    return result.exit_code
+
+
+def describe_result(result: TrainResult, run_dir: Path) -> str:
+    """One line on how a run ended."""
+    best = "n/a" if result.best_valid_loss is None else f"{result.best_valid_loss:.4f}"
+    return (f"stopped at step {result.step} ({result.stop_reason}); best valid loss {best}; "
+            f"run directory {run_dir}")

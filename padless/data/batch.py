@@ -1,0 +1,116 @@
+"""The ``Batch``: one padded mini-batch of (source, target) pairs that owns its masks.
+
+Every batch in padless (training, validation, evaluation, benchmarks) is built here, by
+:meth:`Batch.from_pairs` or :func:`make_batches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID
+from padless.masking import lengths_to_mask, pad_batch
+
+__all__ = ["Batch", "IdPair", "make_batches"]
+
+IdPair = tuple[list[int], list[int]]  # (source ids, target ids), without BOS/EOS
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A padded batch of ``B`` pairs, time-major (``[L, B]``) unless ``batch_first``.
+
+    The target is shifted here, once: ``tgt_in = BOS y_1 .. y_n`` feeds the decoder and
+    ``tgt_out = y_1 .. y_n EOS`` is what it must predict; both have length ``n + 1``.
+
+    Attributes:
+        src: ``[S, B]`` source ids, PAD beyond each length.
+        src_lengths: ``[B]`` source lengths (always on CPU, as packing wants).
+        src_mask: ``[S, B]`` valid mask (True at real source tokens).
+        tgt_in: ``[T, B]`` decoder inputs.
+        tgt_out: ``[T, B]`` decoder targets.
+        tgt_mask: ``[T, B]`` valid mask of ``tgt_out``.
+        n_tokens: number of real target tokens (``tgt_mask.sum()``, EOS included).
+        batch_first: layout of every ``[L, B]`` tensor above (``[B, L]`` if True).
+    """
+
+    src: torch.Tensor
+    src_lengths: torch.Tensor
+    src_mask: torch.Tensor
+    tgt_in: torch.Tensor
+    tgt_out: torch.Tensor
+    tgt_mask: torch.Tensor
+    n_tokens: int
+    batch_first: bool = False
+
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+        *,
+        pad_id: int = PAD_ID,
+        bos_id: int = BOS_ID,
+        eos_id: int = EOS_ID,
+        batch_first: bool = False,
+    ) -> Batch:
+        """Build a batch from ``(source ids, target ids)`` pairs (no BOS/EOS in them).
+
+        Raises:
+            ValueError: on an empty batch or an empty source (there is nothing to encode).
+        """
+        if not pairs:
+            raise ValueError("Batch.from_pairs: the batch is empty")
+        for i, (src, _) in enumerate(pairs):
+            if len(src) == 0:
+                raise ValueError(f"Batch.from_pairs: the source of pair {i} is empty")
+        src, src_lengths = pad_batch([s for s, _ in pairs], pad_id, batch_first)
+        tgt_in, tgt_lengths = pad_batch([[bos_id, *t] for _, t in pairs], pad_id, batch_first)
+        tgt_out, _ = pad_batch([[*t, eos_id] for _, t in pairs], pad_id, batch_first)
+        return cls(
+            src=src,
+            src_lengths=src_lengths,
+            src_mask=lengths_to_mask(src_lengths, batch_first=batch_first),
+            tgt_in=tgt_in,
+            tgt_out=tgt_out,
+            tgt_mask=lengths_to_mask(tgt_lengths, batch_first=batch_first),
+            n_tokens=int(tgt_lengths.sum()),
+            batch_first=batch_first,
+        )
+
+    def __len__(self) -> int:
+        return self.src_lengths.numel()
+
+    @property
+    def tgt_lengths(self) -> torch.Tensor:
+        """``[B]`` target lengths (EOS included), on the mask's device."""
+        return self.tgt_mask.sum(dim=1 if self.batch_first else 0)
+
+    def real_targets(self) -> torch.Tensor:
+        """``[n_tokens]`` target ids of the real tokens, in ``tgt_mask`` order.
+
+        That order (row-major over the batch's own layout) is the order of the rows of
+        ``model.target_states(batch)``.
+        """
+        return self.tgt_out[self.tgt_mask]
+
+    def to(self, device: torch.device | str) -> Batch:
+        """A copy on ``device``; ``src_lengths`` stays on CPU."""
+        return replace(
+            self,
+            src=self.src.to(device, non_blocking=True),
+            src_mask=self.src_mask.to(device, non_blocking=True),
+            tgt_in=self.tgt_in.to(device, non_blocking=True),
+            tgt_out=self.tgt_out.to(device, non_blocking=True),
+            tgt_mask=self.tgt_mask.to(device, non_blocking=True),
+        )
+
+
+def make_batches(
+    pairs: Sequence[IdPair], index_lists: Iterable[Sequence[int]], *, batch_first: bool = False
+) -> Iterator[Batch]:
+    """The ``Batch`` of each list of indices into ``pairs`` (e.g. what a sampler yields)."""
+    for indices in index_lists:
+        yield Batch.from_pairs([pairs[i] for i in indices], batch_first=batch_first)

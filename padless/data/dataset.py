@@ -1,0 +1,189 @@
+"""Splits and the prepared dataset that ``padless prepare`` writes and training reads.
+
+A prepared dataset is a directory of human-inspectable files::
+
+    metadata.json        settings and counts (format "padless-prepared")
+    text.json            the TextProcessor's settings (normaliser, tokenizer)
+    vocab.json           the vocabulary, specials first (ids are positions)
+    sentencepiece.model  only with --tokenizer sentencepiece
+    train.tsv valid.tsv test.tsv
+                         one pair per line: source tokens, a TAB, target tokens; tokens are
+                         separated by single spaces (word tokens and sentencepiece pieces
+                         never contain whitespace). Words outside the vocabulary are kept as
+                         written and become UNK when loaded, so the files show what was said.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from padless.data.batch import Batch, IdPair, make_batches
+from padless.data.sampler import BucketBatchSampler
+from padless.data.text import TextProcessor
+from padless.data.vocabulary import Vocabulary
+from padless.runtime.files import write_text_atomic
+
+__all__ = [
+    "METADATA_FILE",
+    "SPLITS",
+    "PreparedData",
+    "TokenPair",
+    "read_split",
+    "split_pairs",
+    "write_split",
+]
+
+SPLITS = ("train", "valid", "test")
+METADATA_FILE = "metadata.json"
+FORMAT = "padless-prepared"
+
+TokenPair = tuple[list[str], list[str]]  # (source tokens, target tokens)
+
+
+def split_pairs(
+    pairs: Sequence[tuple[str, str]],
+    *,
+    valid_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[dict[str, list[tuple[str, str]]], int]:
+    """De-duplicate ``pairs`` and split them deterministically by ``seed``.
+
+    Duplicates (same source and target) are removed first, keeping the first occurrence,
+    so no pair can be both trained on and evaluated on. The unique pairs are shuffled with
+    ``seed`` and cut; each split keeps the corpus order, which makes the files easy to read.
+    A tiny corpus still gets one valid and one test pair when it has at least three pairs
+    (with a warning); below that everything is training data.
+
+    Returns:
+        ``({"train": ..., "valid": ..., "test": ...}, number of duplicates removed)``.
+    """
+    if not 0 <= valid_fraction < 1 or not 0 <= test_fraction < 1:
+        raise ValueError("valid and test fractions must be in [0, 1)")
+    if valid_fraction + test_fraction >= 1:
+        raise ValueError("valid_fraction + test_fraction must leave some training data")
+    unique = list(dict.fromkeys(pairs))
+    n = len(unique)
+    n_valid = round(n * valid_fraction)
+    n_test = round(n * test_fraction)
+    if n >= 3:
+        # A requested split never ends up empty just because the corpus is small.
+        n_valid = max(n_valid, 1) if valid_fraction > 0 else 0
+        n_test = max(n_test, 1) if test_fraction > 0 else 0
+    else:
+        n_valid = n_test = 0
+    if n < 100 and (valid_fraction > 0 or test_fraction > 0):
+        warnings.warn(
+            f"only {n} unique pairs: the split ({n - n_valid - n_test} train, {n_valid} valid, "
+            f"{n_test} test) is too small for validation or test scores to mean much",
+            stacklevel=2,
+        )
+    order = list(range(n))
+    random.Random(f"padless-split:{seed}").shuffle(order)
+    valid_idx = sorted(order[:n_valid])
+    test_idx = sorted(order[n_valid : n_valid + n_test])
+    train_idx = sorted(order[n_valid + n_test :])
+    splits = {
+        "train": [unique[i] for i in train_idx],
+        "valid": [unique[i] for i in valid_idx],
+        "test": [unique[i] for i in test_idx],
+    }
+    return splits, len(pairs) - n
+
+
+def write_split(path: str | os.PathLike, pairs: Iterable[TokenPair]) -> None:
+    """Write token pairs as ``source tokens<TAB>target tokens`` lines (atomically)."""
+    write_text_atomic(path, "".join(f"{' '.join(s)}\t{' '.join(t)}\n" for s, t in pairs))
+
+
+def read_split(path: str | os.PathLike, vocab: Vocabulary) -> list[IdPair]:
+    """Read a split file written by :func:`write_split` as id pairs.
+
+    Raises:
+        ValueError: naming the file and line of a malformed line.
+    """
+    pairs: list[IdPair] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            sides = line.rstrip("\n").split("\t")
+            if len(sides) != 2 or not sides[0] or not sides[1]:
+                raise ValueError(
+                    f"{path}:{lineno}: expected 'source tokens<TAB>target tokens', both non-empty"
+                )
+            pairs.append((vocab.encode(sides[0].split(" ")), vocab.encode(sides[1].split(" "))))
+    return pairs
+
+
+class PreparedData:
+    """A prepared dataset loaded into memory.
+
+    Attributes:
+        text: the TextProcessor used to prepare it (the trainer saves it with the model).
+        vocab: ``text.vocab``; one joint vocabulary for source and target.
+        splits: ``"train"``, ``"valid"``, ``"test"`` -> ``(source ids, target ids)`` pairs,
+            without BOS/EOS (``Batch.from_pairs`` adds them).
+        metadata: the contents of ``metadata.json`` (settings and counts).
+    """
+
+    def __init__(
+        self, text: TextProcessor, splits: dict[str, list[IdPair]], metadata: dict
+    ) -> None:
+        self.text = text
+        self.vocab = text.vocab
+        self.splits = splits
+        self.metadata = metadata
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
+        return f"PreparedData({sizes}, vocab_size={len(self.vocab)})"
+
+    @classmethod
+    def load(cls, data_dir: str | os.PathLike) -> PreparedData:
+        """Load a directory written by ``padless prepare``.
+
+        Raises:
+            ValueError: if ``data_dir`` is not a prepared dataset or a file in it is broken.
+        """
+        data_dir = Path(data_dir)
+        meta_path = data_dir / METADATA_FILE
+        hint = f"run `padless prepare CORPUS --out {data_dir}` first"
+        if not data_dir.is_dir():
+            raise ValueError(f"{data_dir}: no such directory; {hint}")
+        try:
+            metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"{data_dir} is not a prepared dataset (no {METADATA_FILE}); "
+                             f"{hint}") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{meta_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            raise ValueError(f"{meta_path}: not a padless prepared-dataset metadata file")
+        text = TextProcessor.load(data_dir)
+        splits = {}
+        for name in SPLITS:
+            path = data_dir / f"{name}.tsv"
+            if not path.exists():
+                raise ValueError(f"{path}: missing; the prepared dataset is incomplete")
+            splits[name] = read_split(path, text.vocab)
+        return cls(text, splits, metadata)
+
+    def lengths(self, split: str) -> tuple[list[int], list[int]]:
+        """``(source lengths, target lengths)`` of a split (without BOS/EOS)."""
+        pairs = self.splits[split]
+        return [len(s) for s, _ in pairs], [len(t) for _, t in pairs]
+
+    def sampler(self, split: str, **kwargs: object) -> BucketBatchSampler:
+        """A ``BucketBatchSampler`` over ``split``; ``kwargs`` go to its constructor."""
+        src_lengths, tgt_lengths = self.lengths(split)
+        return BucketBatchSampler(src_lengths, tgt_lengths, **kwargs)  # type: ignore[arg-type]
+
+    def batches(
+        self, split: str, sampler: Iterable[list[int]], *, batch_first: bool = False
+    ) -> Iterator[Batch]:
+        """One epoch of batches of ``split`` in the order ``sampler`` gives."""
+        return make_batches(self.splits[split], sampler, batch_first=batch_first)

@@ -1,0 +1,237 @@
+"""The prepare pipeline: a corpus in, a prepared dataset (splits, vocabulary, metadata) out.
+
+The steps, in order, each counted in the summary and in ``metadata.json``:
+
+1. read pairs (:mod:`padless.data.readers`), dropping pairs with an empty side or a missing turn;
+2. normalise, dropping pairs a side of which becomes empty (emoji only, say);
+3. de-duplicate and split by seed (:func:`padless.data.dataset.split_pairs`);
+4. tokenise (training sentencepiece on the training split only, if asked);
+5. drop pairs longer than ``max_length`` tokens on either side;
+6. build the vocabulary on the training split (``min_count`` maps rarer words to UNK);
+7. with ``drop_unk_pairs`` (the tutorial's behaviour), drop pairs with a word outside it.
+
+Everything is deterministic: the same input and options write byte-identical files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from padless.data.dataset import FORMAT, METADATA_FILE, SPLITS, TokenPair, split_pairs, write_split
+from padless.data.readers import CorpusError, ReadStats, detect_format, read_corpus
+from padless.data.text import (
+    NORMALIZERS,
+    SentencePieceTokenizer,
+    TextProcessor,
+    WordTokenizer,
+    train_sentencepiece,
+)
+from padless.data.vocabulary import Vocabulary
+from padless.runtime.files import write_json_atomic
+
+__all__ = ["HISTOGRAM_BINS", "PrepareOptions", "prepare"]
+
+# Upper bounds of the length-histogram bins (tokens); the last bin is open-ended.
+HISTOGRAM_BINS = (5, 10, 20, 50, 100)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How :func:`prepare` reads, cleans, splits and tokenises a corpus.
+
+    Attributes:
+        format: ``"auto"`` (detected from the corpus arguments) or a reader's format.
+        normalize: a key of :data:`padless.data.text.NORMALIZERS`.
+        tokenizer: ``"word"`` or ``"sentencepiece"``.
+        vocab_size: sentencepiece vocabulary size.
+        spm_model: sentencepiece model type, ``"unigram"`` or ``"bpe"``.
+        min_count: word tokenizer: training words seen fewer times become UNK.
+        drop_unk_pairs: drop pairs holding a word outside the vocabulary (the tutorial).
+        max_length: drop pairs with more tokens than this on either side (None: no limit).
+        valid_fraction, test_fraction: shares of the unique pairs in each split.
+        seed: split (and sentencepiece) seed.
+        skip_bad_lines: count and skip malformed lines instead of stopping at the first.
+        max_pairs: read only the first N pairs (None: all).
+    """
+
+    format: str = "auto"
+    normalize: str = "default"
+    tokenizer: str = "word"
+    vocab_size: int = 8000
+    spm_model: str = "unigram"
+    min_count: int = 1
+    drop_unk_pairs: bool = False
+    max_length: int | None = None
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    seed: int = 0
+    skip_bad_lines: bool = False
+    max_pairs: int | None = None
+
+
+def _tokenize(text: TextProcessor, pairs: list[tuple[str, str]]) -> list[TokenPair]:
+    tok = text.tokenizer.tokenize
+    return [(tok(s), tok(t)) for s, t in pairs]
+
+
+def _unk_rate(vocab: Vocabulary, pairs: list[TokenPair]) -> float:
+    tokens = [tok for s, t in pairs for tok in (*s, *t)]
+    return sum(tok not in vocab for tok in tokens) / len(tokens) if tokens else 0.0
+
+
+def _histogram(lengths: list[int]) -> list[int]:
+    counts = [0] * (len(HISTOGRAM_BINS) + 1)
+    for n in lengths:
+        counts[next((k for k, top in enumerate(HISTOGRAM_BINS) if n <= top), -1)] += 1
+    return counts
+
+
+def bin_labels() -> list[str]:
+    """Labels of the length-histogram bins: ``1-5``, ..., ``101+``."""
+    lows = [1, *(top + 1 for top in HISTOGRAM_BINS)]
+    return [f"{lo}-{hi}" for lo, hi in zip(lows, HISTOGRAM_BINS, strict=False)] + [
+        f"{lows[-1]}+"
+    ]
+
+
+def prepare(
+    corpus: list[str], out: str | os.PathLike, options: PrepareOptions | None = None
+) -> dict:
+    """Run the pipeline on ``corpus`` and write the dataset into ``out``.
+
+    Args:
+        corpus: one file or folder, two parallel files, or ``["chitchat"]`` (bundled).
+        out: the dataset folder; it may hold an earlier prepared dataset, which is replaced.
+        options: see :class:`PrepareOptions` (default: its defaults).
+
+    Returns:
+        The metadata, also written to ``out/metadata.json``: settings, counts, vocabulary
+        size, UNK rates, length histograms, problems and warnings.
+
+    Raises:
+        CorpusError: naming the file (and line) of malformed input, or when nothing is left.
+    """
+    opts = options or PrepareOptions()
+    corpus = list(corpus)
+    fmt = detect_format(corpus) if opts.format == "auto" else opts.format
+    stats = ReadStats(skip_bad_lines=opts.skip_bad_lines)
+    normalised = _read_normalised(corpus, fmt, opts, stats)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        texts, duplicates = split_pairs(normalised, valid_fraction=opts.valid_fraction,
+                                        test_fraction=opts.test_fraction, seed=opts.seed)
+    if duplicates:
+        stats.drop("duplicate", duplicates)
+    if not texts["train"]:
+        raise CorpusError(f"{' '.join(corpus)}: no usable pairs (read {stats.pairs_read})")
+    text, splits = _tokenized_splits(texts, opts, stats)
+    if not splits["train"]:
+        raise CorpusError(f"{' '.join(corpus)}: every training pair was filtered out")
+
+    kept_pairs = [p for name in SPLITS for p in splits[name]]
+    metadata = {
+        "format": FORMAT,
+        "version": 1,
+        "corpus": corpus,
+        "corpus_format": fmt,
+        "settings": {k: v for k, v in asdict(opts).items() if k != "format"},
+        "counts": {
+            "read": stats.pairs_read,
+            "kept": len(kept_pairs),
+            "dropped": dict(sorted(stats.dropped.items())),
+            "bad_lines": stats.bad_lines,
+            "missing_ids": stats.missing_ids,
+            "splits": {name: len(splits[name]) for name in SPLITS},
+        },
+        "vocab_size": len(text.vocab),
+        "unk_rate": {name: round(_unk_rate(text.vocab, splits[name]), 6) for name in SPLITS},
+        "length_histogram": {
+            "bins": bin_labels(),
+            "source": _histogram([len(s) for s, _ in kept_pairs]),
+            "target": _histogram([len(t) for _, t in kept_pairs]),
+        },
+        "problems": stats.problems,
+        "warnings": [str(w.message) for w in caught],
+    }
+    _write_dataset(Path(out), text, splits, metadata)
+    return metadata
+
+
+def _read_normalised(
+    corpus: list[str], fmt: str, opts: PrepareOptions, stats: ReadStats
+) -> list[tuple[str, str]]:
+    """Steps 1-2: the corpus' pairs, normalised; pairs with a side left empty are dropped."""
+    raw = tqdm(read_corpus(corpus, fmt, stats), desc="reading", unit=" pairs",
+               disable=None, file=sys.stderr)
+    normalize = NORMALIZERS[opts.normalize]
+    normalised = []
+    for source, target in itertools.islice(raw, opts.max_pairs):
+        source, target = normalize(source), normalize(target)
+        if source and target:
+            normalised.append((source, target))
+        else:
+            stats.drop("empty after normalisation")
+    return normalised
+
+
+def _tokenized_splits(
+    texts: dict[str, list[tuple[str, str]]], opts: PrepareOptions, stats: ReadStats
+) -> tuple[TextProcessor, dict[str, list[TokenPair]]]:
+    """Steps 4-7: the TextProcessor (tokenizer and vocabulary) and the filtered token pairs."""
+    if opts.tokenizer == "sentencepiece":
+        spm_tok = train_sentencepiece(
+            (side for pair in texts["train"] for side in pair),
+            vocab_size=opts.vocab_size, model_type=opts.spm_model, seed=opts.seed,
+        )
+        text = TextProcessor(Vocabulary(spm_tok.pieces()), normalize=opts.normalize,
+                             tokenizer=spm_tok)
+    else:
+        text = TextProcessor(Vocabulary(), normalize=opts.normalize, tokenizer=WordTokenizer())
+    splits = {name: _tokenize(text, pairs) for name, pairs in texts.items()}
+
+    if opts.max_length is not None:
+        for name, pairs in splits.items():
+            kept = [p for p in pairs if max(len(p[0]), len(p[1])) <= opts.max_length]
+            stats.drop(f"longer than {opts.max_length} tokens", len(pairs) - len(kept))
+            splits[name] = kept
+    if opts.tokenizer == "word":
+        text.vocab = Vocabulary.build(
+            (side for pair in splits["train"] for side in pair), min_count=opts.min_count
+        )
+    if opts.drop_unk_pairs:
+        vocab = text.vocab
+        for name, pairs in splits.items():
+            kept = [p for p in pairs if all(tok in vocab for side in p for tok in side)]
+            stats.drop("unknown word (--drop-unk-pairs)", len(pairs) - len(kept))
+            splits[name] = kept
+    return text, splits
+
+
+def _write_dataset(
+    out: Path, text: TextProcessor, splits: dict[str, list[TokenPair]], metadata: dict
+) -> None:
+    """Write the dataset's files; ``metadata.json`` last, so it marks a complete dataset."""
+    _check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if text.tokenizer.name == "word":  # a model left by an earlier sentencepiece run
+        (out / SentencePieceTokenizer.MODEL_FILE).unlink(missing_ok=True)
+    text.save(out)
+    for name in SPLITS:
+        write_split(out / f"{name}.tsv", splits[name])
+    write_json_atomic(out / METADATA_FILE, metadata)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to write into a non-empty folder that is not an earlier prepared dataset."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                               and not (out / METADATA_FILE).exists())):
+        raise CorpusError(f"{out}: exists and is not a prepared dataset; choose another --out")
+
+

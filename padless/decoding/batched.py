@@ -1,0 +1,161 @@
+"""Decoding many sentences: length-sorted batches, results in input order, text in and out.
+
+What ``padless chat``, ``translate``, ``evaluate`` and ``quickstart`` decode with; the search
+functions themselves are in :mod:`padless.decoding.search`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from padless.data.text import TextProcessor
+from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from padless.decoding.beam import beam_search
+from padless.decoding.search import (
+    Hypothesis,
+    SearchOptions,
+    SearchResult,
+    greedy_search,
+    sample_search,
+)
+from padless.masking import pad_batch
+from padless.models import EncoderDecoder
+
+__all__ = ["Reply", "decode_ids", "decode_texts", "make_generator", "reply", "run_search"]
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A sampling generator on ``device``: seeded, or freshly seeded when ``seed`` is None."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def run_search(
+    model: EncoderDecoder,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    options: SearchOptions,
+    *,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+) -> SearchResult:
+    """Run the search ``options.method`` names on ``src [S, B]``, ``src_lengths [B]``."""
+    common = dict(
+        bos_id=BOS_ID, eos_id=EOS_ID, max_length=options.max_length,
+        min_length=options.min_length, banned_ids=() if options.allow_unk else (UNK_ID,),
+        return_attention=return_attention,
+    )
+    if options.method == "greedy":
+        return greedy_search(model, src, src_lengths, **common)
+    if options.method == "beam":
+        return beam_search(
+            model, src, src_lengths, beam_size=options.beam_size, alpha=options.alpha,
+            n_best=options.n_best, **common,
+        )
+    return sample_search(  # the only method left: SearchOptions checked it
+        model, src, src_lengths, temperature=options.temperature, top_k=options.top_k,
+        top_p=options.top_p, generator=generator, **common,
+    )
+
+
+def decode_ids(
+    model: EncoderDecoder,
+    sources: Sequence[Sequence[int]],
+    options: SearchOptions,
+    *,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Decode ``sources`` (id lists) in batches; ``result[i]`` is source ``i``'s n-best list.
+
+    Sources are sorted by length so that each batch holds similar lengths (little padding
+    and few steps spent on finished sentences). An empty source gets one empty hypothesis:
+    there is nothing to encode. ``progress`` shows a tqdm bar (sentences) on stderr.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    device = model.device
+    results = [[Hypothesis([], 0.0, 0.0, False)] for _ in sources]  # kept for empty sources
+    order = sorted((i for i, s in enumerate(sources) if len(s)), key=lambda i: len(sources[i]))
+    with tqdm(total=len(order), unit="sent", file=sys.stderr, disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            src, lengths = pad_batch([sources[i] for i in indices], PAD_ID)
+            result = run_search(
+                model, src.to(device), lengths, options, generator=generator,
+                return_attention=return_attention,
+            )
+            for i, nbest in zip(indices, result.hypotheses, strict=True):
+                results[i] = nbest
+            bar.update(len(indices))
+    return results
+
+
+def decode_texts(
+    model: EncoderDecoder,
+    text: TextProcessor,
+    lines: Sequence[str],
+    options: SearchOptions,
+    *,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """The best answer to each line, detokenised, in input order (see :func:`decode_ids`)."""
+    sources = [text.encode(line) for line in lines]
+    nbests = decode_ids(
+        model, sources, options, batch_size=batch_size, generator=generator, progress=progress
+    )
+    return [text.decode(nbest[0].tokens) for nbest in nbests]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one input line.
+
+    Attributes:
+        text: the detokenised answer; None when the input has no token at all.
+        hypothesis: the best hypothesis (tokens, score, attention if asked); None with ``text``.
+        source_ids: the input's token ids as decoded (after any truncation).
+        notice: a message for the user (nothing to answer, input truncated), or None.
+    """
+
+    text: str | None
+    hypothesis: Hypothesis | None
+    source_ids: list[int]
+    notice: str | None = None
+
+
+def reply(
+    model: EncoderDecoder,
+    text: TextProcessor,
+    line: str,
+    options: SearchOptions,
+    *,
+    max_input_length: int = 50,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+) -> Reply:
+    """The model's answer to ``line``: normalised and tokenised as in training, UNK for
+    unknown words, cut to ``max_input_length`` tokens (with a notice)."""
+    ids = text.encode(line)
+    if not ids:
+        return Reply(None, None, [], "(nothing to answer: say something, or `quit` to leave)")
+    notice = None
+    if len(ids) > max_input_length:
+        notice = f"(input truncated to its first {max_input_length} of {len(ids)} tokens)"
+        ids = ids[:max_input_length]
+    ((best, *_),) = decode_ids(model, [ids], options, generator=generator,
+                               return_attention=return_attention)
+    return Reply(text.decode(best.tokens), best, ids, notice)

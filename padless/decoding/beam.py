@@ -1,0 +1,185 @@
+"""Batched beam search with the GNMT length penalty and exact stopping: :func:`beam_search`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from padless.decoding.search import (
+    Hypothesis,
+    SearchOptions,
+    SearchResult,
+    StepModel,
+    length_penalty,
+    restrict,
+)
+
+__all__ = ["beam_search"]
+
+
+@torch.no_grad()
+def beam_search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 5,
+    max_length: int = 30,
+    alpha: float = 0.6,
+    n_best: int = 1,
+    min_length: int = 0,
+    banned_ids: Sequence[int] = (),
+    return_attention: bool = False,
+) -> SearchResult:
+    """Batched beam search with the GNMT length penalty and exact stopping.
+
+    Each step expands the ``beam_size`` open hypotheses of every sentence and takes the
+    ``2 * beam_size`` best continuations (as fairseq does). An EOS continuation ranked among
+    the first ``beam_size`` becomes a finished hypothesis; the ``beam_size`` best non-EOS
+    continuations stay open. Up to ``beam_size`` finished hypotheses are kept per sentence.
+
+    A sentence stops only when it holds ``beam_size`` finished hypotheses and no open beam
+    can beat the worst of them: an open beam with log-probability ``L <= 0`` can reach at
+    most ``L / length_penalty(max_length, alpha)`` (log-probabilities only fall, the
+    penalty only grows). Otherwise it stops at ``max_length``, where open beams count as
+    unfinished hypotheses. With ``beam_size=1`` and ``alpha=0`` this is greedy search.
+
+    Args:
+        beam_size: open hypotheses per sentence (``k``).
+        alpha: length-penalty exponent (0: rank by raw log-probability).
+        n_best: hypotheses returned per sentence, ``1 <= n_best <= beam_size``.
+        Others as :func:`padless.decoding.search.greedy_search`; ``src [S, B]``,
+        ``src_lengths [B]``.
+
+    Returns:
+        ``hypotheses[b]``: up to ``n_best`` hypotheses, best score first.
+    """
+    SearchOptions(  # checks the values
+        "beam", max_length, beam_size=beam_size, n_best=n_best, min_length=min_length
+    )
+    k, batch_size, device = beam_size, src.size(1), src.device
+    beams = _Beams.start(batch_size, k, bos_id, src.size(0), device, return_attention)
+    state = model.start_decoding(src, src_lengths).select(
+        torch.arange(batch_size, device=device).repeat_interleave(k))
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+
+    def finish(row: int, log_prob: float, length: int, done: bool,
+               last_attention: torch.Tensor | None = None) -> None:
+        sentence = beams.active[row // k]
+        hyp = beams.hypothesis(row, log_prob, log_prob / length_penalty(length, alpha), done,
+                               last_attention, int(src_lengths[sentence]))
+        _insert_finished(finished[sentence], hyp, k)
+
+    for step in range(max_length):
+        n_active = len(beams.active)
+        log_probs, state, attention = model.decode_step(beams.prev, state)
+        vocab = log_probs.size(1)
+        allowed = restrict(log_probs.float(), step, eos_id, min_length, banned_ids)
+        candidates = (beams.log_prob.view(-1, 1) + allowed).view(n_active, k * vocab)
+        top_log_prob, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # [n, 2k]
+        top_beam, top_token = top_index // vocab, top_index % vocab
+        is_eos = top_token == eos_id
+
+        # EOS among the first k candidates: a finished hypothesis of length step + 1
+        for i, c in (is_eos[:, :k] & top_log_prob[:, :k].isfinite()).nonzero().tolist():
+            row = i * k + int(top_beam[i, c])
+            finish(row, float(top_log_prob[i, c]), step + 1, True, attention[row])
+
+        # the k best non-EOS candidates stay open
+        open_log_prob, chosen = top_log_prob.masked_fill(is_eos, -math.inf).topk(k, dim=1)
+        rows = (torch.arange(n_active, device=device).unsqueeze(1) * k
+                + top_beam.gather(1, chosen)).view(-1)
+        beams.advance(rows, open_log_prob, top_token.gather(1, chosen).view(-1), attention)
+        state = state.select(rows)
+
+        if step == max_length - 1:  # out of length: open beams become unfinished hypotheses
+            for i, j in beams.log_prob.isfinite().nonzero().tolist():
+                finish(i * k + j, float(beams.log_prob[i, j]), max_length, False)
+            break
+        best_open = (beams.log_prob.max(dim=1).values / length_penalty(max_length, alpha))
+        keep = [
+            i for i, (sentence, best) in enumerate(zip(beams.active, best_open.tolist(),
+                                                       strict=True))
+            if len(finished[sentence]) < k or best > finished[sentence][-1].score
+        ]
+        if len(keep) < n_active:  # drop finished sentences from the batch
+            if not keep:
+                break
+            state = state.select(beams.keep(keep))
+
+    return SearchResult([kept[:n_best] for kept in finished])
+
+
+@dataclass
+class _Beams:
+    """The open hypotheses of the sentences still decoding.
+
+    Row ``i * k + j`` of every tensor is beam ``j`` of the ``i``-th active sentence.
+    """
+
+    k: int
+    active: list[int]  # original index of each active sentence
+    log_prob: torch.Tensor  # [n, k] log-probabilities of the open beams (-inf: unused)
+    prev: torch.Tensor  # [n * k] the last token of each beam
+    tokens: torch.Tensor  # [n * k, t] the tokens so far
+    attention: torch.Tensor | None  # [n * k, t, S] their attention, if asked for
+
+    @classmethod
+    def start(cls, batch_size: int, k: int, bos_id: int, src_steps: int,
+              device: torch.device, keep_attention: bool) -> _Beams:
+        # only beam 0 is live at first, so the k beams do not start as k copies of one
+        log_prob = torch.full((batch_size, k), -math.inf, device=device)
+        log_prob[:, 0] = 0.0
+        rows = batch_size * k
+        return cls(
+            k, list(range(batch_size)), log_prob,
+            torch.full((rows,), bos_id, dtype=torch.long, device=device),
+            torch.empty(rows, 0, dtype=torch.long, device=device),
+            torch.empty(rows, 0, src_steps, device=device) if keep_attention else None,
+        )
+
+    def hypothesis(self, row: int, log_prob: float, score: float, finished: bool,
+                   last_attention: torch.Tensor | None, src_length: int) -> Hypothesis:
+        """Beam ``row`` as a hypothesis (``last_attention``: the attention of its EOS step)."""
+        attention = None
+        if self.attention is not None:
+            steps = list(self.attention[row])
+            if last_attention is not None:
+                steps.append(last_attention)
+            attention = torch.stack(steps)[:, :src_length].float().cpu()
+        return Hypothesis(self.tokens[row].tolist(), score, log_prob, finished, attention)
+
+    def advance(self, rows: torch.Tensor, log_prob: torch.Tensor, tokens: torch.Tensor,
+                step_attention: torch.Tensor) -> None:
+        """Beam ``r`` continues old row ``rows[r]`` with ``tokens[r]``."""
+        self.log_prob, self.prev = log_prob, tokens
+        self.tokens = torch.cat([self.tokens.index_select(0, rows), tokens.unsqueeze(1)], dim=1)
+        if self.attention is not None:
+            self.attention = torch.cat([self.attention.index_select(0, rows),
+                                        step_attention.index_select(0, rows)[:, None]], dim=1)
+
+    def keep(self, keep: list[int]) -> torch.Tensor:
+        """Keep the active sentences at positions ``keep``; returns the rows they keep."""
+        device = self.log_prob.device
+        keep_t = torch.tensor(keep, device=device)
+        rows = (keep_t.unsqueeze(1) * self.k + torch.arange(self.k, device=device)).view(-1)
+        self.active = [self.active[i] for i in keep]
+        self.log_prob = self.log_prob.index_select(0, keep_t)
+        self.prev, self.tokens = self.prev.index_select(0, rows), self.tokens.index_select(0, rows)
+        if self.attention is not None:
+            self.attention = self.attention.index_select(0, rows)
+        return rows
+
+
+def _insert_finished(kept: list[Hypothesis], hyp: Hypothesis, capacity: int) -> None:
+    """Insert ``hyp`` into ``kept`` (sorted best first), keeping at most ``capacity``."""
+    if len(kept) == capacity and hyp.score <= kept[-1].score:
+        return
+    kept.append(hyp)
+    kept.sort(key=lambda h: h.score, reverse=True)
+    del kept[capacity:]

@@ -1,0 +1,294 @@
+"""Decoding as plain, batched functions: greedy and sampling here, beam search in
+:mod:`padless.decoding.beam`; the types and rules they share.
+
+Every function takes a model with the two decoding methods of
+:class:`padless.models.base.EncoderDecoder` (see :class:`StepModel`), a padded source batch
+``src [S, B]`` with its lengths ``[B]`` (CPU), and returns a :class:`SearchResult`. The
+model owns its decoding state (a GRU's hidden state, a Transformer's key/value cache, and
+the source padding mask every step attends with); search only selects rows of it.
+
+Returned token ids never contain BOS, EOS or anything after EOS. Sentences that finish early
+are dropped from the batch, so a long answer does not make the others pay for its steps.
+
+Scores:
+
+- greedy and sampling: the model's log-probability of the returned tokens (plus EOS when
+  the hypothesis finished), i.e. ``sum_t log p(y_t | y_<t, x)`` at temperature 1;
+- beam search: that log-probability divided by the GNMT length penalty
+  ``((5 + n) / 6) ** alpha``, where ``n`` counts the returned tokens plus EOS when finished.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from padless.models.base import DecoderState
+
+__all__ = [
+    "Hypothesis", "SearchOptions", "SearchResult", "StepModel", "greedy_search",
+    "length_penalty", "restrict", "sample_search",
+]
+
+class StepModel(Protocol):
+    """What decoding needs from a model (any :class:`padless.models.base.EncoderDecoder`).
+
+    ``start_decoding(src [S, B], src_lengths [B])`` encodes and returns a
+    :class:`~padless.models.base.DecoderState` for ``B`` rows;
+    ``decode_step(prev_tokens [R], state)`` returns ``(log_probs [R, V], state,
+    attention [R, S])``; ``state.select(rows)`` repeats, reorders or drops rows.
+    """
+
+    def start_decoding(self, src: torch.Tensor, src_lengths: torch.Tensor) -> DecoderState: ...
+
+    def decode_step(
+        self, prev_tokens: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One output sequence.
+
+    Attributes:
+        tokens: generated ids, without BOS, EOS or anything after EOS.
+        score: the ranking score (see the module docstring).
+        log_prob: ``sum_t log p(y_t | y_<t, x)`` over ``tokens`` (and EOS if ``finished``).
+        finished: True if the model produced EOS, False if cut at ``max_length``.
+        attention: ``[T, S_b]`` attention of each generated step (``T = len(tokens) + 1``
+            when finished, the last row being EOS's) over the ``S_b`` real source tokens;
+            None unless asked for.
+    """
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+    finished: bool
+    attention: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The output for a batch: ``hypotheses[b]`` is sentence ``b``'s n-best list, best first."""
+
+    hypotheses: list[list[Hypothesis]]
+
+    @property
+    def tokens(self) -> list[list[int]]:
+        """The best hypothesis' tokens of each sentence, ``[B][T_b]``."""
+        return [nbest[0].tokens for nbest in self.hypotheses]
+
+    @property
+    def scores(self) -> list[float]:
+        """The best hypothesis' score of each sentence, ``[B]``."""
+        return [nbest[0].score for nbest in self.hypotheses]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to decode; ``method`` picks the function, the other fields are its arguments."""
+
+    method: str = "greedy"  # "greedy" | "beam" | "sample"
+    max_length: int = 30
+    beam_size: int = 5
+    alpha: float = 0.6
+    n_best: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    # What the commands do by default (the search functions themselves default to no
+    # constraint): never an empty answer, never an <unk> in it.
+    min_length: int = 1
+    allow_unk: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject bad values before any decoding starts (e.g. at a command's start)."""
+        checks = {
+            "method": self.method in ("greedy", "beam", "sample"),
+            "max_length": self.max_length >= 1,
+            "min_length": 0 <= self.min_length <= self.max_length,
+            "beam_size": self.beam_size >= 1,
+            "n_best": 1 <= self.n_best <= self.beam_size,
+            "temperature": self.temperature > 0,
+            "top_k": self.top_k >= 0,
+            "top_p": 0.0 < self.top_p <= 1.0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"bad search option {name}={getattr(self, name)!r}")
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (Wu et al., 2016)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def restrict(
+    log_probs: torch.Tensor, step: int, eos_id: int, min_length: int, banned_ids: Sequence[int]
+) -> torch.Tensor:
+    """``log_probs [b, V]`` with the banned ids, and EOS before ``min_length`` tokens, at -inf.
+
+    ``step`` is the number of tokens generated so far (0 at the first step).
+
+    Only the choice is restricted: hypotheses are still scored with the model's own
+    log-probabilities (which the allowed tokens keep unchanged).
+    """
+    if not banned_ids and step >= min_length:
+        return log_probs
+    restricted = log_probs.clone()
+    if banned_ids:
+        restricted[:, list(banned_ids)] = -math.inf
+    if step < min_length:
+        restricted[:, eos_id] = -math.inf
+    return restricted
+
+
+def _sequential_search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    pick: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    min_length: int,
+    banned_ids: Sequence[int],
+    return_attention: bool,
+) -> SearchResult:
+    """One hypothesis per sentence, choosing each token with ``pick(log_probs [b, V]) -> [b]``
+    among the tokens :func:`restrict` allows."""
+    state = model.start_decoding(src, src_lengths)
+    batch_size, device = src.size(1), src.device
+    alive = torch.arange(batch_size, device=device)  # original index of each decoding row
+    prev = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
+    out = torch.full((max_length, batch_size), eos_id, dtype=torch.long, device=device)
+    log_prob = torch.zeros(batch_size, dtype=torch.float64, device=device)
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    attn_out = (
+        torch.zeros(max_length, batch_size, src.size(0), device=device)
+        if return_attention else None
+    )
+    for step in range(max_length):
+        step_log_probs, state, attention = model.decode_step(prev, state)
+        token = pick(restrict(step_log_probs, step, eos_id, min_length, banned_ids))
+        out[step, alive] = token
+        log_prob[alive] += step_log_probs.gather(1, token.unsqueeze(1)).squeeze(1).double()
+        if attn_out is not None:
+            attn_out[step, alive] = attention.float()
+        is_eos = token == eos_id
+        finished[alive] |= is_eos
+        if is_eos.any():  # drop finished rows so the others decode alone
+            keep = (~is_eos).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            alive, token = alive[keep], token[keep]
+            state = state.select(keep)
+        prev = token
+
+    hypotheses = []
+    for b, (ids, lp, done) in enumerate(
+        zip(out.t().tolist(), log_prob.tolist(), finished.tolist(), strict=True)
+    ):
+        n = ids.index(eos_id) if done else max_length
+        attention_b = None
+        if attn_out is not None:
+            attention_b = attn_out[: n + done, b, : int(src_lengths[b])].cpu()
+        hypotheses.append([Hypothesis(ids[:n], lp, lp, done, attention_b)])
+    return SearchResult(hypotheses)
+
+
+@torch.no_grad()
+def greedy_search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int = 30,
+    min_length: int = 0,
+    banned_ids: Sequence[int] = (),
+    return_attention: bool = False,
+) -> SearchResult:
+    """Batched greedy decoding: the most likely token at each step; a sentence stops at EOS.
+
+    Args:
+        model: a :class:`StepModel` (in eval mode).
+        src: ``[S, B]`` padded source ids, on the model's device.
+        src_lengths: ``[B]`` source lengths (CPU).
+        max_length: at most this many tokens per sentence (EOS included).
+        min_length: EOS is not chosen before this many tokens (1: no empty output).
+        banned_ids: ids never chosen (e.g. UNK).
+        return_attention: keep each hypothesis' ``[T, S_b]`` attention.
+    """
+    SearchOptions(max_length=max_length, min_length=min_length)  # checks the values
+    return _sequential_search(
+        model, src, src_lengths, lambda lp: lp.argmax(dim=1), bos_id=bos_id, eos_id=eos_id,
+        max_length=max_length, min_length=min_length, banned_ids=banned_ids,
+        return_attention=return_attention,
+    )
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k and outside the top-p nucleus; ``[b, V]``."""
+    if 0 < top_k < logits.size(1):
+        kth = logits.topk(top_k, dim=1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=1, descending=True)
+        cumulative = sorted_logits.softmax(dim=1).cumsum(dim=1)
+        # drop a token when the tokens ranked above it already reach top_p (keeps the first)
+        drop_sorted = cumulative - sorted_logits.softmax(dim=1) >= top_p
+        drop = drop_sorted.scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -math.inf)
+    return logits
+
+
+@torch.no_grad()
+def sample_search(
+    model: StepModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int = 30,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    min_length: int = 0,
+    banned_ids: Sequence[int] = (),
+    return_attention: bool = False,
+) -> SearchResult:
+    """Batched ancestral sampling from ``softmax(log_probs / temperature)``.
+
+    Args:
+        temperature: > 0; below 1 sharpens the distribution, above 1 flattens it.
+        top_k: sample among the ``top_k`` most likely tokens only (0: all).
+        top_p: nucleus sampling, the smallest set of tokens whose probability reaches
+            ``top_p`` (1.0: all).
+        generator: a ``torch.Generator`` on the model's device; the same seed and batch give
+            the same samples.
+
+    The score is the model's log-probability of the sample at temperature 1, unfiltered.
+    Other arguments as :func:`greedy_search`.
+    """
+    SearchOptions(  # checks the values
+        "sample", max_length, temperature=temperature, top_k=top_k, top_p=top_p,
+        min_length=min_length,
+    )
+
+    def pick(log_probs: torch.Tensor) -> torch.Tensor:
+        logits = _filter_logits(log_probs.float() / temperature, top_k, top_p)
+        return torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)
+
+    return _sequential_search(
+        model, src, src_lengths, pick, bos_id=bos_id, eos_id=eos_id, max_length=max_length,
+        min_length=min_length, banned_ids=banned_ids, return_attention=return_attention,
+    )

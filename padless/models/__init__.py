@@ -1,0 +1,19 @@
+"""Seq2seq architectures behind one interface (:class:`padless.models.base.EncoderDecoder`).
+
+:func:`build_model` turns a :class:`ModelConfig` into the model its ``arch`` names.
+"""
+
+from __future__ import annotations
+
+from padless.models.base import DecoderState, EncoderDecoder
+from padless.models.config import ARCHITECTURES, ModelConfig
+
+__all__ = ["ARCHITECTURES", "DecoderState", "EncoderDecoder", "ModelConfig", "build_model"]
+
+
+def build_model(config: ModelConfig, vocab_size: int, pad_id: int = 0) -> EncoderDecoder:
+    """A freshly initialised model of ``config.arch`` over a ``vocab_size`` vocabulary."""
+    from padless.models.seq2seq import Seq2Seq
+
+    builders = {"gru": Seq2Seq}
+    return builders[config.arch](config, vocab_size, pad_id)

@@ -1,0 +1,90 @@
+"""Teacher-forced scoring, the one path behind validation, ``padless evaluate`` and benchmarks.
+
+:func:`teacher_forced_scores` runs a model over batches with the reference targets fed in and
+sums, over the real target tokens only, the cross-entropy and the number of tokens whose
+argmax is right. Sums (not means) so that scores of several batches, or several processes,
+add up exactly: ``Scores.loss`` divides once at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from padless.data.batch import Batch
+from padless.models.base import EncoderDecoder
+from padless.runtime.devices import autocast
+
+__all__ = ["Scores", "perplexity", "teacher_forced_scores"]
+
+# Real tokens projected to the vocabulary at once: bounds the [rows, V] logits alive.
+SCORING_ROWS = 4096
+
+
+def perplexity(loss_per_token: float) -> float:
+    """``exp(loss)``, capped so that a diverged model gives a huge number, not an overflow."""
+    return math.exp(min(loss_per_token, 700.0))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Summed teacher-forced scores; ``+`` adds two of them."""
+
+    loss_sum: float = 0.0  # cross-entropy summed over real target tokens (nats)
+    correct: int = 0  # real target tokens whose argmax prediction is right
+    n_tokens: int = 0  # real target tokens (EOS included)
+
+    def __add__(self, other: Scores) -> Scores:
+        return Scores(self.loss_sum + other.loss_sum, self.correct + other.correct,
+                      self.n_tokens + other.n_tokens)
+
+    @property
+    def loss(self) -> float:
+        """Mean loss per real target token (NaN when there is none)."""
+        return self.loss_sum / self.n_tokens if self.n_tokens else math.nan
+
+    @property
+    def perplexity(self) -> float:
+        return perplexity(self.loss)
+
+    @property
+    def accuracy(self) -> float:
+        """Share of real target tokens predicted right (argmax under teacher forcing)."""
+        return self.correct / self.n_tokens if self.n_tokens else math.nan
+
+
+@torch.no_grad()
+def teacher_forced_scores(
+    model: EncoderDecoder, batches: Iterable[Batch], *, precision: str = "fp32"
+) -> Scores:
+    """Loss and accuracy sums over the real target tokens of ``batches``, in eval mode.
+
+    Args:
+        model: any :class:`padless.models.base.EncoderDecoder`; it is put in eval mode for
+            the pass and back in its previous mode afterwards.
+        batches: batches on any device (moved to the model's).
+        precision: ``"bf16"`` runs the model under autocast; the loss is float32 either way.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.device
+    loss_sum, correct, n_tokens = 0.0, 0, 0
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            targets = batch.real_targets()
+            with autocast(device, precision):
+                states = model.target_states(batch)  # [N, H], real tokens only
+                for start in range(0, states.shape[0], SCORING_ROWS):
+                    logits = model.output(states[start : start + SCORING_ROWS])
+                    rows = targets[start : start + SCORING_ROWS]
+                    loss_sum += F.cross_entropy(logits.float(), rows, reduction="sum").item()
+                    correct += int((logits.argmax(dim=-1) == rows).sum())
+            n_tokens += batch.n_tokens
+    finally:
+        model.train(was_training)
+    return Scores(loss_sum, correct, n_tokens)

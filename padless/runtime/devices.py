@@ -1,0 +1,37 @@
+"""Which device to run on, chosen at run time: CUDA when present, never assumed."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["autocast", "resolve_device"]
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """The ``torch.device`` that ``name`` asks for.
+
+    Args:
+        name: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        local_rank: with a bare ``"cuda"``, the process's GPU is ``local_rank % device_count``
+            (one GPU per process under ``torchrun``).
+
+    Raises:
+        ValueError: on a name torch does not know, or CUDA asked for where there is none.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast on ``device`` when ``precision == "bf16"``, a disabled one for ``"fp32"``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -1,0 +1,257 @@
+"""The run directory's checkpoints: :class:`Checkpoint`, the only code that knows their format.
+
+A run directory holds ``latest.pt`` (the newest state, to resume from) and ``best.pt`` (the
+lowest validation loss), both full training states, plus ``text/`` (the TextProcessor, whose
+vocabulary and settings the checkpoints also record), ``config.yaml`` and ``run.json``.
+
+A checkpoint file is a dict of tensors and plain Python values, written atomically and read
+with ``torch.load(path, weights_only=True)``: loading a checkpoint from someone else cannot
+run their code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import random
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from padless.data.text import TextProcessor
+from padless.data.vocabulary import PAD_ID
+from padless.models import EncoderDecoder, build_model
+from padless.runtime.devices import resolve_device
+from padless.runtime.files import atomic_write, write_json_atomic
+from padless.training.config import Config
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "TEXT_DIR",
+    "checkpoint_path",
+    "get_rng_state",
+    "load_model",
+    "read_run_info",
+    "set_rng_state",
+    "write_run_info",
+]
+
+CHECKPOINT_FORMAT = "padless-checkpoint"
+CHECKPOINT_VERSION = 1
+TEXT_DIR = "text"  # the TextProcessor, inside the run directory
+RUN_INFO = "run.json"  # facts about the run that are not config: where its data lives
+
+
+def _no_best() -> dict[str, Any]:
+    return {"loss": math.inf, "step": 0, "bad_validations": 0}
+
+
+@dataclass
+class Checkpoint:
+    """A training state: the model, how to go on training it, and what it was trained on.
+
+    Attributes:
+        step: optimiser steps taken.
+        config: the run's :class:`padless.training.config.Config` as plain dicts.
+        vocab: the vocabulary (:meth:`padless.data.vocabulary.Vocabulary.to_dict`).
+        text: the text settings, ``{"normalize": ..., "tokenizer": ...}``.
+        model: the model's ``state_dict``.
+        optimizer, scheduler, sampler: their ``state_dict`` s (None in a weights-only file).
+        rng: every process's random states, in rank order (:func:`get_rng_state`).
+        world_size: processes that trained it.
+        early_stopping: ``{"loss": best validation loss, "step", "bad_validations"}``.
+        valid: the validation metrics at ``step`` (None if not validated there).
+        train_time_s: seconds spent in training steps, over all invocations.
+    """
+
+    step: int
+    config: dict[str, Any]
+    vocab: dict[str, Any]
+    text: dict[str, str]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    sampler: dict[str, Any] | None = None
+    rng: list[dict[str, Any]] | None = None
+    world_size: int = 1
+    early_stopping: dict[str, Any] = field(default_factory=_no_best)
+    valid: dict[str, float] | None = None
+    train_time_s: float = 0.0
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab["tokens"])
+
+    def run_config(self) -> Config:
+        """The run's config, checked (older checkpoints get defaults for newer keys)."""
+        return Config.from_dict(self.config)
+
+    # -- files ------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the checkpoint atomically: a reader sees the old file or the new one."""
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        # vocab_size and pad_id are derived; they are kept for readers of the version-1 files
+        state.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                     vocab_size=self.vocab_size, pad_id=PAD_ID)
+        atomic_write(path, lambda f: torch.save(state, f))
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, map_location: torch.device | str | None = "cpu"
+    ) -> Checkpoint:
+        """Read a checkpoint with ``weights_only=True``.
+
+        Raises:
+            ValueError: one line naming the file: missing, truncated, not a padless
+                checkpoint, of another version, or holding objects that are not plain data.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such checkpoint")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            # torch's own message advises weights_only=False, which would run the file's code
+            raise ValueError(f"{path}: not a padless checkpoint (it holds Python objects, "
+                             "not only tensors and plain values; it is not loaded)") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            reason = str(e).split(".")[0] or type(e).__name__
+            raise ValueError(f"{path}: cannot read the checkpoint, the file is truncated or "
+                             f"corrupt ({reason})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not a padless checkpoint")
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{path}: checkpoint version {state.get('version')!r}; this padless reads "
+                f"version {CHECKPOINT_VERSION} (use the padless release that wrote it)"
+            )
+        known = {f.name for f in fields(cls)}
+        try:
+            checkpoint = cls(**{k: v for k, v in state.items() if k in known})
+            checkpoint.run_config()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: a damaged padless checkpoint ({e})") from None
+        return checkpoint
+
+    # -- using it ---------------------------------------------------------------------
+
+    def check_compatible(self, config: Config, text: TextProcessor, path: str | Path) -> None:
+        """Raise a ValueError naming ``path`` if ``config``'s model or ``text`` differ from it."""
+        if self.run_config().model != config.model:
+            raise ValueError(f"{path}: the model settings differ from the checkpoint's")
+        if self.vocab != text.vocab.to_dict():
+            raise ValueError(f"{path}: the data's vocabulary differs from the checkpoint's")
+        if self.text != text_settings(text):
+            raise ValueError(f"{path}: the text settings differ from the checkpoint's")
+
+    def build_model(self, device: torch.device | str = "cpu") -> EncoderDecoder:
+        """The model with the checkpoint's weights, on ``device``, in eval mode."""
+        model = build_model(self.run_config().model, self.vocab_size, pad_id=PAD_ID)
+        try:
+            model.load_state_dict(self.model)
+        except RuntimeError as e:
+            raise ValueError(
+                f"the checkpoint's weights do not fit its model config ({e})") from None
+        return model.to(device).eval()
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: Any, sampler: Any) -> None:
+        """Load the training state into a fresh model, optimiser, scheduler and sampler."""
+        model.load_state_dict(self.model)
+        optimizer.load_state_dict(self.optimizer)
+        scheduler.load_state_dict(self.scheduler)
+        sampler.load_state_dict(self.sampler)
+
+
+def text_settings(text: TextProcessor) -> dict[str, str]:
+    """What a checkpoint records of a TextProcessor besides its vocabulary."""
+    return {"normalize": text.normalize, "tokenizer": text.tokenizer.name}
+
+
+def checkpoint_path(run_dir: str | os.PathLike, which: str = "latest") -> Path:
+    """``RUN_DIR/latest.pt`` or ``RUN_DIR/best.pt``."""
+    if which not in ("latest", "best"):
+        raise ValueError(f"checkpoint: which must be 'latest' or 'best', got {which!r}")
+    return Path(run_dir) / f"{which}.pt"
+
+
+def load_model(
+    run_dir: str | os.PathLike,
+    which: str = "best",
+    device: torch.device | str | None = None,
+) -> tuple[EncoderDecoder, TextProcessor, Config]:
+    """The trained model (in eval mode), its TextProcessor and config, from a run directory.
+
+    Args:
+        run_dir: the ``--out`` directory of ``padless train``.
+        which: ``"best"`` (lowest validation loss) or ``"latest"``.
+        device: where to put the model; default CUDA when available, else CPU.
+
+    Raises:
+        ValueError: naming the file that is missing or does not match the run.
+    """
+    path = checkpoint_path(run_dir, which)
+    device = resolve_device() if device is None else device
+    checkpoint = Checkpoint.load(path, map_location=device)
+    text = TextProcessor.load(Path(run_dir) / TEXT_DIR)
+    if checkpoint.vocab != text.vocab.to_dict() or checkpoint.text != text_settings(text):
+        raise ValueError(
+            f"{path}: the vocabulary or text settings in the checkpoint differ from "
+            f"{Path(run_dir) / TEXT_DIR}"
+        )
+    try:
+        model = checkpoint.build_model(device)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return model, text, checkpoint.run_config()
+
+
+def write_run_info(run_dir: str | os.PathLike, **info: str) -> None:
+    """Record plain facts about a run (``data_dir=...``) in ``RUN_DIR/run.json``."""
+    write_json_atomic(Path(run_dir) / RUN_INFO, info)
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict[str, str]:
+    """What :func:`write_run_info` recorded; empty for a run without ``run.json``."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return info
+
+
+def get_rng_state() -> dict[str, Any]:
+    """This process's random states as tensors and plain types.
+
+    torch's CPU generator drives dropout and the teacher-forcing coins on CPU, CUDA's
+    generators dropout on the GPU, and Python's ``random`` whatever else may draw from it.
+    """
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(internal), gauss_next],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"].cpu())
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,285 @@
+"""Run configuration: dataclasses loaded from YAML, overridden with ``--set key=value``.
+
+One form only: the dataclasses below. A YAML file holds a (possibly partial) tree of them,
+``--set train.lr=3e-4`` edits that tree by dotted key before it is checked, the resolved
+config is written back as YAML into the run directory, and the checkpoint stores
+:meth:`Config.to_dict` (plain types, so ``torch.load(weights_only=True)`` can read it).
+
+Every unknown key and every badly typed or out-of-range value is rejected with its dotted
+name (``train.lr: expected a number, got 'fast'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from padless.models.config import ModelConfig
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "TrainConfig",
+    "apply_overrides",
+    "bundled_configs",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message starts with the dotted key."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Steps are optimiser steps (one step = ``accumulate`` micro-batches).
+
+    A micro-batch is ``batch_size`` pairs or at most ``max_tokens`` padded tokens (exactly one
+    of the two). Both are global: under ``torchrun`` each micro-batch is split over the
+    processes, so N processes see the same batches as one.
+    """
+
+    batch_size: int | None = 64
+    max_tokens: int | None = None
+    accumulate: int = 1  # micro-batches per optimiser step
+    lr: float = 1e-4
+    decoder_lr_ratio: float = 5.0  # the tutorial trains the decoder with a 5x learning rate
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    clip: float | None = 50.0  # max gradient norm; null disables clipping
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    decay: Literal["constant", "linear", "cosine", "inverse_sqrt"] = "constant"
+    min_lr_ratio: float = 0.0  # linear/cosine decay ends at lr * min_lr_ratio ...
+    decay_steps: int | None = None  # ... at this step; null: max_steps (then a resumed run
+    # with a larger --max-steps stretches the rest of the schedule)
+    teacher_forcing_ratio: float = 1.0
+    teacher_forcing: Literal["batch", "token"] = "batch"
+    label_smoothing: float = 0.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    max_steps: int = 10000
+    max_time: float | None = None  # minutes of training in this invocation; null: no limit
+    valid_every: int = 500  # steps between validations (and `latest` checkpoints)
+    log_every: int = 50  # steps between CSV/TensorBoard rows
+    patience: int | None = None  # stop after this many validations without improvement
+    seed: int = 0
+    device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
+
+    def __post_init__(self) -> None:
+        if (self.batch_size is None) == (self.max_tokens is None):
+            raise ConfigError(
+                "train.batch_size / train.max_tokens: set exactly one of them "
+                f"(got batch_size={self.batch_size}, max_tokens={self.max_tokens}); "
+                "set the other to null"
+            )
+        positive = ("batch_size", "max_tokens", "accumulate", "max_steps", "decay_steps",
+                    "valid_every", "log_every", "patience")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{name}: must be >= 1, got {value}")
+        for name in ("lr", "decoder_lr_ratio", "clip", "max_time"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"train.{name}: must be > 0, got {value}")
+        for name in ("min_lr_ratio", "teacher_forcing_ratio", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train.{name}: must be in [0, 1], got {getattr(self, name)}")
+        for name in ("warmup_steps", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ConfigError(
+                    f"train.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}"
+                ) from None
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
+
+
+@dataclass
+class Config:
+    """Everything a run needs besides the data: the model and how to train it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts/lists/numbers/strings (YAML- and ``weights_only``-safe)."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Build and check a config from a (partial) nested dict; missing keys keep defaults.
+
+        Raises:
+            ConfigError: naming the first unknown key or bad value.
+        """
+        return _build(cls, data, "")
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML, keys in declaration order."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists so YAML and the checkpoint hold only plain types."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``data``, checking every key against its fields."""
+    where = prefix.rstrip(".") or "the config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(
+                f"{prefix}{key}: unknown key (valid keys: {', '.join(fields)}){hint}"
+            )
+    kwargs = {
+        key: _convert(hints[key], value, f"{prefix}{key}") for key, value in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        # Another module's dataclass (ModelConfig) validates in its own words: add the place.
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the type ``hint`` of ``key``; return it converted."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it clearly is.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {hint!r}")  # a bug in the dataclass
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs shipped in ``padless/configs`` (``--config NAME``)."""
+    directory = resources.files("padless.training") / "configs"
+    return sorted(p.name[:-5] for p in directory.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str) -> dict[str, Any]:
+    """The YAML mapping of a bundled config name (``tutorial``) or a file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
+    elif name_or_path in bundled_configs():
+        text = (resources.files("padless.training") / "configs" / f"{name_or_path}.yaml").read_text(
+            encoding="utf-8"
+        )
+    else:
+        raise ConfigError(
+            f"{name_or_path}: neither a config file nor a bundled config "
+            f"(bundled: {', '.join(bundled_configs())})"
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{name_or_path}{line}: not valid YAML ({e})") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{name_or_path}: the config must be a mapping (model:, train:)")
+    return data or {}
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict in place.
+
+    Unknown keys are left for :meth:`Config.from_dict` to reject with their full name.
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.hidden_size=256")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"{key}: cannot parse value {raw!r}") from None
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> Config:
+    """The config of a bundled name or YAML path (defaults if None), with ``--set`` overrides."""
+    data = _read_yaml(name_or_path) if name_or_path is not None else {}
+    return Config.from_dict(apply_overrides(data, list(overrides)))

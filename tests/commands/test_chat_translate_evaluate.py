@@ -1,0 +1,114 @@
+"""``padless chat``, ``translate`` and ``evaluate`` on a tiny prepared corpus and model."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from padless.cli import main
+from padless.decoding.batched import decode_texts
+from padless.decoding.search import SearchOptions
+from padless.training.checkpoint import load_model, read_run_info
+
+
+def run_cli(argv: list[str], stdin: str, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``padless ARGV < stdin`` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))  # not a TTY: the scripted mode
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_chat_answers_unknown_words_and_empty_lines_one_line_each(
+    qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin = "hello there\nzyxxy qwertz blorp\n\n   \nhow are you ?\nquit\nnot answered\n"
+    code, out, err = run_cli(["chat", str(qa_run_dir), "--device", "cpu"], stdin, monkeypatch,
+                             capsys)
+    assert code == 0
+    assert len(out.splitlines()) == 5  # one per input line before `quit`
+    assert "nothing to answer" in err
+
+
+def test_chat_beam_and_seeded_sampling(
+    qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin = "hello there\nwhat is your name ?\n"
+    beam = ["chat", str(qa_run_dir), "--beam", "3", "--max-length", "8"]
+    code, beam_out, _ = run_cli(beam, stdin, monkeypatch, capsys)
+    assert code == 0 and len(beam_out.splitlines()) == 2
+    sample = ["chat", str(qa_run_dir), "--sample", "--temperature", "1.5", "--top-p", "0.9",
+              "--seed", "7", "--max-length", "8"]
+    outputs = [run_cli(sample, stdin * 5, monkeypatch, capsys)[1] for _ in range(2)]
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0].splitlines()) == 10
+
+
+def test_translate_keeps_input_order(
+    qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["what is your name ?", "hi", "", "where do you live today my friend ?",
+             "tell me a joke", "good morning", "unknownword"]
+    code, out, err = run_cli(
+        ["translate", str(qa_run_dir), "--batch-size", "2", "--beam", "2", "--max-length", "10"],
+        "\n".join(lines) + "\n", monkeypatch, capsys,
+    )
+    assert code == 0
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    options = SearchOptions(method="beam", beam_size=2, max_length=10)
+    alone = [decode_texts(model, text, [line], options)[0] for line in lines]
+    assert out.splitlines() == alone
+    assert "sent" in err  # the progress bar went to stderr
+    assert out.splitlines()[2] == ""
+
+
+def test_evaluate_command_reports_and_plots_attention(
+    qa_data_dir: Path, qa_run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    png = tmp_path / "attention.png"
+    code, out, _ = run_cli(
+        ["evaluate", str(qa_run_dir), "--data", str(qa_data_dir), "--split", "valid", "--beam", "2",
+         "--attention-plot", str(png), "--input", "how are you today ?"], "", monkeypatch, capsys,
+    )
+    assert code == 0
+    assert "BLEU" in out and "chrF" in out and "perplexity" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_finds_the_data_the_run_was_trained_on(
+    qa_data_dir: Path, qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert read_run_info(qa_run_dir) == {"data_dir": str(qa_data_dir.resolve())}
+    code, out, _ = run_cli(["evaluate", str(qa_run_dir), "--limit", "2"], "", monkeypatch, capsys)
+    assert code == 0
+    assert "test:" in out and "BLEU" in out
+
+
+def test_evaluate_without_recorded_data_says_what_is_missing(
+    qa_run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(qa_run_dir, copy)
+    (copy / "run.json").unlink()
+    code, _, err = run_cli(["evaluate", str(copy)], "", monkeypatch, capsys)
+    assert code == 2
+    assert "--data" in err
+
+
+@pytest.mark.parametrize("option", [["--temperature", "0"], ["--top-p", "1.5"],
+                                    ["--max-length", "0"]])
+def test_chat_rejects_bad_search_options_before_starting(
+    qa_run_dir: Path, option: list[str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_cli(["chat", str(qa_run_dir), "--sample", *option], "hi\n", monkeypatch,
+                             capsys)
+    assert code == 2 and out == ""
+    assert "bad search option" in err

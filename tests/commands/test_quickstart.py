@@ -1,0 +1,45 @@
+"""``padless quickstart`` end to end with a tiny model and a tiny time budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from padless.cli import main
+from padless.training.checkpoint import checkpoint_path
+
+TINY_MODEL = [
+    "model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
+    "train.max_tokens=256", "train.valid_every=3", "train.log_every=1", "train.warmup_steps=0",
+    "train.precision=fp32",
+]
+
+
+@pytest.fixture()
+def prepared(tmp_path: Path) -> Path:
+    """A tiny prepared corpus (the bundled chitchat takes ~15 s to read; its reader has its
+    own tests): quickstart reuses an already prepared --data-dir, as on a second run."""
+    corpus = tmp_path / "pairs.tsv"
+    pairs = [("hi", "hello !"), ("how are you ?", "fine , thanks ."),
+             ("do you like music ?", "yes , jazz ."), ("where are you from ?", "from paris .")]
+    lines = [f"{q} {i}\t{a}" for i in range(10) for q, a in pairs]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data_dir = tmp_path / "data"
+    assert main(["prepare", str(corpus), "--format", "tsv", "--out", str(data_dir)]) == 0
+    return data_dir
+
+
+@pytest.mark.slow
+def test_quickstart_trains_evaluates_and_tells_how_to_chat(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    argv = ["quickstart", "--minutes", "0.3", "--out", str(run_dir), "--data-dir",
+            str(prepared), "--max-steps", "4", *(f"--set={kv}" for kv in TINY_MODEL)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert checkpoint_path(run_dir, "latest").exists()
+    assert "BLEU" in out and "perplexity" in out
+    assert "> do you like music ?" in out and "beam 5:" in out
+    assert f"padless chat {run_dir}" in out

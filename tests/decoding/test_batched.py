@@ -1,0 +1,50 @@
+"""Decoding many sentences: batched equals one at a time, replies, default restrictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from padless.data.vocabulary import EOS_ID, UNK_ID
+from padless.decoding.batched import decode_ids, reply
+from padless.decoding.search import SearchOptions
+from padless.models.config import ModelConfig
+from padless.models.seq2seq import Seq2Seq
+from padless.training.checkpoint import load_model
+from tests.helpers import QUESTIONS
+
+
+def test_decode_ids_batches_equal_one_at_a_time(qa_run_dir: Path) -> None:
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    sources = [text.encode(q) for q in QUESTIONS]
+    batched = decode_ids(model, sources, SearchOptions(), batch_size=5)
+    for source, nbest in zip(sources, batched, strict=True):
+        ((single,),) = decode_ids(model, [source], SearchOptions())
+        assert nbest[0].tokens == single.tokens
+        assert nbest[0].score == pytest.approx(single.score, abs=1e-5)
+
+
+def test_reply_truncates_long_input_with_a_notice(qa_run_dir: Path) -> None:
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    answer = reply(model, text, "hello " * 80, SearchOptions(), max_input_length=10)
+    assert answer.text is not None and len(answer.source_ids) == 10
+    assert "truncated to its first 10 of 80 tokens" in answer.notice
+    empty = reply(model, text, "", SearchOptions())
+    assert empty.text is None and "nothing to answer" in empty.notice
+
+
+def test_commands_never_answer_empty_or_with_unk_unless_asked() -> None:
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(embedding_size=8, hidden_size=8, dropout=0.0), 10).eval()
+    with torch.no_grad():  # a model that would rather say <unk>, or nothing at all
+        model.decoder.out.bias[UNK_ID] += 20.0
+        model.decoder.out.bias[EOS_ID] += 10.0
+    sources = [[4, 5, 6], [7, 8]]
+    for method in ("greedy", "beam"):
+        default = decode_ids(model, sources, SearchOptions(method=method, max_length=5))
+        assert all(nbest[0].tokens and UNK_ID not in nbest[0].tokens for nbest in default)
+        free = decode_ids(model, sources, SearchOptions(method=method, max_length=5,
+                                                        min_length=0, allow_unk=True))
+        assert all(nbest[0].tokens == [UNK_ID] * 5 for nbest in free)

@@ -1,0 +1,81 @@
+"""Plain helpers the test folders share (fixtures are in ``conftest.py``)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from padless.data.batch import Batch
+from padless.data.dataset import write_split
+from padless.data.text import TextProcessor
+from padless.data.vocabulary import Vocabulary
+from padless.models.config import ModelConfig
+from padless.models.seq2seq import Seq2Seq
+from padless.training.distributed import World
+
+WORDS = [f"w{i}" for i in range(12)]
+QUESTIONS = [
+    "hello there", "how are you ?", "what is your name ?", "where do you live ?",
+    "do you like music ?", "good morning", "see you tomorrow", "what time is it ?",
+    "are you a robot ?", "tell me a joke", "i am tired today", "it is raining again",
+]
+ANSWERS = [
+    "hi !", "fine , thanks .", "my name is bot .", "in a computer .", "yes , i like jazz .",
+    "good morning to you", "bye , see you .", "it is late .", "maybe i am .",
+    "no jokes today .", "go to sleep then .", "take an umbrella .",
+]
+# `padless train --set` options for a model small enough that a step takes milliseconds
+TINY_RUN = ["model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
+            "model.dropout=0.0", "train.max_tokens=256", "train.precision=fp32"]
+# the same, for the trainer's own tests: plain Adam, batches of 8 pairs, a log row every step
+TINY = ["model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
+        "model.attention=general", "model.tie_output=false", "train.precision=fp32",
+        "train.max_tokens=null", "train.batch_size=8", "train.lr=3e-3", "train.clip=1.0",
+        "train.warmup_steps=0", "train.decay=constant", "train.label_smoothing=0.0",
+        "train.patience=null", "train.log_every=1"]
+CPU = World(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def reversal_pairs(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """Reverse a random word sequence: learnable by a tiny model in a few dozen steps."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        src = [rng.choice(WORDS) for _ in range(rng.randint(1, 6))]
+        pairs.append((src, src[::-1]))
+    return pairs
+
+
+def reversal_id_pairs(n: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    vocab = Vocabulary(WORDS)
+    return [(vocab.encode(s), vocab.encode(t)) for s, t in reversal_pairs(n, seed)]
+
+
+def make_batch(pairs: list) -> Batch:
+    return Batch.from_pairs(pairs)
+
+
+def write_reversal_dataset(directory: Path, n_train: int = 240) -> Path:
+    """A prepared dataset written with the data pipeline's API."""
+    directory.mkdir(parents=True, exist_ok=True)
+    TextProcessor(Vocabulary(WORDS), normalize="none").save(directory)
+    for name, n, seed in (("train", n_train, 0), ("valid", 24, 1), ("test", 8, 2)):
+        write_split(directory / f"{name}.tsv", reversal_pairs(n, seed))
+    (directory / "metadata.json").write_text(json.dumps({"format": "padless-prepared"}))
+    return directory
+
+
+def tiny_model(dropout: float = 0.0) -> Seq2Seq:
+    """A float64 GRU model over the reversal vocabulary, the same weights every call."""
+    torch.manual_seed(0)
+    config = ModelConfig(embedding_size=8, hidden_size=8, num_layers=2, attention="general",
+                         dropout=dropout)
+    return Seq2Seq(config, len(WORDS) + 4).double()
+
+
+def grads(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for p in model.parameters()]

@@ -1,0 +1,287 @@
+"""The seq2seq model: shapes, masks, fast path == step path, padding invariance, training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from padless.data.batch import Batch
+from padless.models.attention import LuongAttention
+from padless.models.config import ModelConfig
+from padless.models.seq2seq import Encoded, GRUDecoderState, Seq2Seq
+
+PAD, BOS, EOS = 0, 1, 2
+VOCAB = 23
+PAIRS = [
+    ([3, 4, 5, 6], [7, 8]),
+    ([9], [10, 11, 12, 13, 14]),
+    ([15, 16, 17, 18, 19, 20], [21]),
+    ([5, 5], [6, 7, 8]),
+]
+METHODS = [(a, m) for a in ("dot", "general", "concat") for m in ("sum", "project")]
+
+
+def make_batch(pairs=PAIRS, batch_first: bool = False) -> Batch:
+    return Batch.from_pairs(pairs, pad_id=PAD, bos_id=BOS, eos_id=EOS, batch_first=batch_first)
+
+
+def make_model(
+    attention: str = "dot", merge: str = "sum", dtype: torch.dtype = torch.float64, **kwargs
+) -> Seq2Seq:
+    torch.manual_seed(0)
+    options = dict(embedding_size=6, hidden_size=8, num_layers=2, dropout=0.0)
+    options.update(kwargs)
+    config = ModelConfig(attention=attention, merge_directions=merge, **options)
+    return Seq2Seq(config, VOCAB, pad_id=PAD).to(dtype)
+
+
+def per_token_losses(model: Seq2Seq, batch: Batch) -> torch.Tensor:
+    """``[T, B]`` per-position losses (0 at pads)."""
+    return model.loss(batch, reduction="none").loss
+
+
+@pytest.mark.parametrize(("attention", "merge"), METHODS)
+def test_shapes(attention: str, merge: str) -> None:
+    model = make_model(attention, merge)
+    batch = make_batch()
+    steps, size = batch.src.shape
+    encoded = model.encode(batch.src, batch.src_lengths)
+    assert isinstance(encoded, Encoded)
+    assert encoded.memory.shape == (steps, size, 8)
+    assert encoded.src_mask.shape == (steps, size) and encoded.src_mask.dtype == torch.bool
+    assert torch.equal(encoded.src_mask, batch.src_mask)
+    assert encoded.hidden.shape == (2, size, 8)
+    assert torch.all(encoded.memory[~batch.src_mask] == 0)
+    state = model.start_decoding(batch.src, batch.src_lengths)
+    assert isinstance(state, GRUDecoderState)
+    assert torch.equal(state.hidden, encoded.hidden) and torch.equal(state.memory, encoded.memory)
+    log_probs, state, weights = model.decode_step(batch.tgt_in[0], state)
+    assert log_probs.shape == (size, VOCAB) and state.hidden.shape == (2, size, 8)
+    assert weights.shape == (size, steps)
+
+
+def test_decode_step_log_probs_are_float32_distributions() -> None:
+    model = make_model(dtype=torch.float32)
+    batch = make_batch()
+    state = model.start_decoding(batch.src, batch.src_lengths)
+    log_probs, _, _ = model.decode_step(batch.tgt_in[0], state)
+    assert log_probs.dtype == torch.float32
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(len(batch)))
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "concat"])
+def test_attention_is_exactly_zero_on_source_pads(attention: str) -> None:
+    model = make_model(attention)
+    batch = make_batch()
+    memory, src_mask, hidden = model.encode(batch.src, batch.src_lengths)
+    _, _, weights = model.decoder(batch.tgt_in, hidden, memory, src_mask)  # [B, T, S]
+    pads = ~src_mask.t().unsqueeze(1).expand_as(weights)
+    assert torch.all(weights[pads] == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2], dtype=weights.dtype))
+    state = model.start_decoding(batch.src, batch.src_lengths)
+    _, _, step_weights = model.decode_step(batch.tgt_in[0], state)
+    assert torch.all(step_weights[~src_mask.t()] == 0)
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "concat"])
+def test_fully_padded_source_row_does_not_nan(attention: str) -> None:
+    attend = LuongAttention(attention, 4).double()
+    query, memory = torch.randn(3, 2, 4, dtype=torch.float64), torch.randn(5, 2, 4).double()
+    mask = torch.ones(5, 2, dtype=torch.bool)
+    mask[:, 1] = False
+    query.requires_grad_(True)
+    context, weights = attend(query, memory, mask)
+    assert torch.all(weights[1] == 0) and torch.all(context[:, 1] == 0)
+    context.sum().backward()
+    assert torch.isfinite(query.grad).all()
+
+    # Through the whole model: a source of length 0 next to a normal one.
+    model = make_model(attention)
+    src = torch.tensor([[3, PAD], [4, PAD]])
+    lengths = torch.tensor([2, 0])
+    encoded = model.encode(src, lengths)
+    assert torch.all(encoded.memory[:, 1] == 0) and torch.all(encoded.hidden[:, 1] == 0)
+    state = model.start_decoding(src, lengths)
+    log_probs, _, weights = model.decode_step(torch.tensor([BOS, BOS]), state)
+    assert torch.isfinite(log_probs).all() and torch.all(weights[1] == 0)
+
+
+@pytest.mark.parametrize(("attention", "merge"), METHODS)
+def test_fast_path_equals_step_path(attention: str, merge: str) -> None:
+    """Loss and every parameter's gradient agree (float64, dropout 0, teacher forcing)."""
+    model = make_model(attention, merge)
+    batch = make_batch()
+    out = model.decoder.out
+
+    def loss_and_grads(stepwise: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        encoded = model.encode(batch.src, batch.src_lengths)
+        if stepwise:
+            states = model._stepwise_states(batch.tgt_in, encoded, lambda: True)
+        else:
+            states = model._teacher_forced_states(batch.tgt_in, encoded)
+        loss = torch.nn.functional.cross_entropy(
+            out(states)[batch.tgt_mask], batch.tgt_out[batch.tgt_mask], reduction="sum"
+        )
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fast_loss, fast_grads = loss_and_grads(stepwise=False)
+    step_loss, step_grads = loss_and_grads(stepwise=True)
+    torch.testing.assert_close(fast_loss, step_loss)
+    assert fast_grads.keys() == step_grads.keys()
+    for name in fast_grads:
+        torch.testing.assert_close(fast_grads[name], step_grads[name], msg=name)
+    # And the public loss (fast path, masked_linear_cross_entropy) is the same number.
+    torch.testing.assert_close(model.loss(batch).loss.detach(), fast_loss)
+
+
+def test_decode_step_loop_scores_like_the_loss() -> None:
+    """Search's decode_step, fed the references, reproduces the training loss."""
+    model = make_model("general", "project")
+    batch = make_batch()
+    state = model.start_decoding(batch.src, batch.src_lengths)
+    total = torch.zeros((), dtype=torch.float64)
+    for t in range(batch.tgt_in.shape[0]):
+        log_probs, state, _ = model.decode_step(batch.tgt_in[t], state)
+        nll = -log_probs.gather(1, batch.tgt_out[t].unsqueeze(1)).squeeze(1)
+        total = total + nll[batch.tgt_mask[t]].sum()
+    torch.testing.assert_close(total, model.loss(batch, reduction="sum").loss)
+
+
+def test_state_select_repeats_reorders_and_drops_rows() -> None:
+    """One method serves beam expansion, beam reordering and dropping finished rows; the
+    encoder outputs are copied only when the rows' sources change."""
+    model = make_model("general")
+    batch = make_batch()
+    state = model.start_decoding(batch.src, batch.src_lengths)
+    expanded = state.select(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    assert torch.equal(expanded.memory, state.memory.repeat_interleave(2, dim=1))
+    assert torch.equal(expanded.sources, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    _, stepped, _ = model.decode_step(torch.full((8,), BOS), expanded)
+    swapped = stepped.select(torch.tensor([1, 0, 3, 2, 5, 4, 7, 6]))  # beams of a sentence
+    assert swapped.memory is stepped.memory  # same sources: nothing copied
+    assert torch.equal(swapped.hidden, stepped.hidden[:, [1, 0, 3, 2, 5, 4, 7, 6]])
+    dropped = swapped.select(torch.tensor([2, 3, 6]))
+    assert torch.equal(dropped.sources, torch.tensor([1, 1, 3]))
+    assert torch.equal(dropped.memory, state.memory[:, [1, 1, 3]])
+    assert torch.equal(dropped.src_mask, state.src_mask[:, [1, 1, 3]])
+
+
+def test_loss_counts_real_tokens_and_reductions_agree() -> None:
+    model = make_model()
+    batch = make_batch()
+    total, n_tokens = model.loss(batch)
+    assert n_tokens == batch.n_tokens == sum(len(t) + 1 for _, t in PAIRS)
+    mean, _ = model.loss(batch, reduction="mean")
+    torch.testing.assert_close(mean, total / n_tokens)
+    assert model.loss(batch, teacher_forcing_ratio=0.0).n_tokens == batch.n_tokens
+
+
+def test_padding_invariance() -> None:
+    """Extra padding (a longer neighbour, an extra pad step, garbage at pads) changes nothing."""
+    model = make_model("concat", "project")
+    reference = per_token_losses(model, make_batch(PAIRS[:2]))  # [T, 2]
+
+    longer = per_token_losses(model, make_batch([*PAIRS[:2], ([4] * 9, [5] * 8)]))
+    torch.testing.assert_close(longer[: reference.shape[0], :2], reference)
+
+    batch = make_batch(PAIRS[:2])
+    pad_row = torch.full((1, 2), PAD)
+    extra = dataclasses.replace(
+        batch,
+        src=torch.cat([batch.src, pad_row]),
+        src_mask=torch.cat([batch.src_mask, pad_row.bool()]),
+        tgt_in=torch.cat([batch.tgt_in, pad_row]),
+        tgt_out=torch.cat([batch.tgt_out, pad_row]),
+        tgt_mask=torch.cat([batch.tgt_mask, pad_row.bool()]),
+    )
+    torch.testing.assert_close(per_token_losses(model, extra)[:-1], reference)
+
+    # Whatever sits at pads is never read.
+    noisy = dataclasses.replace(
+        batch,
+        src=batch.src.masked_fill(~batch.src_mask, 17),
+        tgt_in=torch.where(batch.tgt_mask, batch.tgt_in, 19),
+    )
+    torch.testing.assert_close(per_token_losses(model, noisy), reference)
+
+
+def test_batch_first_batches_give_the_same_loss() -> None:
+    model = make_model()
+    torch.testing.assert_close(
+        model.loss(make_batch(batch_first=True)).loss, model.loss(make_batch()).loss
+    )
+
+
+def test_teacher_forcing_coins_follow_the_global_seed() -> None:
+    model = make_model()
+    batch = make_batch()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        runs.append(model.loss(batch, teacher_forcing_ratio=0.5, teacher_forcing="token").loss)
+    torch.testing.assert_close(runs[0], runs[1])
+    free_running = model.loss(batch, teacher_forcing_ratio=0.0).loss
+    assert not torch.allclose(free_running, model.loss(batch).loss)
+    with pytest.raises(ValueError, match="teacher_forcing_ratio"):
+        model.loss(batch, teacher_forcing_ratio=1.5)
+    with pytest.raises(ValueError, match="teacher_forcing"):
+        model.loss(batch, teacher_forcing="step")
+
+
+def test_bf16_autocast_loss_is_finite() -> None:
+    model = make_model(dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(make_batch(), reduction="mean").loss
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_embeddings_sharing_tying_and_parameter_groups() -> None:
+    shared = make_model(embedding_size=8, tie_output=True)
+    assert shared.encoder.embedding is shared.decoder.embedding
+    assert shared.decoder.out.weight is shared.decoder.embedding.weight
+    separate = make_model(shared_embeddings=False)
+    assert separate.encoder.embedding is not separate.decoder.embedding
+    for model in (shared, separate):
+        groups = model.parameter_groups()
+        ids = [id(p) for group in groups.values() for p in group]
+        assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("embedding_size", 0),
+        ("hidden_size", -3),
+        ("num_layers", 1.5),
+        ("attention", "bahdanau"),
+        ("dropout", 1.0),
+        ("merge_directions", "mean"),
+        ("shared_embeddings", "yes"),
+        ("tie_output", True),  # embedding_size 500 != hidden_size 8
+    ],
+)
+def test_config_errors_name_the_field(field: str, value: object) -> None:
+    overrides = {"hidden_size": 8} if field == "tie_output" else {}
+    with pytest.raises(ValueError, match=f"ModelConfig.{field}"):
+        ModelConfig(**{**overrides, field: value})
+
+
+def test_tiny_model_overfits() -> None:
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(embedding_size=32, hidden_size=32, dropout=0.0), VOCAB)
+    batch = make_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        optimizer.zero_grad()
+        loss = model.loss(batch, reduction="mean").loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0], losses[::10]

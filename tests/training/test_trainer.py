@@ -1,0 +1,227 @@
+"""The trainer: resume, early stopping, time limit, signals, DDP, the log, ``padless train``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from padless.cli import main as cli_main
+from padless.data.dataset import PreparedData
+from padless.models.seq2seq import Seq2Seq
+from padless.training.checkpoint import Checkpoint
+from padless.training.config import load_config
+from padless.training.runlog import RunLog
+from padless.training.trainer import train
+from tests.helpers import TINY, WORDS
+
+
+def run_config(*extra: str):
+    return load_config(None, [*TINY, *extra])
+
+
+def model_state(run_dir: Path, which: str = "latest") -> dict[str, torch.Tensor]:
+    return Checkpoint.load(run_dir / f"{which}.pt").model
+
+
+def test_resume_continues_exactly(reversal_data: PreparedData, tmp_path: Path) -> None:
+    # Dropout and per-token teacher-forcing coins: the RNG states must be restored too.
+    extra = ("model.dropout=0.3", "train.teacher_forcing_ratio=0.5",
+             "train.teacher_forcing=token", "train.accumulate=2", "train.valid_every=3",
+             "train.decay=linear", "train.decay_steps=8", "train.warmup_steps=2",
+             "train.max_steps=8")
+    whole = train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "whole")
+    assert (whole.step, whole.stop_reason) == (8, "max_steps")
+
+    first = train(run_config(*extra, "train.max_steps=5"), reversal_data.text, reversal_data.splits,
+                  tmp_path / "split")
+    assert first.step == 5
+    second = train(run_config(*extra), reversal_data.text, reversal_data.splits,
+                   tmp_path / "split", resume=True)
+    assert second.step == 8
+
+    a, b = model_state(tmp_path / "whole"), model_state(tmp_path / "split")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    full = Checkpoint.load(tmp_path / "whole" / "latest.pt")
+    resumed = Checkpoint.load(tmp_path / "split" / "latest.pt")
+    assert full.sampler == resumed.sampler
+    assert torch.equal(full.rng[0]["torch"], resumed.rng[0]["torch"])
+    # The log of the resumed run has every step once.
+    with open(tmp_path / "split" / "log.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r["kind"] == "train"]
+    assert steps == list(range(1, 9))
+
+
+def test_early_stopping_and_the_time_limit(reversal_data: PreparedData, tmp_path: Path) -> None:
+    # lr 1e-30 leaves every weight unchanged in float32: validation never improves again.
+    frozen = run_config("train.lr=1e-30", "train.patience=2", "train.valid_every=1",
+                        "train.max_steps=50", "train.decoder_lr_ratio=5")
+    result = train(frozen, reversal_data.text, reversal_data.splits, tmp_path / "early")
+    assert (result.step, result.stop_reason, result.exit_code) == (3, "early_stopping", 0)
+    best = Checkpoint.load(tmp_path / "early" / "best.pt")
+    assert best.step == 1 and best.early_stopping["loss"] == result.best_valid_loss
+    lrs = [group["lr"] for group in best.optimizer["param_groups"]]
+    assert lrs == pytest.approx([1e-30, 5e-30], rel=1e-12)  # encoder; decoder x ratio
+
+    timed = run_config("train.max_time=1e-9", "train.max_steps=50")
+    result = train(timed, reversal_data.text, reversal_data.splits, tmp_path / "timed")
+    assert (result.step, result.stop_reason) == (0, "max_time")
+    assert Checkpoint.load(tmp_path / "timed" / "latest.pt").valid is not None
+
+
+def test_tensorboard_events_when_tensorboard_imports(tmp_path: Path, monkeypatch) -> None:
+    calls: list = []
+
+    class SummaryWriter:  # stands in for tensorboard, an optional dependency
+        def __init__(self, logdir: str, purge_step: int | None = None) -> None:
+            calls.append(("open", logdir, purge_step))
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            calls.append((tag, value, step))
+
+        def close(self) -> None:
+            calls.append("close")
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = SummaryWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    (tmp_path / "log.csv").write_text("left by a run that never saved a checkpoint\n")
+    log = RunLog(tmp_path, enabled=True)
+    log.log("valid", 7, epoch=1, loss=1.5, accuracy=0.25, tokens=10)
+    log.close()
+    assert calls[0] == ("open", str(tmp_path / "tb"), None)
+    assert {("valid/loss", 1.5, 7), ("valid/accuracy", 0.25, 7), ("valid/tokens", 10, 7)} <= set(
+        calls[1:-1])
+    assert calls[-1] == "close"
+    with open(tmp_path / "log.csv") as f:  # a new log: the stale file is gone
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["kind"] == "valid" and rows[0]["accuracy"] == "0.25"
+
+
+# -- the command ---------------------------------------------------------------------------
+
+def read_log(run_dir: Path, kind: str) -> list[dict[str, str]]:
+    with open(run_dir / "log.csv") as f:
+        return [r for r in csv.DictReader(f) if r["kind"] == kind]
+
+
+@pytest.mark.slow
+def test_padless_train_end_to_end_loss_falls(
+    reversal_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", str(reversal_data_dir), "--out", str(out),
+            *[a for o in TINY for a in ("--set", o)],
+            "--set", "train.valid_every=20", "--accumulate", "2"]
+    assert cli_main([*args, "--config", "chatbot", "--max-steps", "60"]) == 0
+    for name in ("config.yaml", "latest.pt", "best.pt", "log.csv", "loss.png", "text/vocab.json"):
+        assert (out / name).exists(), name
+    assert load_config(str(out / "config.yaml")).train.accumulate == 2
+    train_rows, valid_rows = read_log(out, "train"), read_log(out, "valid")
+    first = sum(float(r["loss"]) for r in train_rows[:5]) / 5
+    last = sum(float(r["loss"]) for r in train_rows[-5:]) / 5
+    assert last < 0.8 * first
+    assert [int(r["step"]) for r in valid_rows] == [20, 40, 60]
+    assert float(valid_rows[-1]["loss"]) < float(valid_rows[0]["loss"])
+    assert 0 < float(valid_rows[-1]["accuracy"]) <= 1
+
+    # An existing run is not overwritten; --max-steps trains on from where it stopped.
+    assert cli_main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert cli_main([*args, "--max-steps", "70", "--resume"]) == 0
+    assert Checkpoint.load(out / "latest.pt").step == 70
+    assert cli_main([*args, "--resume", "--set", "model.hidden_size=8"]) == 2
+    assert "model.hidden_size" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_exits_cleanly(
+    sig: signal.Signals, reversal_data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "padless", "train", "--data", str(reversal_data_dir),
+               "--out", str(out), *[a for o in TINY for a in ("--set", o)],
+               "--set", "train.valid_every=100000", "--max-steps", "1000000"]
+    proc = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "log.csv").exists() or len(read_log(out, "train")) < 3:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr
+    assert f"{sig.name}: saved" in stdout and f"({sig.name})" in stdout
+    step = Checkpoint.load(out / "latest.pt").step
+    assert step >= 3
+    assert max(int(r["step"]) for r in read_log(out, "train")) == step
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path) -> None:
+    """torchrun with 2 gloo processes == 1 process on the same global batches."""
+    steps = "4"
+    # No dropout: masks drawn by two processes cannot match those of one.
+    common = ["train", "--data", str(reversal_data_dir), *[a for o in TINY for a in ("--set", o)],
+              "--set", "model.dropout=0", "--set", "train.accumulate=2",
+              "--set", "train.valid_every=2",
+              "--max-steps", steps]
+    single = tmp_path / "single"
+    assert cli_main([*common, "--out", str(single)]) == 0
+    ddp = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+               "-m", "padless", *common, "--out", str(ddp)]
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    one, two = Checkpoint.load(single / "latest.pt"), Checkpoint.load(ddp / "latest.pt")
+    assert two.world_size == 2 and len(two.rng) == 2
+    initial = Seq2Seq(load_config(None, TINY).model, len(WORDS) + 4)
+    moved = 0.0
+    for name, tensor in one.model.items():
+        # Float error only: sums of gradients in a different order, through Adam.
+        torch.testing.assert_close(two.model[name], tensor, rtol=1e-5, atol=1e-6)
+        moved = max(moved, (tensor - initial.state_dict()[name]).abs().max().item())
+    assert moved > 1e-3  # the parameters did move
+    # Adam hides a constant gradient factor; the logged gradient norm (before clipping)
+    # shows one, e.g. a forgotten world_size in the loss scale.
+    for a, b in zip(read_log(single, "train"), read_log(ddp, "train"), strict=True):
+        assert (a["step"], a["tokens"]) == (b["step"], b["tokens"])
+        for key in ("loss", "grad_norm"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4), (a, b)
+    valid_one, valid_two = read_log(single, "valid"), read_log(ddp, "valid")
+    assert [r["tokens"] for r in valid_one] == [r["tokens"] for r in valid_two]
+    for a, b in zip(valid_one, valid_two, strict=True):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4)
+    assert one.sampler == two.sampler
