@@ -9,6 +9,7 @@ import pytest
 from padless.cli import main
 from padless.data.batch import make_batches
 from padless.data.dataset import PreparedData, split_pairs
+from padless.data.prepare import PrepareOptions, prepare
 from padless.data.vocabulary import UNK_ID
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -183,3 +184,17 @@ def test_loading_something_that_is_not_a_prepared_dataset(tmp_path) -> None:
         PreparedData.load(tmp_path / "nothing")
     with pytest.raises(ValueError, match="not a prepared dataset"):
         PreparedData.load(tmp_path)
+
+
+def test_prepare_is_a_python_function_the_command_only_wraps(tmp_path, capsys) -> None:
+    """The same corpus and options give byte-identical files from Python and from the CLI."""
+    corpus = _synthetic_tsv(tmp_path / "corpus.tsv")
+    options = PrepareOptions(min_count=2, max_length=10, seed=3)
+    meta = prepare([str(corpus)], tmp_path / "py", options)
+    assert meta["settings"]["min_count"] == 2 and meta["corpus_format"] == "tsv"
+    assert _prepare(capsys, corpus, "--out", tmp_path / "cli", "--min-count", "2",
+                    "--max-length", "10", "--seed", "3")[0] == 0
+    for name in ("train.tsv", "valid.tsv", "test.tsv", "vocab.json", "text.json"):
+        assert (tmp_path / "py" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    cli_meta = json.loads((tmp_path / "cli" / "metadata.json").read_text())
+    assert cli_meta["settings"] == meta["settings"] and cli_meta["counts"] == meta["counts"]
