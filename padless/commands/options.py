@@ -17,6 +17,8 @@ from padless.training.checkpoint import load_model
 
 __all__ = ["add_decoding_arguments", "load_run", "search_options"]
 
+DEFAULTS = SearchOptions()  # the commands' defaults are SearchOptions' own
+
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False) -> None:
     """``RUN_DIR`` and the options choosing the checkpoint, the device and the search."""
@@ -37,6 +39,14 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
                              "empty answer)")
     parser.add_argument("--allow-unk", action="store_true",
                         help="let answers contain <unk> (by default it is never generated)")
+    parser.add_argument("--no-repeat-ngram", type=int, default=DEFAULTS.no_repeat_ngram,
+                        metavar="N",
+                        help="never the same N-gram twice in an answer (default "
+                             f"{DEFAULTS.no_repeat_ngram}; 0: allowed)")
+    parser.add_argument("--repetition-penalty", type=float,
+                        default=DEFAULTS.repetition_penalty, metavar="P",
+                        help="multiply the log-probability of words already in the answer by "
+                             f"P >= 1 (default {DEFAULTS.repetition_penalty:g}; 1: no penalty)")
     if sampling:
         method.add_argument("--sample", action="store_true",
                             help="sample the answer instead of searching for the likeliest")
@@ -58,7 +68,8 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     """
     common = {
         "max_length": args.max_length, "min_length": args.min_length,
-        "allow_unk": args.allow_unk,
+        "allow_unk": args.allow_unk, "no_repeat_ngram": args.no_repeat_ngram,
+        "repetition_penalty": args.repetition_penalty,
     }
     if getattr(args, "sample", False):
         return SearchOptions(

@@ -2,12 +2,15 @@
 
 :func:`evaluate` reports the per-token loss and perplexity (teacher-forced, over real target
 tokens only), BLEU and chrF of the decoded answers against the references (``sacrebleu``, on
-detokenised text: the references are the prepared, normalised targets), and a few outputs
-beside their references.
+detokenised text: the references are the prepared, normalised targets), the dialogue metrics
+of the answers (:func:`padless.decoding.metrics.dialogue_scores`: distinct-1/2, answers with
+a repeated 3-gram, mean length against the references'), and a few outputs beside their
+references.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +18,7 @@ from pathlib import Path
 from padless.data.batch import IdPair, make_batches
 from padless.data.text import TextProcessor
 from padless.decoding.batched import decode_ids
-from padless.decoding.metrics import text_scores
+from padless.decoding.metrics import DialogueScores, dialogue_scores, text_scores
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
 from padless.models.scoring import Scores, teacher_forced_scores
@@ -25,7 +28,11 @@ __all__ = ["Evaluation", "corpus_scores", "evaluate", "plot_attention"]
 
 @dataclass
 class Evaluation:
-    """Results on one split; ``samples`` holds ``(source, output, reference)`` texts."""
+    """Results on one split; ``samples`` holds ``(source, output, reference)`` texts.
+
+    ``n_decoded`` answers were decoded (all of ``limit``, or fewer if ``max_seconds`` ran
+    out); BLEU, chrF and ``dialogue`` are over them.
+    """
 
     split: str
     n_pairs: int
@@ -35,15 +42,21 @@ class Evaluation:
     n_decoded: int
     bleu: float
     chrf: float
+    dialogue: DialogueScores
     samples: list[tuple[str, str, str]] = field(default_factory=list)
 
     def report(self) -> str:
         """A few lines for the user."""
+        d = self.dialogue
         lines = [
             f"{self.split}: {self.n_pairs} pairs, {self.n_tokens} target tokens",
             f"  loss per token {self.loss:.4f}   perplexity {self.perplexity:.2f}",
             f"  BLEU {self.bleu:.2f}   chrF {self.chrf:.2f}   (sacrebleu, {self.n_decoded} "
             "decoded answers vs. their references)",
+            f"  distinct-1 {d.distinct_1:.3f}   distinct-2 {d.distinct_2:.3f}   answers with a "
+            f"repeated 3-gram {100 * d.repeated_3gram:.1f}%",
+            f"  mean answer length {d.mean_length:.1f} tokens (references "
+            f"{d.reference_mean_length:.1f})",
         ]
         for source, output, reference in self.samples:
             lines += [f"  > {source}", f"    model:     {output}", f"    reference: {reference}"]
@@ -75,24 +88,39 @@ def evaluate(
     limit: int | None = None,
     n_samples: int = 5,
     progress: bool = False,
+    max_seconds: float | None = None,
 ) -> Evaluation:
-    """Loss and perplexity on all ``pairs``; BLEU/chrF on the first ``limit`` (all if None)."""
+    """Loss and perplexity on all ``pairs``; BLEU, chrF and the dialogue metrics of the
+    answers to the first ``limit`` (all if None).
+
+    ``max_seconds`` bounds the decoding time: pairs are decoded ``4 * batch_size`` at a
+    time, in order, until the time is up (at least one such chunk); ``n_decoded`` says how
+    many were.
+    """
     if not pairs:
         raise ValueError(f"the {split} split is empty: nothing to evaluate")
+    started = time.monotonic()
     scores = corpus_scores(model, pairs, batch_size=batch_size)
-    decoded_pairs = list(pairs[:limit] if limit is not None else pairs)
-    nbests = decode_ids(
-        model, [s for s, _ in decoded_pairs], options, batch_size=batch_size, progress=progress
-    )
-    outputs = [text.decode(nbest[0].tokens) for nbest in nbests]
+    to_decode = list(pairs[:limit] if limit is not None else pairs)
+    chunk = len(to_decode) if max_seconds is None else 4 * batch_size
+    answers: list[list[int]] = []
+    for start in range(0, len(to_decode), chunk):
+        if answers and time.monotonic() - started > max_seconds:
+            break
+        nbests = decode_ids(model, [s for s, _ in to_decode[start : start + chunk]], options,
+                            batch_size=batch_size, progress=progress)
+        answers += [nbest[0].tokens for nbest in nbests]
+    decoded_pairs = to_decode[: len(answers)]
+    outputs = [text.decode(tokens) for tokens in answers]
     references = [text.decode(t) for _, t in decoded_pairs]
     bleu, chrf = text_scores(outputs, references)
+    dialogue = dialogue_scores(answers, [t for _, t in decoded_pairs])
     samples = [
         (text.decode(s), output, reference)
         for (s, _), output, reference in zip(decoded_pairs, outputs, references, strict=True)
     ][:n_samples]
     return Evaluation(split, len(pairs), scores.n_tokens, scores.loss, scores.perplexity,
-                      len(outputs), bleu, chrf, samples)
+                      len(outputs), bleu, chrf, dialogue, samples)
 
 
 def plot_attention(

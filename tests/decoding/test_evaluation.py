@@ -42,3 +42,22 @@ def test_evaluate_bleu_matches_sacrebleu_and_loss_is_per_token(qa_data_dir: Path
     assert result.loss == pytest.approx(total / n_tokens, rel=1e-5)
     assert result.perplexity == pytest.approx(math.exp(result.loss))
     assert corpus_scores(model, pairs, batch_size=1).loss == pytest.approx(result.loss, rel=1e-5)
+
+
+def test_evaluate_reports_dialogue_metrics_of_the_answers_within_its_time(
+    qa_data_dir: Path, qa_run_dir: Path
+) -> None:
+    from padless.decoding.metrics import dialogue_scores
+
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    pairs = PreparedData.load(qa_data_dir).splits["test"]
+    options = SearchOptions(no_repeat_ngram=0, repetition_penalty=1.0)
+    result = evaluate(model, text, pairs, options, batch_size=2)
+    answers = [nb[0].tokens for nb in decode_ids(model, [s for s, _ in pairs], options)]
+    assert result.dialogue == dialogue_scores(answers, [t for _, t in pairs])
+    assert "distinct-2" in result.report() and "repeated 3-gram" in result.report()
+
+    # out of time at once: one chunk of 4 batches (8 pairs) is decoded, and said so
+    hurried = evaluate(model, text, pairs, options, batch_size=2, max_seconds=0.0)
+    assert len(pairs) > 8 and hurried.n_decoded == 8 and hurried.n_pairs == len(pairs)
+    assert hurried.dialogue == dialogue_scores(answers[:8], [t for _, t in pairs[:8]])
