@@ -15,7 +15,8 @@ COMMANDS: dict[str, str] = {
     "train": "train the seq2seq model on a prepared dataset",
     "chat": "talk to a trained model (interactive, or one answer per line)",
     "translate": "decode a file: one output line per input line",
-    "evaluate": "loss, perplexity, BLEU, chrF and samples on a split",
+    "evaluate": "loss, perplexity, BLEU, chrF, dialogue metrics and samples on a split",
+    "average": "average a run's kept checkpoints into averaged.pt",
     "quickstart": "prepare, train, evaluate and try the default chatbot",
 }
 

@@ -13,7 +13,7 @@ from padless.data.text import TextProcessor
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
 from padless.runtime.devices import resolve_device
-from padless.training.checkpoint import load_model
+from padless.training.checkpoint import CHECKPOINT_NAMES, load_model
 
 __all__ = ["add_decoding_arguments", "load_run", "search_options"]
 
@@ -23,8 +23,9 @@ DEFAULTS = SearchOptions()  # the commands' defaults are SearchOptions' own
 def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False) -> None:
     """``RUN_DIR`` and the options choosing the checkpoint, the device and the search."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `padless train`")
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                        help="which checkpoint of the run (default: best)")
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_NAMES, default="best",
+                        help="which checkpoint of the run (default: best; averaged: the one "
+                             "`padless average` wrote)")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     method = parser.add_mutually_exclusive_group()

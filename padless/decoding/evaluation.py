@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from padless.data.batch import IdPair, make_batches
+from padless.data.batch import IdPair
 from padless.data.text import TextProcessor
 from padless.decoding.batched import decode_ids
 from padless.decoding.metrics import DialogueScores, dialogue_scores, text_scores
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
-from padless.models.scoring import Scores, teacher_forced_scores
+from padless.models.scoring import corpus_scores
 
-__all__ = ["Evaluation", "corpus_scores", "evaluate", "plot_attention"]
+__all__ = ["Evaluation", "evaluate", "plot_attention"]
 
 
 @dataclass
@@ -61,20 +61,6 @@ class Evaluation:
         for source, output, reference in self.samples:
             lines += [f"  > {source}", f"    model:     {output}", f"    reference: {reference}"]
         return "\n".join(lines)
-
-
-def corpus_scores(
-    model: EncoderDecoder, pairs: Sequence[IdPair], *, batch_size: int = 64
-) -> Scores:
-    """Teacher-forced scores summed over the real target tokens of ``pairs`` (EOS included).
-
-    Pairs are batched by length so the batches carry little padding (padding costs nothing
-    in the loss, only in time); pairs with an empty source are left out.
-    """
-    ordered = sorted((p for p in pairs if p[0]), key=lambda p: (len(p[0]), len(p[1])))
-    index_lists = (range(start, min(start + batch_size, len(ordered)))
-                   for start in range(0, len(ordered), batch_size))
-    return teacher_forced_scores(model, make_batches(ordered, index_lists))
 
 
 def evaluate(

@@ -70,6 +70,8 @@ class TrainConfig:
     valid_every: int = 500  # steps between validations (and `latest` checkpoints)
     log_every: int = 50  # steps between CSV/TensorBoard rows
     patience: int | None = None  # stop after this many validations without improvement
+    keep_best: int = 0  # keep the weights of the K best validations (padless average --best)
+    keep_last: int = 0  # ... and of the K most recent ones (padless average --last)
     seed: int = 0
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
 
@@ -93,7 +95,7 @@ class TrainConfig:
         for name in ("min_lr_ratio", "teacher_forcing_ratio", "label_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.{name}: must be in [0, 1], got {getattr(self, name)}")
-        for name in ("warmup_steps", "weight_decay"):
+        for name in ("warmup_steps", "weight_decay", "keep_best", "keep_last"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
         if self.device != "auto":

@@ -38,6 +38,7 @@ from padless.training.checkpoint import (
     Checkpoint,
     checkpoint_path,
     get_rng_state,
+    keep_checkpoint,
     set_rng_state,
     text_settings,
     write_run_info,
@@ -312,6 +313,10 @@ class Trainer:
         checkpoint.save(checkpoint_path(self.run_dir, "latest"))
         if as_best:
             checkpoint.save(checkpoint_path(self.run_dir, "best"))
+        tc = self.config.train
+        if valid is not None and (tc.keep_best or tc.keep_last):
+            keep_checkpoint(self.run_dir, checkpoint, keep_best=tc.keep_best,
+                            keep_last=tc.keep_last)
 
     def finish(self, reason: str) -> None:
         """Log the last steps, save (or validate and save), close the files, plot."""

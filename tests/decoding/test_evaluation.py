@@ -12,8 +12,9 @@ import torch
 from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
-from padless.decoding.evaluation import corpus_scores, evaluate
+from padless.decoding.evaluation import evaluate
 from padless.decoding.search import SearchOptions
+from padless.models.scoring import corpus_scores
 from padless.training.checkpoint import load_model
 
 
