@@ -7,6 +7,8 @@ import importlib
 import sys
 from types import ModuleType
 
+from padless.runtime.threads import configure_threads
+
 # subcommand -> one-line help; padless.commands.<subcommand> has add_arguments(parser) and
 # run(args) -> int, and is imported only when needed
 COMMANDS: dict[str, str] = {
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    configure_threads()  # before any command imports torch
     try:
         args = build_parser().parse_args(argv)
         return _command(args.command).run(args)

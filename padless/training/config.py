@@ -67,9 +67,12 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     max_steps: int = 10000
     max_time: float | None = None  # minutes of training in this invocation; null: no limit
-    valid_every: int = 500  # steps between validations (and `latest` checkpoints)
+    valid_every: int | Literal["auto"] = 500  # steps between validations (and `latest`
+    # checkpoints); auto: half an epoch, within 50 to 500 steps (small data: often)
     log_every: int = 50  # steps between CSV/TensorBoard rows
     patience: int | None = None  # stop after this many validations without improvement
+    plateau_factor: float | None = None  # multiply the lr by this at every validation
+    # without a new best (a schedule that adapts to over-fitting); null: never
     keep_best: int = 0  # keep the weights of the K best validations (padless average --best)
     keep_last: int = 0  # ... and of the K most recent ones (padless average --last)
     seed: int = 0
@@ -86,7 +89,7 @@ class TrainConfig:
                     "valid_every", "log_every", "patience")
         for name in positive:
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise ConfigError(f"train.{name}: must be >= 1, got {value}")
         for name in ("lr", "decoder_lr_ratio", "clip", "max_time"):
             value = getattr(self, name)
@@ -105,6 +108,9 @@ class TrainConfig:
                 raise ConfigError(
                     f"train.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}"
                 ) from None
+        if self.plateau_factor is not None and not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(
+                f"train.plateau_factor: must be in (0, 1) or null, got {self.plateau_factor}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
 

@@ -43,7 +43,7 @@ from padless.training.checkpoint import (
     text_settings,
     write_run_info,
 )
-from padless.training.config import Config
+from padless.training.config import Config, TrainConfig
 from padless.training.distributed import World, all_reduce, setup_world, teardown_world
 from padless.training.runlog import RunLog, plot_losses
 from padless.training.step import StepLoss, accumulate_gradients, lr_factor, make_optimizer
@@ -70,17 +70,18 @@ class TrainState:
     best_loss: float = math.inf  # lowest validation loss so far ...
     best_step: int = 0  # ... and its step
     bad_validations: int = 0  # validations since the best one
+    lr_scale: float = 1.0  # train.plateau_factor ** (validations that did not improve)
 
     def early_stopping(self) -> dict[str, Any]:
-        """The checkpoint's record of the best validation."""
+        """The checkpoint's record of the best validation (and of the plateau schedule)."""
         return {"loss": self.best_loss, "step": self.best_step,
-                "bad_validations": self.bad_validations}
+                "bad_validations": self.bad_validations, "lr_scale": self.lr_scale}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> TrainState:
         best = checkpoint.early_stopping
         return cls(checkpoint.step, checkpoint.train_time_s, best["loss"], best["step"],
-                   best["bad_validations"])
+                   best["bad_validations"], best.get("lr_scale", 1.0))
 
 
 def train(
@@ -139,8 +140,9 @@ class Trainer:
         torch.manual_seed((tc.seed << 16) + 1 + world.rank)
         random.seed((tc.seed << 16) + 1 + world.rank)
         self.optimizer = make_optimizer(self.model, tc, device)
+        self.state = TrainState()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, tc))
+            self.optimizer, lambda s: lr_factor(s, tc) * self.state.lr_scale)
 
         limits = {"batch_size": tc.batch_size, "max_tokens": tc.max_tokens,
                   "num_shards": world.world_size, "shard_index": world.rank}
@@ -159,9 +161,9 @@ class Trainer:
             self.say("warning: no validation split: no validation, early stopping or best "
                      "checkpoint")
 
-        self.state = TrainState()
         if checkpoint is not None:
             self._resume_from(checkpoint)
+        self.valid_every = _valid_every(tc, len(self.sampler))
         self._write_run_files(data_dir)
         self.log = RunLog(run_dir, enabled=world.is_main,
                           resume_step=self.state.step if resume else None)
@@ -210,7 +212,7 @@ class Trainer:
                 self.train_step()
                 if state.step % tc.log_every == 0:
                     self.log_training()
-                if state.step % tc.valid_every == 0 and self.validate():
+                if state.step % self.valid_every == 0 and self.validate():
                     reason = "early_stopping"
                     break
             self.finish(reason)
@@ -267,7 +269,7 @@ class Trainer:
 
     def validate(self) -> bool:
         """Validate, save the checkpoints, and say whether early stopping ends the run."""
-        state, patience = self.state, self.config.train.patience
+        state, tc = self.state, self.config.train
         self.validated_at = state.step
         metrics = self.valid_metrics()
         improved = metrics is not None and metrics["loss"] < state.best_loss
@@ -277,12 +279,14 @@ class Trainer:
                     metrics["loss"], state.step, 0)
             else:
                 state.bad_validations += 1
+                if tc.plateau_factor is not None:  # applies from the next step on
+                    state.lr_scale *= tc.plateau_factor
             self.log.log("valid", state.step, epoch=self.sampler.epoch, **metrics)
             self.say(f"step {state.step}: valid loss {metrics['loss']:.4f} ppl "
                      f"{metrics['ppl']:.2f} acc {metrics['accuracy']:.3f}"
                      + (" (best)" if improved else ""))
         self.save(metrics, as_best=improved or not self.valid_batches)
-        return patience is not None and state.bad_validations >= patience
+        return tc.patience is not None and state.bad_validations >= tc.patience
 
     def valid_metrics(self) -> dict[str, float] | None:
         """Loss, perplexity and accuracy on the valid split, over all ranks (a collective)."""
@@ -349,6 +353,13 @@ class _Window:
         self.tokens += tokens
         self.time += seconds
         self.grad_norm = grad_norm
+
+
+def _valid_every(tc: TrainConfig, batches_per_epoch: int) -> int:
+    """``train.valid_every`` in steps: ``auto`` is half an epoch, within 50 to 500 steps."""
+    if tc.valid_every != "auto":
+        return tc.valid_every
+    return min(500, max(50, batches_per_epoch // tc.accumulate // 2))
 
 
 def _endless(sampler: BucketBatchSampler) -> Iterator[list[int]]:
