@@ -79,16 +79,16 @@ def evaluate(
     """Loss and perplexity on all ``pairs``; BLEU, chrF and the dialogue metrics of the
     answers to the first ``limit`` (all if None).
 
-    ``max_seconds`` bounds the decoding time: pairs are decoded ``4 * batch_size`` at a
-    time, in order, until the time is up (at least one such chunk); ``n_decoded`` says how
-    many were.
+    ``max_seconds`` bounds the time: after the loss, pairs are decoded ``batch_size`` at a
+    time, in order, until the time is up (at least one batch); ``n_decoded`` says how many
+    were.
     """
     if not pairs:
         raise ValueError(f"the {split} split is empty: nothing to evaluate")
     started = time.monotonic()
     scores = corpus_scores(model, pairs, batch_size=batch_size)
     to_decode = list(pairs[:limit] if limit is not None else pairs)
-    chunk = len(to_decode) if max_seconds is None else 4 * batch_size
+    chunk = len(to_decode) if max_seconds is None else batch_size
     answers: list[list[int]] = []
     for start in range(0, len(to_decode), chunk):
         if answers and time.monotonic() - started > max_seconds:

@@ -115,6 +115,13 @@ class TrainConfig:
             raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
 
 
+    def valid_steps(self, batches_per_epoch: int) -> int:
+        """``valid_every`` in steps: ``auto`` is half an epoch, within 50 to 500 steps."""
+        if self.valid_every != "auto":
+            return self.valid_every
+        return min(500, max(50, batches_per_epoch // self.accumulate // 2))
+
+
 @dataclass
 class Config:
     """Everything a run needs besides the data: the model and how to train it."""

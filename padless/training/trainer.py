@@ -43,7 +43,7 @@ from padless.training.checkpoint import (
     text_settings,
     write_run_info,
 )
-from padless.training.config import Config, TrainConfig
+from padless.training.config import Config
 from padless.training.distributed import World, all_reduce, setup_world, teardown_world
 from padless.training.runlog import RunLog, plot_losses
 from padless.training.step import StepLoss, accumulate_gradients, lr_factor, make_optimizer
@@ -163,7 +163,7 @@ class Trainer:
 
         if checkpoint is not None:
             self._resume_from(checkpoint)
-        self.valid_every = _valid_every(tc, len(self.sampler))
+        self.valid_every = tc.valid_steps(len(self.sampler))
         self._write_run_files(data_dir)
         self.log = RunLog(run_dir, enabled=world.is_main,
                           resume_step=self.state.step if resume else None)
@@ -198,27 +198,33 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train until ``max_steps``, ``max_time``, early stopping or a signal."""
-        tc, state = self.config.train, self.state
-        self.started = time.monotonic()
-        self.bar = tqdm(total=tc.max_steps, initial=state.step, unit="step",
-                        disable=not self.world.is_main, dynamic_ncols=True, mininterval=1.0,
-                        file=sys.stderr)
-        reason = "max_steps"
+        self.start()
+        reason = None
         with _StopSignals() as signals:
-            while state.step < tc.max_steps:
-                if requested := self.stop_requested(signals):
-                    reason = requested
-                    break
-                self.train_step()
-                if state.step % tc.log_every == 0:
-                    self.log_training()
-                if state.step % self.valid_every == 0 and self.validate():
-                    reason = "early_stopping"
-                    break
+            while reason is None:
+                done = self.state.step >= self.config.train.max_steps
+                reason = "max_steps" if done else self.stop_requested(signals) or self.advance()
             self.finish(reason)
         signum = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}.get(reason)
-        best = state.best_loss if math.isfinite(state.best_loss) else None
-        return TrainResult(state.step, reason, best, 128 + signum if signum else 0)
+        best = self.state.best_loss if math.isfinite(self.state.best_loss) else None
+        return TrainResult(self.state.step, reason, best, 128 + signum if signum else 0)
+
+    def start(self, *, progress: bool = True) -> None:
+        """Start the clock of ``max_time`` and the progress bar (``run`` does it)."""
+        self.started = time.monotonic()
+        self.bar = tqdm(total=self.config.train.max_steps, initial=self.state.step, unit="step",
+                        disable=not (progress and self.world.is_main), dynamic_ncols=True,
+                        mininterval=1.0, file=sys.stderr)
+
+    def advance(self) -> str | None:
+        """One optimiser step, its log row and validation when due: ``"early_stopping"`` if
+        that ends the run, else None (``start``, ``advance`` until a reason, ``finish``)."""
+        self.train_step()
+        if self.state.step % self.config.train.log_every == 0:
+            self.log_training()
+        if self.state.step % self.valid_every == 0 and self.validate():
+            return "early_stopping"
+        return None
 
     def stop_requested(self, signals: _StopSignals) -> str | None:
         """``"SIGINT"``/``"SIGTERM"``/``"max_time"`` if any process must stop (a collective)."""
@@ -353,13 +359,6 @@ class _Window:
         self.tokens += tokens
         self.time += seconds
         self.grad_norm = grad_norm
-
-
-def _valid_every(tc: TrainConfig, batches_per_epoch: int) -> int:
-    """``train.valid_every`` in steps: ``auto`` is half an epoch, within 50 to 500 steps."""
-    if tc.valid_every != "auto":
-        return tc.valid_every
-    return min(500, max(50, batches_per_epoch // tc.accumulate // 2))
 
 
 def _endless(sampler: BucketBatchSampler) -> Iterator[list[int]]:

@@ -106,11 +106,9 @@ def test_plateau_schedule_halves_the_lr_at_each_validation_without_a_new_best(
 
 
 def test_valid_every_auto_is_half_an_epoch_within_bounds() -> None:
-    from padless.training.trainer import _valid_every
-
     tc = run_config("train.valid_every=auto", "train.accumulate=2").train
-    assert [_valid_every(tc, n) for n in (40, 400, 1000, 4000)] == [50, 100, 250, 500]
-    assert _valid_every(run_config("train.valid_every=7").train, 400) == 7
+    assert [tc.valid_steps(n) for n in (40, 400, 1000, 4000)] == [50, 100, 250, 500]
+    assert run_config("train.valid_every=7").train.valid_steps(400) == 7
     with pytest.raises(ValueError, match="train.valid_every"):
         run_config("train.valid_every=sometimes")
 
