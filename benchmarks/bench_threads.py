@@ -11,7 +11,8 @@ figures are medians over ``--rounds``.
 
 Settings: torch's default (one thread per core; libgomp spins ~300k iterations in every
 wait), ``OMP_WAIT_POLICY=PASSIVE``, a short spin (``GOMP_SPINCOUNT=10000``), one thread, and
-``padless``: what the ``padless`` command does (:mod:`padless.runtime.threads`).
+``padless``: what the ``padless`` command does (:mod:`padless.runtime.threads`: a passive
+wait policy, and one thread per core left free by the other programs at start).
 
     python benchmarks/bench_threads.py                  # ~20 min; writes RESULTS.md
     python benchmarks/bench_threads.py --quick          # smoke run, nothing written
@@ -52,7 +53,8 @@ def worker(setting: str, data_dir: Path, seconds: float) -> None:
     if setting == "padless":
         from padless.runtime.threads import configure_threads
 
-        assert configure_threads(), "torch was imported before the threads were configured"
+        decided = configure_threads()
+        assert "already" not in decided, decided
     import tempfile
 
     import torch

@@ -3,13 +3,16 @@
 torch runs its CPU ops on an OpenMP team (GNU libgomp in the CPU wheels), one thread per
 core. By default a thread that reaches the end of a parallel op *spins* while it waits for
 the others. When another program holds one of the cores, the thread that shares that core
-gets a time slice only now and then, and every op waits for it while its partner spins on
-the other core: measured with one competing CPU-bound process on 2 cores, training fell to
-a tenth of its speed (issue 11; ``benchmarks/bench_threads.py``). With
-``OMP_WAIT_POLICY=PASSIVE`` waiting threads sleep instead, so the late thread can run on the
-core its partner leaves, and an idle machine loses next to nothing.
+gets a time slice only now and then, every op waits for it while its partner spins on the
+other core, and training fell to a tenth of its speed (issue 11). Two remedies, measured by
+``benchmarks/bench_threads.py``:
 
-libgomp reads its environment once, when it is loaded, i.e. at ``import torch``; so
+- ``OMP_WAIT_POLICY=PASSIVE``: waiting threads sleep at once, so a late thread can run on
+  the core its partner leaves; an idle machine loses next to nothing;
+- one thread per *free* core, counted from ``/proc/stat`` over a fraction of a second when
+  the command starts: beside a busy core, one thread does not wait for anyone.
+
+libgomp and torch read these settings once, when torch is imported; so
 :func:`configure_threads` must run before anything imports torch. ``padless.cli.main`` calls
 it first thing (the ``padless`` package's ``__init__`` is lazy, so importing ``padless.cli``
 does not load torch). The library itself never changes process-wide settings.
@@ -19,18 +22,49 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
-__all__ = ["WAIT_POLICY", "configure_threads"]
+__all__ = ["WAIT_POLICY", "configure_threads", "free_cores"]
 
 WAIT_POLICY = "PASSIVE"  # what OMP_WAIT_POLICY becomes unless the user set it
+SAMPLE_SECONDS = 0.2  # how long free_cores watches the machine
 
 
-def configure_threads() -> bool:
-    """Make OpenMP's waiting threads sleep rather than spin (``OMP_WAIT_POLICY``).
+def free_cores(seconds: float = SAMPLE_SECONDS, stat: str = "/proc/stat") -> float | None:
+    """Cores left idle by the other programs over ``seconds`` (Linux ``/proc/stat``), or
+    None where that cannot be read."""
+    def times() -> tuple[int, int]:
+        with open(stat, encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait, all but guests
 
-    A value the user set in the environment is kept. Returns True if the setting is in
-    force, False if torch was already imported (libgomp has read its environment by then;
-    the process keeps what it started with).
+    try:
+        idle_before, total_before = times()
+        time.sleep(seconds)
+        idle_after, total_after = times()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total_after - total_before
+    if total <= 0:
+        return None
+    return (os.cpu_count() or 1) * (idle_after - idle_before) / total
+
+
+def configure_threads() -> str:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` and, if some cores are busy, ``OMP_NUM_THREADS`` to
+    the free ones (at least 1), for the torch this process is about to import.
+
+    Values the user set in the environment are kept. Returns what was decided, in words;
+    if torch is already imported it is too late to change anything, and it says so.
     """
+    if "torch" in sys.modules:
+        return "torch already imported: threads left as they are"
     os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
-    return "torch" not in sys.modules
+    cores = os.cpu_count() or 1
+    if "OMP_NUM_THREADS" in os.environ or cores == 1:
+        return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+    free = free_cores()
+    threads = cores if free is None else max(1, min(cores, round(free)))
+    if threads < cores:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, {threads} of {cores} threads"

@@ -1,5 +1,5 @@
 """The command makes OpenMP's waiting threads sleep, before torch starts; the library never
-changes a process-wide setting."""
+changes a process-wide setting. (Each test starts a Python that imports torch: slow.)"""
 
 from __future__ import annotations
 
@@ -23,20 +23,72 @@ def openmp_settings(code: str, **env: str) -> str:
     return done.stderr
 
 
+@pytest.mark.slow
 def test_the_command_sets_a_passive_wait_policy_before_torch_loads() -> None:
     # spin count 0: waiting threads sleep at once (libgomp's default spins 300,000 times)
     report = openmp_settings("from padless.cli import main; main(['demo'])")
     assert "GOMP_SPINCOUNT = '0'" in report
 
 
+@pytest.mark.slow
 def test_a_users_own_setting_is_kept() -> None:
     report = openmp_settings("from padless.cli import main; main(['demo'])",
                              OMP_WAIT_POLICY="ACTIVE")
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in report
 
 
+@pytest.mark.slow
 def test_importing_the_library_or_the_cli_changes_nothing() -> None:
     code = ("import sys, os\nimport padless.cli\nassert 'torch' not in sys.modules\n"
             "from padless import pad_batch, masked_cross_entropy\n"
             "assert 'OMP_WAIT_POLICY' not in os.environ\n")
     assert "GOMP_SPINCOUNT = '300000'" in openmp_settings(code)  # libgomp's own default
+
+
+def test_free_cores_counts_idle_time_between_two_readings(tmp_path, monkeypatch) -> None:
+    from padless.runtime import threads
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal (guest columns are not counted)
+    stat.write_text("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 ...\n")
+    later = "cpu  250 0 150 850 100 0 0 0 0 0\n"  # +200 busy, +150 idle of +350
+
+    def sleep(seconds: float) -> None:  # the machine moves on while free_cores waits
+        stat.write_text(later)
+
+    monkeypatch.setattr(threads.time, "sleep", sleep)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    assert threads.free_cores(stat=str(stat)) == pytest.approx(2 * 150 / 350)
+    assert threads.free_cores(stat=str(tmp_path / "missing")) is None
+
+
+def test_too_late_once_torch_is_imported(monkeypatch) -> None:
+    import torch  # noqa: F401  (already imported by the test session)
+
+    from padless.runtime.threads import configure_threads
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert "already imported" in configure_threads()
+    assert "OMP_WAIT_POLICY" not in os.environ
+
+
+@pytest.mark.slow
+def test_a_busy_core_means_one_thread_fewer() -> None:
+    """Beside a busy loop on one of 2+ cores, the command starts with fewer threads."""
+    if (os.cpu_count() or 1) < 2 or not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux and 2 cores")
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\n"
+                             "while time.time() < end: pass"])
+    try:
+        code = ("from padless.runtime.threads import configure_threads, free_cores\n"
+                "import os\nfree = free_cores(0.5)\nprint(configure_threads(), free)\n"
+                "import torch\nprint(torch.get_num_threads())")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={k: v for k, v in os.environ.items()
+                                   if k != "OMP_NUM_THREADS"}, timeout=120)
+    finally:
+        busy.kill()
+        busy.wait()
+    decided, threads = done.stdout.splitlines()
+    assert "PASSIVE" in decided
+    assert int(threads) < os.cpu_count(), decided  # at least the busy core is left out
