@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from padless.training.averaging import average_run
+from padless.training.checkpoint import checkpoint_path
 
 __all__ = ["add_arguments", "run"]
 
@@ -45,5 +46,7 @@ def run(args: argparse.Namespace) -> int:
             line += (f", best single checkpoint {result.best_loss:.4f} "
                      f"({result.valid_loss - result.best_loss:+.4f})")
         print(line)
-    print(f"wrote {result.path}; use it with --checkpoint averaged")
+    hint = ("; use it with --checkpoint averaged"
+            if result.path == checkpoint_path(args.run_dir, "averaged") else "")
+    print(f"wrote {result.path}{hint}")
     return 0

@@ -45,6 +45,7 @@ PROMPTS = [
 ]
 EVAL_PAIRS = 500  # test pairs evaluated at most: a rough BLEU in seconds on a CPU
 CONVERSATION_SECONDS = 20.0  # kept for the conversations and the summary after evaluating
+VALID_PAIRS = 1000  # validation pairs the training checks: picks the best checkpoint in seconds
 # Prepared for a short CPU run: words seen fewer than 3 times become UNK (a ~10k vocabulary
 # instead of ~38k, so a smaller output layer) and pairs longer than 20 tokens are left out.
 PREPARE_OPTIONS = PrepareOptions(min_count=3, max_length=20)
@@ -114,7 +115,8 @@ def quickstart(
     if max_steps is not None:
         overrides.append(f"train.max_steps={max_steps}")
     config = load_config(str(run_dir / "config.yaml") if resume else "chatbot", overrides)
-    result = train(config, data.text, data.splits, run_dir, resume=resume, data_dir=data_dir)
+    splits = {**data.splits, "valid": data.splits["valid"][:VALID_PAIRS]}
+    result = train(config, data.text, splits, run_dir, resume=resume, data_dir=data_dir)
     print(describe_result(result, run_dir))
     if result.exit_code != 0:
         return result.exit_code
