@@ -6,9 +6,11 @@ Only the main process (rank 0) writes; the other ranks get a disabled :class:`Ru
 from __future__ import annotations
 
 import csv
-import os
+import io
 import time
 from pathlib import Path
+
+from padless.runtime.files import write_text_atomic
 
 __all__ = ["LOG_FIELDS", "RunLog", "plot_losses"]
 
@@ -55,12 +57,11 @@ class RunLog:
     def _truncate_after(self, step: int) -> None:
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        kept = io.StringIO(newline="")
+        writer = csv.DictWriter(kept, LOG_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.path, kept.getvalue())
 
     def log(self, kind: str, step: int, **values: float | int | None) -> None:
         """Write one row (and its scalars to TensorBoard as ``kind/name``)."""
