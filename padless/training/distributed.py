@@ -56,8 +56,11 @@ def setup_world(device: str = "auto") -> World:
 
 
 def teardown_world(world: World) -> None:
-    """Leave the process group (after every rank is done with its collectives)."""
+    """Leave the process group once every rank is done with its collectives."""
     if world.distributed and dist.is_initialized():
+        # Without the barrier a rank that finishes first can tear the group down while the
+        # other is still in its last collective, and that rank aborts (SIGABRT) at exit.
+        dist.barrier()
         dist.destroy_process_group()
 
 
