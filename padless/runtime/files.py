@@ -56,15 +56,28 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process' umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Create or replace ``path`` with what ``write(binary_file)`` writes, atomically.
 
-    If ``write`` raises (or the process is interrupted), the target is untouched and the
-    temporary file is removed.
+    The file gets the permissions of the file it replaces, or those a plain ``open`` would
+    give a new one (``mkstemp``'s own are owner-only). If ``write`` raises (or the process
+    is interrupted), the target is untouched and the temporary file is removed.
     """
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

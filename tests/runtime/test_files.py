@@ -89,3 +89,16 @@ def test_read_utf8_names_the_file_and_byte(tmp_path: Path) -> None:
         read_utf8(path)
     with pytest.raises(FileNotFoundError):
         read_utf8(tmp_path / "missing.json")
+
+
+def test_written_files_get_ordinary_permissions_or_keep_theirs(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "new.json", "{}")
+        (tmp_path / "shared.json").write_text("{}")
+        (tmp_path / "shared.json").chmod(0o664)
+        write_text_atomic(tmp_path / "shared.json", "[]")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o664
