@@ -68,10 +68,13 @@ def usable_pairs(
                 f"{max_length} tokens (train.max_length)")
     if len(kept["train"]) < processes:
         where = f" of {data_dir}" if data_dir is not None else ""
+        if not splits["train"]:
+            raise UserError(f"the training split{where} is empty: nothing to train on; "
+                            "prepare the data again")
         raise UserError(
             f"the training split{where} has {len(kept['train'])} usable pairs "
             f"({len(splits['train'])} in all, train.max_length={max_length}) for {processes} "
-            "process(es): nothing to train on; prepare the data again"
+            "process(es): raise train.max_length, or prepare more data"
         )
     return kept["train"], kept["valid"]
 

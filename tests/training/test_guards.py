@@ -82,7 +82,7 @@ def test_an_empty_training_split_is_one_line(reversal_data_dir, tmp_path, capsys
     (data / "train.tsv").write_text("")
     code = train_cli(data, tmp_path / "run", "--max-steps", "1")
     assert_one_line_error(code, capsys.readouterr().err, "train",
-                          f"the training split of {data} has 0 usable pairs")
+                          f"the training split of {data} is empty")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random"])
