@@ -166,7 +166,8 @@ class PreparedData:
                             f"{hint}") from None
         except (json.JSONDecodeError, RecursionError) as e:
             line = f":{e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
-            raise UserError(f"{meta_path}{line}: not valid JSON; prepare the dataset again") from None
+            raise UserError(
+                f"{meta_path}{line}: not valid JSON; prepare the dataset again") from None
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise UserError(f"{meta_path}: not a padless prepared-dataset metadata file")
         text = TextProcessor.load(data_dir)

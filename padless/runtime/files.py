@@ -94,14 +94,13 @@ def read_utf8(path: str | os.PathLike) -> str:
 
     Raises:
         UserError: naming the file and the byte, if it is not UTF-8 (damaged, or another
-            file under the expected name). ``OSError`` (a missing file, say) passes through.
+            kind of file). ``OSError`` (a missing file, say) passes through.
     """
     data = Path(path).read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start + 1}: {e.reason}); the file is "
-                        "damaged or not one padless wrote") from None
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start + 1}: {e.reason})") from None
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -27,6 +27,7 @@ import yaml
 
 from padless.models.config import ModelConfig
 from padless.runtime.errors import UserError
+from padless.runtime.files import read_utf8
 
 __all__ = [
     "Config",
@@ -249,7 +250,7 @@ def _read_yaml(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_utf8(path)
         except OSError as e:
             raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
     elif name_or_path in bundled_configs():

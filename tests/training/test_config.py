@@ -119,6 +119,9 @@ def test_yaml_file_config_and_its_errors(tmp_path) -> None:
         load_config(str(path))
     with pytest.raises(ConfigError, match="nosuch.*bundled: "):
         load_config("nosuch")
+    path.write_bytes(b"train:\n  lr: \xff\n")
+    with pytest.raises(ValueError, match=r"mine\.yaml: not UTF-8 text \(byte 14"):
+        load_config(str(path))
 
 
 def test_round_trips_through_yaml_and_the_checkpoint_are_lossless() -> None:

@@ -101,6 +101,16 @@ def test_resuming_with_data_of_another_vocabulary_is_one_line(trained, qa_data_d
                           "vocabulary differs from the checkpoint's")
 
 
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--set", "train.seed=5"], ["the state has seed 0, this sampler 5", "train.seed"]),
+    (["--set", "train.max_length=4"], ["this split has", "train.max_length"]),
+])
+def test_resuming_with_another_seed_or_split_is_one_line(reversal_data_dir, trained, extra,
+                                                          words, capsys) -> None:
+    code = train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "3", *extra)
+    assert_one_line_error(code, capsys.readouterr().err, "train", *words)
+
+
 @pytest.mark.parametrize("config_yaml", ["missing", "partial", "garbage"])
 def test_resuming_takes_the_config_from_the_checkpoint(reversal_data_dir, trained,
                                                        config_yaml) -> None:
