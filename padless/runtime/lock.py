@@ -6,12 +6,13 @@ directory is refused with the first one's pid instead of mixing its files with t
 
 The kernel releases an ``flock`` when its process dies, however it dies (``kill -9``
 included), so a lock is never stale: the file stays behind with the dead process's pid,
-and the next process simply takes the lock again. Where ``fcntl`` does not exist (Windows)
-there is no locking.
+and the next process simply takes the lock again. Where ``fcntl`` does not exist (Windows),
+or the file system cannot lock (some network and FUSE file systems), there is no locking.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,9 @@ except ImportError:  # pragma: no cover - not on Windows
     fcntl = None
 
 __all__ = ["exclusive_lock"]
+
+# flock's answers from a file system that has no locks: go on unlocked rather than not at all
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 @contextmanager
@@ -65,7 +69,12 @@ def _acquire(lock_file: Path, guarded: str, user: str) -> int:
             return fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if e.errno in _NO_LOCKS:
+                return fd
+            if not isinstance(e, BlockingIOError):
+                os.close(fd)
+                raise
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise UserError(

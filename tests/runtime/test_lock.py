@@ -3,6 +3,7 @@ lock does not block; the lock file goes when released."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import padless.runtime.lock as lock_module
 from padless.runtime.errors import UserError
 from padless.runtime.lock import exclusive_lock
 
@@ -57,3 +59,13 @@ def test_a_killed_holder_does_not_block(tmp_path: Path) -> None:
     assert lock.read_text().strip() == str(holder.pid)  # left behind, with a dead pid
     with exclusive_lock(lock, "x", "y"):  # the kernel released the dead process' lock
         assert lock.read_text() == f"{os.getpid()}\n"
+
+
+def test_a_file_system_without_locks_goes_on_unlocked(tmp_path: Path, monkeypatch) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(lock_module.fcntl, "flock", no_locks)
+    with exclusive_lock(tmp_path / ".lock", "x", "y"):
+        assert (tmp_path / ".lock").exists()
+    assert not (tmp_path / ".lock").exists()
