@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
 
+import pytest
 import torch
 
+from padless.cli import main
 from padless.data.batch import Batch
 from padless.data.dataset import write_split
 from padless.data.text import TextProcessor
@@ -79,3 +82,26 @@ def tiny_model(dropout: float = 0.0) -> Seq2Seq:
 def grads(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
             for p in model.parameters()]
+
+
+def run_cli(argv: list[str], stdin: str | bytes, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``padless ARGV < stdin`` in this process: (exit code, stdout, stderr).
+
+    stdin is not a terminal (the scripted mode) and holds these bytes (UTF-8 if text).
+    """
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, command: str, *words: str) -> None:
+    """Exit 2 and one line ``padless COMMAND: error: ...`` holding ``words``; no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"padless {command}: error: "), err
+    for word in words:
+        assert word in last, (word, err)

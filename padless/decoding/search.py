@@ -28,6 +28,7 @@ from typing import Protocol
 import torch
 
 from padless.models.base import DecoderState
+from padless.runtime.errors import UserError
 
 __all__ = [
     "Hypothesis", "SearchOptions", "SearchResult", "StepModel", "greedy_search",
@@ -106,20 +107,25 @@ class SearchOptions:
     allow_unk: bool = False
 
     def __post_init__(self) -> None:
-        """Reject bad values before any decoding starts (e.g. at a command's start)."""
-        checks = {
-            "method": self.method in ("greedy", "beam", "sample"),
-            "max_length": self.max_length >= 1,
-            "min_length": 0 <= self.min_length <= self.max_length,
-            "beam_size": self.beam_size >= 1,
-            "n_best": 1 <= self.n_best <= self.beam_size,
-            "temperature": self.temperature > 0,
-            "top_k": self.top_k >= 0,
-            "top_p": 0.0 < self.top_p <= 1.0,
+        """Reject bad values before any decoding starts (e.g. at a command's start).
+
+        Raises:
+            UserError: ``bad search option NAME=VALUE``, with the rule it breaks.
+        """
+        checks = {  # name -> (holds, the rule); NaN fails every comparison
+            "method": (self.method in ("greedy", "beam", "sample"), "greedy, beam or sample"),
+            "max_length": (self.max_length >= 1, ">= 1"),
+            "min_length": (0 <= self.min_length <= self.max_length, "in [0, max_length]"),
+            "beam_size": (self.beam_size >= 1, ">= 1"),
+            "n_best": (1 <= self.n_best <= self.beam_size, "in [1, beam_size]"),
+            "alpha": (0 <= self.alpha < math.inf, "finite and >= 0"),
+            "temperature": (0 < self.temperature < math.inf, "finite and > 0"),
+            "top_k": (self.top_k >= 0, ">= 0"),
+            "top_p": (0.0 < self.top_p <= 1.0, "in (0, 1]"),
         }
-        for name, ok in checks.items():
+        for name, (ok, rule) in checks.items():
             if not ok:
-                raise ValueError(f"bad search option {name}={getattr(self, name)!r}")
+                raise UserError(f"bad search option {name}={getattr(self, name)!r}: must be {rule}")
 
 
 def length_penalty(length: int, alpha: float) -> float:

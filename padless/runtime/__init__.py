@@ -1,4 +1,4 @@
-"""What the application stands on: atomic files and the device it runs on.
+"""What the application stands on: atomic files, locks, the device, the user-error type.
 
 Nothing here knows about data, models or training; every other application folder may use it.
 """
