@@ -8,9 +8,11 @@ server submits requests from its event loop (:meth:`DynamicBatcher.submit` retur
 The worker takes the oldest waiting request, then gathers the requests that may share its
 batch until the batch holds ``max_batch_size`` sentences or ``max_wait_ms`` have passed since
 that oldest request arrived. Under load the oldest request has usually waited that long
-already, so a batch starts as soon as the previous one ends; a lone request waits at most
-``max_wait_ms``. The batch is decoded by :func:`padless.decoding.batched.decode_ids`: one model
-call per decoding step for all of its sentences, finished sentences dropped as they end.
+already, so a batch starts as soon as the previous one ends. The worker waits only while
+requests come together (the last batch held several, or several are waiting): a lone
+client's request is decoded at once and pays no wait. The batch is decoded by
+:func:`padless.decoding.batched.decode_ids`: one model call per decoding step for all of its
+sentences, finished sentences dropped as they end.
 
 Which requests may share a batch: those with equal :class:`SearchOptions` (a beam-5 request
 never waits for, or slows down, a greedy one's batch). A sampling request with a ``seed`` is
@@ -118,6 +120,7 @@ class DynamicBatcher:
         self.stats = BatcherStats()
         self._pending: deque[_Job] = deque()
         self._in_flight = 0
+        self._last_batch_requests = 0
         self._cond = threading.Condition()
         self._closed = False
         # set without the lock, so a signal handler may set it: submit() then refuses
@@ -201,7 +204,10 @@ class DynamicBatcher:
                         return None
                     self._cond.wait()
                 first = self._pending[0]
-                deadline = first.arrived + self.max_wait
+                # wait for company only when requests come together: a lone client's request
+                # is decoded at once
+                busy = self._last_batch_requests > 1 or len(self._pending) > 1
+                deadline = first.arrived + (self.max_wait if busy else 0.0)
                 batch = self._compatible(first)
                 while (sum(len(job.sources) for job in batch) < self.max_batch_size
                        and first.batch_key() is not first and not self._closed
@@ -213,7 +219,7 @@ class DynamicBatcher:
                 # a request whose client gave up (timeout) before now is dropped here
                 batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
                 if batch:
-                    self._in_flight = len(batch)
+                    self._in_flight = self._last_batch_requests = len(batch)
                     return batch
 
     def _compatible(self, first: _Job) -> list[_Job]:

@@ -100,15 +100,28 @@ def test_unseeded_sampling_requests_share_a_batch(model_and_sources) -> None:
     assert all(len(hyp.tokens) >= 1 for (hyp,) in results)
 
 
-def test_a_lone_request_waits_at_most_max_wait(model_and_sources) -> None:
+def test_a_lone_request_is_decoded_at_once(model_and_sources) -> None:
     model, sources = model_and_sources
-    batcher = DynamicBatcher(model, max_wait_ms=10_000)  # no one else comes: it waits 10 s...
+    batcher = DynamicBatcher(model, max_wait_ms=3_600_000)  # an hour, were it to wait
     batcher.start()
-    future = batcher.submit([sources[0]], SearchOptions("beam", 5, beam_size=2))
-    with pytest.raises(TimeoutError):
+    try:
+        for source in sources[:3]:
+            assert batcher.submit([source], SearchOptions()).result(timeout=60)[0].tokens
+    finally:
+        batcher.close()
+
+
+def test_after_requests_came_together_a_request_waits_for_company(model_and_sources) -> None:
+    model, sources = model_and_sources
+    batcher = DynamicBatcher(model, max_batch_size=2, max_wait_ms=3_600_000)
+    together = [batcher.submit([s], SearchOptions()) for s in sources[:2]]
+    batcher.start()  # the two fill a batch and decode together...
+    assert all(f.result(timeout=60) for f in together)
+    future = batcher.submit([sources[2]], SearchOptions())
+    with pytest.raises(TimeoutError):  # ...so the next one waits for others to join it
         future.result(timeout=0.3)
-    batcher.close()  # ...unless the batcher closes: then it is decoded at once
-    assert future.result(timeout=30)[0].tokens
+    batcher.close()  # until the batcher closes: then it is decoded at once
+    assert future.result(timeout=60)[0].tokens
 
 
 def test_a_full_queue_refuses_and_a_closed_batcher_refuses(model_and_sources) -> None:
