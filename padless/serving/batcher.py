@@ -190,10 +190,7 @@ class DynamicBatcher:
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         while (batch := self._next_batch()) is not None:
-            try:
-                self._decode(batch)
-            finally:
-                self._in_flight = 0
+            self._decode(batch)
 
     def _next_batch(self) -> list[_Job] | None:
         """Wait for the next batch (None once closed and drained); claims its jobs."""
@@ -236,19 +233,22 @@ class DynamicBatcher:
         """Decode every sentence of ``batch`` together and hand each job its hypotheses."""
         first = batch[0]
         sources = [source for job in batch for source in job.sources]
-        generator = None
-        if first.options.method == "sample":
-            generator = make_generator(first.seed, self.model.device)
         try:
+            generator = None
+            if first.options.method == "sample":
+                generator = make_generator(first.seed, self.model.device)
             nbests = decode_ids(
                 self.model, sources, first.options, batch_size=self.max_batch_size,
                 generator=generator, return_attention=any(job.attention for job in batch),
             )
         except Exception as e:  # a bug must reach the waiting requests, not end the worker
             log.exception("decoding a batch of %d sentences failed", len(sources))
+            self._in_flight = 0
             for job in batch:
                 job.future.set_exception(e)
             return
+        # counted before any answer leaves, so that a client sees counters that include it
+        self._in_flight = 0
         stats = self.stats
         stats.requests += len(batch)
         stats.batches += 1
