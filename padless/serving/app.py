@@ -69,6 +69,12 @@ class _Service:
 
     def options(self, request: DecodingRequest) -> SearchOptions:
         """The search a request asks for, on top of the server's defaults (422 if bad)."""
+        try:
+            return self._options(request)
+        except ValueError as e:  # SearchOptions' own check, e.g. a value the server refuses
+            raise HTTPException(422, str(e)) from None
+
+    def _options(self, request: DecodingRequest) -> SearchOptions:
         given = sorted(set(SAMPLING_FIELDS) & request.model_fields_set)
         if request.sample and request.beam is not None:
             raise HTTPException(422, "beam and sample exclude each other: ask for one")
@@ -122,6 +128,7 @@ class _Service:
 
     def chat_response(self, ids: list[int], hyp: Hypothesis, method: str,
                       started: float) -> ChatResponse:
+        """The answer to message ``ids``: text, tokens, score and the heatmap's data."""
         vocab = self.text.vocab
         attention = [] if hyp.attention is None else [
             [round(w, 4) for w in row] for row in hyp.attention.tolist()]

@@ -223,3 +223,12 @@ def test_bad_settings_name_the_setting(field: str) -> None:
 
 def test_model_info_is_plain_json(client) -> None:
     json.dumps(client.get("/v1/model").json(), allow_nan=False)
+
+
+def test_a_search_the_server_cannot_combine_with_its_defaults_is_422(run) -> None:
+    model, text = run
+    app = create_app(model, text, defaults=SearchOptions("beam", 10, beam_size=4, n_best=3))
+    with TestClient(app) as client:
+        response = client.post("/v1/chat", json={"message": "hi", "beam": 2})
+        assert response.status_code == 422 and "n_best" in response.json()["detail"]
+        assert client.post("/v1/chat", json={"message": "hi"}).status_code == 200
