@@ -166,6 +166,13 @@ def prepare_run(work: Path, quick: bool, train_minutes: float) -> Path:
     return run
 
 
+def describe_lengths(lengths: list[int], max_length: int = 30) -> str:
+    """Answer lengths in tokens: mean, median and the share cut at the server's max length."""
+    cut = sum(n >= max_length for n in lengths) / len(lengths)
+    return (f"answers of {statistics.mean(lengths):.1f} tokens on average (median "
+            f"{statistics.median(lengths):g}), {cut:.0%} cut at {max_length}")
+
+
 def percentile(values: list[float], q: int) -> float:
     """The ``q``-th percentile (inclusive method), in milliseconds; nan without values."""
     if len(values) < 2:
@@ -253,11 +260,12 @@ def main() -> None:
     servers = {mode: Server(run, extra, args.threads, logs / f"server-{i}.log")
                for i, (mode, extra) in enumerate(MODES.items())}
     try:
-        check = bodies[:64]
+        check = bodies[:128]
         batched = asyncio.run(answers(servers["batched"].port, check, together=True))
         alone = asyncio.run(answers(servers["one at a time"].port, check, together=False))
         same = sum(a == b for a, b in zip(batched, alone, strict=True))
-        print(f"answers batched == one at a time: {same} of {len(check)}", flush=True)
+        lengths = describe_lengths([len(tokens) for tokens in alone])
+        print(f"answers batched == one at a time: {same} of {len(check)}; {lengths}", flush=True)
         load_before = os.getloadavg()
         turns = measure(servers, levels, bodies, args)
         load_after = os.getloadavg()
@@ -274,7 +282,8 @@ def main() -> None:
         f"{checkpoint.config['model']}. Greedy answers of at most 30 tokens to the test "
         f"split's messages; "
         f"{args.seconds:g} s measured per turn after {args.warmup:g} s, {args.rounds} "
-        f"round(s). Answers identical batched and one at a time: {same} of {len(check)}. "
+        f"round(s). Answers identical batched and one at a time: {same} of {len(check)}; "
+        f"{lengths} (a batch lasts as long as its longest answer). "
         f"Servers exited with {codes} after SIGTERM."
     )
     text = report(turns, levels, header)
