@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batching.add_argument("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms,
                           metavar="MS", help="how long a request waits for others to join "
                           f"its batch (default {DEFAULTS.max_wait_ms:g})")
+    batching.add_argument("--no-continuous-batching", action="store_true",
+                          help="greedy batches run to their end before the next starts (by "
+                               "default requests join and leave a running batch at each step)")
     limits = parser.add_argument_group("limits")
     for option, metavar, what in (
         ("--max-chars", "N", "characters per message or line"),
@@ -64,6 +67,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout,
         max_body_bytes=args.max_body_bytes,
         threads=default_threads() if args.threads is None else args.threads,
+        continuous_batching=not args.no_continuous_batching,
     )
 
 

@@ -246,6 +246,7 @@ def create_app(
     batcher = DynamicBatcher(
         model, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue, threads=settings.threads,
+        continuous=settings.continuous_batching,
     )
 
     @asynccontextmanager

@@ -1,18 +1,25 @@
-"""Dynamic batching: requests that arrive within a few milliseconds are decoded together.
+"""Dynamic batching: requests that arrive together are decoded together.
 
 A :class:`DynamicBatcher` owns one worker thread, the only thread that runs the model. The
 server submits requests from its event loop (:meth:`DynamicBatcher.submit` returns a
 :class:`concurrent.futures.Future` at once) and awaits them, so the event loop keeps answering
 (``/healthz``, new requests) while the model works.
 
-The worker takes the oldest waiting request, then gathers the requests that may share its
-batch until the batch holds ``max_batch_size`` sentences or ``max_wait_ms`` have passed since
-that oldest request arrived. Under load the oldest request has usually waited that long
-already, so a batch starts as soon as the previous one ends. The worker waits only while
-requests come together (the last batch held several, or several are waiting): a lone
-client's request is decoded at once and pays no wait. The batch is decoded by
-:func:`padless.decoding.batched.decode_ids`: one model call per decoding step for all of its
-sentences, finished sentences dropped as they end.
+The worker takes the oldest waiting request and the waiting requests that may share its batch
+(at most ``max_batch_size`` sentences), and decodes them with one model call per decoding
+step for all of them. Two ways:
+
+- Greedy requests (the default search), when the model's decoding state can ``concat``:
+  continuous batching (:class:`padless.decoding.continuous.ContinuousGreedy`). After every
+  step, sentences that ended leave with their answer (a request is answered when its last
+  sentence ends) and waiting requests with the same options join, while there is room and no
+  older request of other options waits. A short answer never waits for a long one, and a new
+  request never waits for a batch to end.
+- Other requests (beam search, sampling, or ``continuous=False``): a static batch, decoded by
+  :func:`padless.decoding.batched.decode_ids` until its longest answer ends. The worker waits
+  up to ``max_wait_ms`` (from the oldest request's arrival) for more requests to fill it, but
+  only while requests come together (the last batch held several, or several are waiting): a
+  lone client's request is decoded at once.
 
 Which requests may share a batch: those with equal :class:`SearchOptions` (a beam-5 request
 never waits for, or slows down, a greedy one's batch). A sampling request with a ``seed`` is
@@ -38,6 +45,7 @@ from dataclasses import dataclass, field
 import torch
 
 from padless.decoding.batched import decode_ids, make_generator
+from padless.decoding.continuous import ContinuousGreedy, can_concat
 from padless.decoding.search import Hypothesis, SearchOptions
 from padless.models import EncoderDecoder
 
@@ -64,6 +72,9 @@ class _Job:
     attention: bool
     arrived: float  # time.monotonic()
     future: Future = field(default_factory=Future)
+    # continuous batching: each source's answer as it comes, and how many are still missing
+    results: list[Hypothesis | None] = field(default_factory=list)
+    missing: int = 0
 
     def batch_key(self) -> object:
         """Jobs with equal keys may share a batch; a seeded sampling job only its own."""
@@ -76,11 +87,11 @@ class _Job:
 class BatcherStats:
     """What the worker has done so far (read by ``/healthz`` and the tests)."""
 
-    requests: int = 0  # requests decoded
-    batches: int = 0  # decoding calls
+    requests: int = 0  # requests answered
+    batches: int = 0  # groups of requests started together (one encoder call each)
     sentences: int = 0  # sentences decoded
-    largest_batch: int = 0  # sentences in the largest batch
-    largest_batch_requests: int = 0  # requests in the batch with the most requests
+    largest_batch: int = 0  # the most sentences decoded together
+    largest_batch_requests: int = 0  # the most requests decoded together
 
 
 class DynamicBatcher:
@@ -93,6 +104,8 @@ class DynamicBatcher:
         max_wait_ms: how long the oldest waiting request may wait for others to join it.
         max_queue: :meth:`submit` raises :class:`QueueFull` when this many requests wait.
         threads: torch intra-op threads for decoding, set in the worker (None: leave torch's).
+        continuous: let greedy requests join and leave a running batch at every step, when
+            the model's decoding state allows it (see the module docstring).
 
     Requests submitted before :meth:`start` wait in the queue until it is called.
     """
@@ -105,6 +118,7 @@ class DynamicBatcher:
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
         threads: int | None = None,
+        continuous: bool = True,
     ) -> None:
         for name, value in (("max_batch_size", max_batch_size), ("max_queue", max_queue),
                             ("threads", 1 if threads is None else threads)):
@@ -117,6 +131,7 @@ class DynamicBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.threads = threads
+        self.continuous = continuous and can_concat(model)
         self.stats = BatcherStats()
         self._pending: deque[_Job] = deque()
         self._in_flight = 0
@@ -190,7 +205,13 @@ class DynamicBatcher:
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         while (batch := self._next_batch()) is not None:
-            self._decode(batch)
+            if self._steps_continuously(batch[0]):
+                self._decode_continuously(batch)
+            else:
+                self._decode(batch)
+
+    def _steps_continuously(self, job: _Job) -> bool:
+        return self.continuous and ContinuousGreedy.supports(job.options)
 
     def _next_batch(self) -> list[_Job] | None:
         """Wait for the next batch (None once closed and drained); claims its jobs."""
@@ -204,6 +225,8 @@ class DynamicBatcher:
                 # wait for company only when requests come together: a lone client's request
                 # is decoded at once
                 busy = self._last_batch_requests > 1 or len(self._pending) > 1
+                if self._steps_continuously(first):  # latecomers join at the next step
+                    busy = False
                 deadline = first.arrived + (self.max_wait if busy else 0.0)
                 batch = self._compatible(first)
                 while (sum(len(job.sources) for job in batch) < self.max_batch_size
@@ -260,3 +283,85 @@ class DynamicBatcher:
             end = start + len(job.sources)
             job.future.set_result([nbest[0] for nbest in nbests[start:end]])
             start = end
+
+    # -- continuous batching (greedy) ---------------------------------------------------
+
+    def _decode_continuously(self, batch: list[_Job]) -> None:
+        """Decode step by step; after every step, waiting jobs with the same options join
+        (while there is room and no older job of other options waits) and finished jobs
+        get their answers."""
+        engine = ContinuousGreedy(self.model, batch[0].options)
+        running: set[_Job] = set()
+        try:
+            self._admit(engine, batch, running)
+            while len(engine):
+                for (job, index), hyp in engine.step():
+                    job.results[index] = hyp
+                    job.missing -= 1
+                    if job.missing == 0:
+                        running.discard(job)
+                        self._finish(job, len(running))
+                joiners = self._joiners(batch[0].batch_key(), self.max_batch_size - len(engine))
+                if joiners:
+                    self._admit(engine, joiners, running)
+        except Exception as e:  # a bug must reach the waiting requests, not end the worker
+            log.exception("continuous decoding of %d requests failed", len(running))
+            self._in_flight = 0
+            for job in running:
+                job.future.set_exception(e)
+
+    def _joiners(self, key: object, room: int) -> list[_Job]:
+        """Claim the waiting jobs of ``key`` that fit in ``room`` sentences, oldest first;
+        none while the oldest waiting job has other options (it goes next)."""
+        with self._cond:
+            while self._pending and self._pending[0].future.cancelled():
+                self._pending.popleft()
+            if not self._pending or self._pending[0].batch_key() != key:
+                return []
+            joiners = []
+            for job in list(self._pending):
+                if job.batch_key() == key and len(job.sources) <= room:
+                    self._pending.remove(job)
+                    if job.future.set_running_or_notify_cancel():
+                        joiners.append(job)
+                        room -= len(job.sources)
+            return joiners
+
+    def _admit(self, engine: ContinuousGreedy, jobs: list[_Job], running: set[_Job]) -> None:
+        """Add the jobs' sentences to ``engine`` (one encoder call); a job whose sentences
+        cannot be encoded fails alone."""
+        rows, tags = [], []
+        for job in jobs:
+            job.results = [Hypothesis([], 0.0, 0.0, False) if not s else None
+                           for s in job.sources]  # an empty source: nothing to decode
+            job.missing = sum(1 for s in job.sources if s)
+            rows += [s for s in job.sources if s]
+            tags += [(job, i) for i, s in enumerate(job.sources) if s]
+        try:
+            if rows:
+                engine.add(rows, tags)
+        except Exception as e:
+            if len(jobs) > 1:  # find the culprit: each job on its own
+                for job in jobs:
+                    self._admit(engine, [job], running)
+                return
+            log.exception("encoding a request failed")
+            self._in_flight = len(running)
+            jobs[0].future.set_exception(e)
+            return
+        running.update(job for job in jobs if job.missing)
+        stats = self.stats
+        stats.batches += 1
+        stats.sentences += len(rows)
+        stats.largest_batch = max(stats.largest_batch, len(engine))
+        stats.largest_batch_requests = max(stats.largest_batch_requests, len(running))
+        self._in_flight = self._last_batch_requests = len(running)
+        for job in jobs:
+            if not job.missing:
+                self._finish(job, len(running))
+
+    def _finish(self, job: _Job, in_flight: int) -> None:
+        """Hand ``job`` its answers (counters first, so a client sees them include it)."""
+        self._in_flight = in_flight
+        self.stats.requests += 1
+        job.future.set_result(job.results)

@@ -30,6 +30,8 @@ class ServeSettings:
         timeout_s: a request not answered within this time gets 504.
         max_body_bytes: larger request bodies get 413 before they are read.
         threads: torch threads of the decoding worker (None: torch's setting).
+        continuous_batching: greedy requests join and leave a running batch at every
+            decoding step (False: a batch runs to its end before the next starts).
     """
 
     max_chars: int = 1000
@@ -42,12 +44,17 @@ class ServeSettings:
     timeout_s: float = 30.0
     max_body_bytes: int = 1 << 20
     threads: int | None = None
+    continuous_batching: bool = True
 
     def __post_init__(self) -> None:
         """Reject a bad value, naming it (the command's option has the same name)."""
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "threads" and value is None:
+                continue
+            if f.name == "continuous_batching":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{f.name} must be true or false, got {value!r}")
                 continue
             if f.name in ("max_wait_ms", "timeout_s"):
                 least = 0.0 if f.name == "max_wait_ms" else 1e-3
