@@ -21,7 +21,7 @@ a time, with a p50 latency no worse than 2x a lone request's (1 client, one at a
 The model: ``--run RUN_DIR``, or by default the ``chatbot`` config trained for
 ``--train-minutes`` on chitchat (prepared as quickstart does), kept in ``--work`` and reused.
 
-    python benchmarks/bench_serve.py                  # about 15 minutes; writes RESULTS.md
+    python benchmarks/bench_serve.py                  # about 12 minutes; writes RESULTS.md
     python benchmarks/bench_serve.py --quick          # smoke run (tiny model), no file
 """
 

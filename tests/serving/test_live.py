@@ -73,8 +73,7 @@ def test_32_clients_at_once_each_get_their_own_correct_answer(qa_run_dir: Path) 
         assert status == 200, body
         assert body["reply"] == decode_texts(model, text, [line], expected_options)[0]
     assert health["requests"] == CLIENTS * REQUESTS_PER_CLIENT
-    assert health["largest_batch_requests"] > 1  # requests did share batches
-    assert health["batches"] < CLIENTS * REQUESTS_PER_CLIENT
+    assert health["largest_batch_requests"] > 1  # requests were decoded together
 
 
 def test_healthz_answers_while_the_model_works(qa_run_dir: Path) -> None:
