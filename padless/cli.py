@@ -27,12 +27,13 @@ COMMANDS: dict[str, str] = {
     "translate": "decode a file: one output line per input line",
     "evaluate": "loss, perplexity, BLEU, chrF and samples on a split",
     "quickstart": "prepare, train, evaluate and try the default chatbot",
+    "serve": "an HTTP API and a web chat page for a trained model",
 }
 
 
 # import names of the `app` extra's packages (pyproject.toml): the library needs none of them
 APP_DEPENDENCIES = {"chitchat_dataset", "yaml", "tqdm", "sacrebleu", "sentencepiece",
-                    "matplotlib"}
+                    "matplotlib", "fastapi", "uvicorn"}
 
 
 def _command(name: str) -> ModuleType:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 import json
 import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -105,3 +109,27 @@ def assert_one_line_error(code: int, err: str, command: str, *words: str) -> Non
     assert last.startswith(f"padless {command}: error: "), err
     for word in words:
         assert word in last, (word, err)
+
+
+@contextmanager
+def serve_in_thread(app: object) -> Iterator[str]:
+    """Run ``app`` (an ASGI application) under uvicorn on a free loopback port, in a thread;
+    yields its base URL (``http://127.0.0.1:PORT``) and stops the server on exit."""
+    import uvicorn
+
+    from padless.serving.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
