@@ -20,11 +20,16 @@ Two backward strategies, chosen by the caller:
   recomputes as below.)
 - ``uniform_grad=False`` (any upstream gradient, e.g. ``"none"``): the backward pass recomputes
   each chunk's logits (four matmuls in all).
+
+Under ``create_graph=True`` (a gradient penalty, a Hessian-vector product) the backward pass
+computes the same gradients chunk by chunk from differentiable operations on the inputs, so
+they can be differentiated again (in the accumulation dtype; the matmuls too, under autocast).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 # Default memory budget for one chunk of logits: 32 MiB, i.e. 256 rows of a 32k vocabulary in
 # float32. Smaller than the [V, H] weight gradient of such a vocabulary (62.5 MiB at H = 512),
@@ -213,15 +218,22 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         ctx.precomputed = grads if precompute else None
         # For a recomputing backward: always for uniform_grad=False, and with retain_graph for
         # the backward passes after the first. These are the caller's tensors (references, no
-        # copies) except under autocast, where they are the low-precision casts.
-        ctx.save_for_backward(h, w, bias, target)
+        # copies) except under autocast, where h and w are the low-precision casts; the inputs
+        # themselves are kept for a differentiable backward (create_graph=True).
+        ctx.save_for_backward(h, w, bias, target, hidden, weight, bias_in)
         return losses
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_losses: torch.Tensor):
         h_dtype, w_dtype, b_dtype = ctx.dtypes
         acc = ctx.acc_dtype
+        if torch.is_grad_enabled():  # create_graph=True: gradients that have a graph
+            ctx.precomputed = None
+            _, _, _, target, hidden, weight, bias_in = ctx.saved_tensors
+            grads = _differentiable_grads(hidden, weight, bias_in, target, grad_losses,
+                                          ctx.label_smoothing, ctx.chunk_size, acc,
+                                          ctx.needs_input_grad[:3])
+            return (*grads, *([None] * 8))
         if ctx.precomputed is not None:
             (grad_h, grad_w, grad_b), ctx.precomputed = ctx.precomputed, None
             # Every row got the same upstream gradient (sum/mean): scale the finished sums.
@@ -232,7 +244,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 if grad is not None:
                     grad.mul_(scale)
         else:
-            h, w, bias, target = ctx.saved_tensors
+            h, w, bias, target, *_ = ctx.saved_tensors
             n, vocab, chunk_size = h.shape[0], w.shape[0], ctx.chunk_size
             grad_h, grad_w, grad_b = _grad_accumulators(h, w, acc, ctx.needs_input_grad[:3])
             grad_losses = grad_losses.to(acc)
@@ -258,6 +270,49 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             None if grad_b is None else grad_b.to(b_dtype),
             *([None] * 8),
         )
+
+
+def _differentiable_grads(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    grad_losses: torch.Tensor,
+    label_smoothing: float,
+    chunk_size: int,
+    acc_dtype: torch.dtype,
+    wanted: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The three gradients as :meth:`_ChunkedLinearCrossEntropy.backward` computes them, from
+    out-of-place operations on the inputs, so autograd can differentiate them again."""
+    want_h, want_w, want_b = wanted
+    n, vocab = hidden.shape[0], weight.shape[0]
+    w = weight.to(acc_dtype)
+    b = None if bias is None else bias.to(acc_dtype)
+    grad_h: list[torch.Tensor] | torch.Tensor = []
+    grad_w = w.new_zeros(weight.shape)
+    grad_b = None if b is None else w.new_zeros(vocab)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        h_c, t_c = hidden[start:stop].to(acc_dtype), target[start:stop]
+        probs = torch.softmax(F.linear(h_c, w, b), dim=1)
+        dlogits = probs.scatter_add(
+            1, t_c.unsqueeze(1), probs.new_full((stop - start, 1), label_smoothing - 1.0)
+        ) - label_smoothing / vocab
+        dlogits = dlogits * grad_losses[start:stop].to(acc_dtype).unsqueeze(1)
+        if want_h:
+            grad_h.append(dlogits @ w)
+        if want_w:
+            grad_w = grad_w + dlogits.t() @ h_c
+        if want_b and grad_b is not None:
+            grad_b = grad_b + dlogits.sum(dim=0)
+    if want_h:
+        grad_h = torch.cat(grad_h) if grad_h else hidden.new_zeros(hidden.shape, dtype=acc_dtype)
+    return (
+        grad_h.to(hidden.dtype) if want_h else None,
+        grad_w.to(weight.dtype) if want_w else None,
+        grad_b.to(bias.dtype) if want_b and bias is not None else None,
+    )
 
 
 def chunked_linear_cross_entropy(

@@ -1,12 +1,21 @@
-"""The ``padless`` command: one subcommand per module of :mod:`padless.commands`."""
+"""The ``padless`` command: one subcommand per module of :mod:`padless.commands`.
+
+:func:`main` is the boundary where a command runs, and the one place that turns expected
+failures into one line on stderr and an exit code (``docs/reliability.md``): a
+:class:`padless.runtime.errors.UserError` or an ``OSError`` exits 2, Ctrl-C 130, a closed
+output pipe 141 (as a process killed by SIGPIPE); anything else is a bug and keeps its
+traceback (exit 1).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from types import ModuleType
 
+from padless.runtime.errors import UserError
 from padless.runtime.threads import configure_threads
 
 # subcommand -> one-line help; padless.commands.<subcommand> has add_arguments(parser) and
@@ -20,12 +29,13 @@ COMMANDS: dict[str, str] = {
     "evaluate": "loss, perplexity, BLEU, chrF, dialogue metrics and samples on a split",
     "average": "average a run's kept checkpoints into averaged.pt",
     "quickstart": "prepare, train, evaluate and try the default chatbot",
+    "serve": "an HTTP API and a web chat page for a trained model",
 }
 
 
 # import names of the `app` extra's packages (pyproject.toml): the library needs none of them
 APP_DEPENDENCIES = {"chitchat_dataset", "yaml", "tqdm", "sacrebleu", "sentencepiece",
-                    "matplotlib"}
+                    "matplotlib", "fastapi", "uvicorn"}
 
 
 def _command(name: str) -> ModuleType:
@@ -45,20 +55,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(error: OSError) -> str:
+    """``FILE: reason`` for an ``OSError`` (both files for a failed rename)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    files = [f for f in (error.filename, error.filename2) if f is not None]
+    return f"{' -> '.join(map(str, files))}: {reason}" if files else reason
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null: the flush at exit must not fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout closed, replaced or not a file
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     configure_threads()  # before any command imports torch
+    name = "padless"
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # argparse printed a usage error (2) or the help (0)
+            return e.code if isinstance(e.code, int) else 2
+        name = f"padless {args.command}"
         return _command(args.command).run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output is gone (`padless chat RUN | head`)
+        _silence_stdout()
+        return 141
+    except UserError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] not in APP_DEPENDENCIES:
             raise
         print(f"padless: the command needs the application's dependencies (missing: {e.name}); "
               "install them with: pip install 'padless[app]'", file=sys.stderr)
+        return 2
+    except OSError as e:  # a missing or unreadable file, a read-only directory, a full disk
+        print(f"{name}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,7 @@ Reductions (``N`` = number of real tokens):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 REDUCTIONS = ("mean", "sum", "sequence", "timestep", "none")
+# How far above 0 a log-probability may be through rounding (log_softmax's never is on CPU)
+# before masked_nll_loss takes its input for probabilities.
+LOG_PROB_TOLERANCE = 1e-4
 
 
 class LossOutput(NamedTuple):
@@ -218,16 +222,17 @@ def _token_cross_entropy(
 
 
 def _check_options(fn: str, label_smoothing: float, focal_gamma: float) -> None:
+    # Written so that NaN fails too: every comparison with NaN is False.
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    if focal_gamma < 0:
-        raise ValueError(f"{fn}: focal_gamma must be >= 0, got {focal_gamma}")
+    if not 0.0 <= focal_gamma < math.inf:
+        raise ValueError(f"{fn}: focal_gamma must be finite and >= 0, got {focal_gamma}")
 
 
 def _check_scores(fn: str, name: str, scores: torch.Tensor) -> None:
     if not isinstance(scores, torch.Tensor) or not scores.dtype.is_floating_point:
         kind = scores.dtype if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise TypeError(f"{fn}: {name} must be a floating-point tensor [..., V], got {kind}")
+        raise TypeError(f"{fn}: {name} must be a floating-point tensor, got {kind}")
 
 
 def masked_nll_loss(
@@ -242,7 +247,8 @@ def masked_nll_loss(
     """Negative log-likelihood of ``target`` under ``log_probs``, over real tokens only.
 
     The successor of the tutorial's ``maskNLLLoss``; pass log-probabilities (from
-    ``log_softmax``), not probabilities. Prefer :func:`masked_cross_entropy` on logits.
+    ``log_softmax``), not probabilities: a positive value at a real target (a log-probability
+    is never above 0) raises. Prefer :func:`masked_cross_entropy` on logits.
 
     Args:
         log_probs: ``[T, B, V]`` (``[B, T, V]`` with ``batch_first``, or ``[B, V]``).
@@ -254,6 +260,10 @@ def masked_nll_loss(
 
     Returns:
         ``LossOutput(loss, n_tokens)``.
+
+    Raises:
+        ValueError: on bad shapes, ids or reduction, or a positive value at a real target
+            (probabilities passed for log-probabilities).
     """
     fn = "masked_nll_loss"
     _check_scores(fn, "log_probs", log_probs)
@@ -261,6 +271,14 @@ def masked_nll_loss(
     rows = log_probs.reshape(-1, log_probs.shape[-1]).index_select(0, sel.index)
     rows = rows.to(_compute_dtype(rows.dtype))
     per_token = -rows.gather(1, sel.target.unsqueeze(1)).squeeze(1)
+    if per_token.numel():
+        lowest = float(per_token.detach().min())  # NaN compares False: it is let through
+        if lowest < -LOG_PROB_TOLERANCE:
+            raise ValueError(
+                f"{fn}: log_probs holds {-lowest:.4g} at a real target, and a log-probability "
+                "is never above 0: pass log_softmax(logits) (or use masked_cross_entropy on "
+                "the logits), not probabilities"
+            )
     return _reduce(per_token, sel, reduction, batch_first)
 
 
@@ -346,6 +364,9 @@ def masked_linear_cross_entropy(
     """
     fn = "masked_linear_cross_entropy"
     _check_scores(fn, "hidden", hidden)
+    _check_scores(fn, "weight", weight)
+    if bias is not None:
+        _check_scores(fn, "bias", bias)
     _check_options(fn, label_smoothing, 0.0)
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
         raise ValueError(

@@ -9,6 +9,7 @@ opposite (``key_padding_mask`` in ``nn.MultiheadAttention``) take ``~valid_mask`
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -29,7 +30,7 @@ def pad_batch(
 
     Args:
         seqs: ``B`` sequences, each a list of ints or a 1-D integer tensor. Empty
-            sequences are allowed (length 0).
+            sequences are allowed (length 0); floats are refused, never truncated.
         pad_id: id written at padded positions.
         batch_first: return ``[B, L]`` instead of ``[L, B]``.
 
@@ -39,13 +40,22 @@ def pad_batch(
         ``lengths`` is a CPU LongTensor ``[B]``, as ``pack_padded_sequence`` wants.
 
     Raises:
-        ValueError: on an empty batch or a sequence that is not 1-D.
+        ValueError: on an empty batch, or a sequence that is not 1-D or not integer ids.
     """
     if len(seqs) == 0:
         raise ValueError("pad_batch: the batch is empty; it needs at least one sequence")
     tensors = []
     for i, seq in enumerate(seqs):
-        t = seq if isinstance(seq, torch.Tensor) else torch.as_tensor(list(seq), dtype=torch.long)
+        if isinstance(seq, torch.Tensor):
+            t = seq
+        else:
+            # No dtype here: torch.long would silently truncate 1.5 to 1.
+            items = list(seq)
+            try:
+                t = torch.as_tensor(items) if items else torch.zeros(0, dtype=torch.long)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise ValueError(
+                    f"pad_batch: sequence {i} is not a list of token ids ({e})") from None
         if t.dim() != 1:
             raise ValueError(
                 f"pad_batch: sequence {i} has shape {tuple(t.shape)}; each must be 1-D"
@@ -70,17 +80,30 @@ def lengths_to_mask(
 
     Args:
         lengths: ``[B]`` non-negative lengths (tensor on any device, or a list).
-        max_len: mask length ``L``; defaults to ``max(lengths)`` (0 for an empty batch).
+        max_len: mask length ``L``, a non-negative int; defaults to ``max(lengths)`` (0 for
+            an empty batch).
         batch_first: return ``[B, L]`` instead of ``[L, B]``.
 
     Returns:
         BoolTensor ``[L, B]`` (or ``[B, L]``) on the device of ``lengths``.
 
     Raises:
-        ValueError: on a negative length, a length above ``max_len``, or lengths that are
-            not a 1-D integer sequence.
+        ValueError: on a negative length, a length above ``max_len``, a ``max_len`` that is
+            not a non-negative int, or lengths that are not a 1-D integer sequence.
     """
+    if not isinstance(lengths, torch.Tensor) and len(lengths) == 0:
+        lengths = torch.zeros(0, dtype=torch.long)  # as_tensor([]) would be float32
     lengths = torch.as_tensor(lengths)
+    if max_len is not None:
+        try:
+            if isinstance(max_len, bool) or isinstance(max_len, torch.Tensor) and (
+                    max_len.dtype.is_floating_point):
+                raise TypeError
+            max_len = operator.index(max_len)  # ints, numpy and 0-d tensor integers
+        except TypeError:
+            raise ValueError(f"lengths_to_mask: max_len must be an int, got {max_len!r}") from None
+        if max_len < 0:
+            raise ValueError(f"lengths_to_mask: max_len must be >= 0, got {max_len}")
     if lengths.dim() != 1:
         raise ValueError(
             f"lengths_to_mask: lengths must be 1-D [B], got shape {tuple(lengths.shape)}"

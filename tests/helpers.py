@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 
+from padless.cli import main
 from padless.data.batch import Batch
 from padless.data.dataset import write_split
 from padless.data.text import TextProcessor
@@ -79,3 +86,50 @@ def tiny_model(dropout: float = 0.0) -> Seq2Seq:
 def grads(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
             for p in model.parameters()]
+
+
+def run_cli(argv: list[str], stdin: str | bytes, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``padless ARGV < stdin`` in this process: (exit code, stdout, stderr).
+
+    stdin is not a terminal (the scripted mode) and holds these bytes (UTF-8 if text).
+    """
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, command: str, *words: str) -> None:
+    """Exit 2 and one line ``padless COMMAND: error: ...`` holding ``words``; no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"padless {command}: error: "), err
+    for word in words:
+        assert word in last, (word, err)
+
+
+@contextmanager
+def serve_in_thread(app: object) -> Iterator[str]:
+    """Run ``app`` (an ASGI application) under uvicorn on a free loopback port, in a thread;
+    yields its base URL (``http://127.0.0.1:PORT``) and stops the server on exit."""
+    import uvicorn
+
+    from padless.serving.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -3,7 +3,8 @@
 Layers, lowest first: the library (``padless.masking``, ``padless.losses``,
 ``padless._chunked_ce``, the ``padless`` namespace itself) <- ``runtime`` <- ``data`` <-
 ``models`` <- ``training`` and ``decoding`` (siblings: neither imports the other) <-
-``commands`` (and ``padless.cli``). A module may import its own layer and lower ones.
+``serving`` <- ``commands`` (and ``padless.cli``). A module may import its own layer and
+lower ones.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "padless"
 LIBRARY = {"padless", "padless.masking", "padless.losses", "padless._chunked_ce"}
 LAYERS = {"library": 0, "runtime": 1, "data": 2, "models": 3, "training": 4, "decoding": 4,
-          "commands": 5}
+          "serving": 5, "commands": 6}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60  # of body, docstring excluded
 WAIVER = "# long:"  # a comment on the def line (or the file's first lines) saying why

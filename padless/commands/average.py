@@ -9,8 +9,8 @@ best checkpoint's. The run must have kept checkpoints (``--set train.keep_best=K
 from __future__ import annotations
 
 import argparse
-import sys
 
+from padless.commands.inputs import integer
 from padless.training.averaging import average_run
 from padless.training.checkpoint import checkpoint_path
 
@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless average``."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `padless train`")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--best", type=int, metavar="K",
+    which.add_argument("--best", type=integer(1), metavar="K",
                        help="the K kept checkpoints with the lowest validation loss")
-    which.add_argument("--last", type=int, metavar="K", help="the K most recent kept ones")
+    which.add_argument("--last", type=integer(1), metavar="K", help="the K most recent kept ones")
     parser.add_argument("--out", metavar="FILE.pt",
                         help="where to write it (default RUN_DIR/averaged.pt)")
     parser.add_argument("--data", metavar="DATA_DIR",
@@ -31,13 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Average and report; exit code 0, or 2 on a bad run directory or option."""
-    try:
-        result = average_run(args.run_dir, best=args.best, last=args.last, out=args.out,
-                             data_dir=args.data)
-    except ValueError as e:
-        print(f"padless average: {e}", file=sys.stderr)
-        return 2
+    """Average and report; exit code 0. Too few kept checkpoints, a bad run directory or
+    option raise ``UserError``, which ``padless.cli.main`` reports in one line (exit 2)."""
+    result = average_run(args.run_dir, best=args.best, last=args.last, out=args.out,
+                         data_dir=args.data)
     steps = ", ".join(f"{c.step} ({c.loss:.4f})" for c in result.inputs)
     print(f"averaged {len(result.inputs)} checkpoints, steps (valid loss): {steps}")
     if result.valid_loss is not None:

@@ -6,8 +6,9 @@ With stdin not a terminal it answers one line per input line, so it can be scrip
     printf 'hello\\nhow are you?\\n' | padless chat runs/chatbot
 
 Input goes through the run's own normalisation and tokenizer; unknown words become UNK and
-the model still answers. ``quit`` (or Ctrl-D, or the end of the input) exits. The answers
-come from :func:`padless.decoding.batched.reply`.
+the model still answers. At the prompt ``quit`` (or Ctrl-D) exits; scripted, every line is
+answered (``quit`` too) until the end of the input. The answers come from
+:func:`padless.decoding.batched.reply`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TextIO
 
 import torch
 
+from padless.commands.inputs import integer, stdin_lines
 from padless.commands.options import add_decoding_arguments, load_run, search_options
 from padless.data.text import TextProcessor
 from padless.decoding.batched import make_generator, reply
@@ -28,14 +30,14 @@ from padless.models import EncoderDecoder
 
 __all__ = ["add_arguments", "converse", "run"]
 
-QUIT_WORDS = ("quit", "exit", ":q")
+QUIT_WORDS = ("quit", "exit", ":q")  # at the prompt only: in a script every line is data
 HISTORY_FILE = Path.home() / ".padless_history"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless chat``."""
     add_decoding_arguments(parser, sampling=True)
-    parser.add_argument("--max-input-length", type=int, default=50, metavar="N",
+    parser.add_argument("--max-input-length", type=integer(1), default=50, metavar="N",
                         help="longer inputs are cut to their first N tokens (default 50)")
 
 
@@ -58,6 +60,8 @@ def _terminal_lines() -> Iterator[str]:
             except EOFError:  # Ctrl-D
                 print()
                 return
+            except UnicodeDecodeError:  # bytes the terminal's encoding cannot read
+                print("(that line is not text in your terminal's encoding; try again)")
     finally:
         if readline is not None:
             try:
@@ -78,17 +82,18 @@ def converse(
     err: TextIO | None = None,
     scripted: bool = False,
 ) -> int:
-    """Answer each line until ``quit`` or the end of ``lines``; returns the lines answered.
+    """Answer each line until the end of ``lines``; returns the lines answered.
 
     Replies go to ``out`` (default stdout). ``scripted``: write exactly one output line per
-    input line (an empty one when there is nothing to answer) and notices to ``err`` (default
-    stderr), so the output lines up with the input.
+    input line (an empty one when there is nothing to answer), every line included, and
+    notices to ``err`` (default stderr), so the output lines up with the input. Otherwise
+    (at the prompt) a line ``quit``, ``exit`` or ``:q`` ends the conversation.
     """
     out, err = out or sys.stdout, err or sys.stderr
     answered = 0
     for raw in lines:
         line = raw.rstrip("\r\n")
-        if line.strip().lower() in QUIT_WORDS:
+        if not scripted and line.strip().lower() in QUIT_WORDS:
             break
         answer = reply(
             model, text, line, options, max_input_length=max_input_length, generator=generator
@@ -104,22 +109,21 @@ def converse(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Chat until ``quit``; exit code 0, or 2 on a bad run directory or option."""
-    try:
-        options = search_options(args)
-        if args.max_input_length < 1:
-            raise ValueError(f"--max-input-length must be at least 1, got {args.max_input_length}")
-        model, text = load_run(args)
-    except ValueError as e:
-        print(f"padless chat: {e}", file=sys.stderr)
-        return 2
+    """Chat until ``quit`` or the end of the input; exit code 0.
+
+    A bad option, run directory or input raises ``UserError``, which ``padless.cli.main``
+    reports in one line (exit 2).
+    """
+    options = search_options(args)
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    lines = _terminal_lines() if interactive else stdin_lines()
+    model, text = load_run(args)
     generator = make_generator(getattr(args, "seed", None), model.device)
-    interactive = sys.stdin.isatty()
     if interactive:
         print(f"Talking to {args.run_dir} ({options.method} search). "
               "Type `quit` or press Ctrl-D to leave.")
     converse(
-        model, text, _terminal_lines() if interactive else sys.stdin, options,
+        model, text, lines, options,
         max_input_length=args.max_input_length, generator=generator, scripted=not interactive,
     )
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from padless.commands.inputs import integer, number
 from padless.data.text import TextProcessor
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
@@ -29,35 +30,37 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     method = parser.add_mutually_exclusive_group()
-    method.add_argument("--beam", type=int, metavar="K",
+    method.add_argument("--beam", type=integer(1), metavar="K",
                         help="beam search with K beams (default: greedy)")
-    parser.add_argument("--length-penalty", type=float, default=0.6, metavar="ALPHA",
+    parser.add_argument("--length-penalty", type=number(0), default=0.6, metavar="ALPHA",
                         help="beam search's GNMT length penalty exponent (default 0.6; 0: none)")
-    parser.add_argument("--max-length", type=int, default=30, metavar="N",
+    parser.add_argument("--max-length", type=integer(1), default=30, metavar="N",
                         help="at most N output tokens (default 30)")
-    parser.add_argument("--min-length", type=int, default=1, metavar="N",
+    parser.add_argument("--min-length", type=integer(0), default=1, metavar="N",
                         help="at least N output tokens before the end (default 1: never an "
                              "empty answer)")
     parser.add_argument("--allow-unk", action="store_true",
                         help="let answers contain <unk> (by default it is never generated)")
-    parser.add_argument("--no-repeat-ngram", type=int, default=DEFAULTS.no_repeat_ngram,
+    parser.add_argument("--no-repeat-ngram", type=integer(0), default=DEFAULTS.no_repeat_ngram,
                         metavar="N",
                         help="never the same N-gram twice in an answer (default "
                              f"{DEFAULTS.no_repeat_ngram}; 0: allowed)")
-    parser.add_argument("--repetition-penalty", type=float,
+    parser.add_argument("--repetition-penalty", type=number(1),
                         default=DEFAULTS.repetition_penalty, metavar="P",
                         help="multiply the log-probability of words already in the answer by "
                              f"P >= 1 (default {DEFAULTS.repetition_penalty:g}; 1: no penalty)")
     if sampling:
         method.add_argument("--sample", action="store_true",
                             help="sample the answer instead of searching for the likeliest")
-        parser.add_argument("--temperature", type=float, default=1.0, metavar="T",
+        parser.add_argument("--temperature", type=number(0, open_min=True), default=1.0,
+                            metavar="T",
                             help="sampling temperature (default 1.0)")
-        parser.add_argument("--top-k", type=int, default=0, metavar="K",
+        parser.add_argument("--top-k", type=integer(0), default=0, metavar="K",
                             help="sample among the K likeliest tokens (default 0: all)")
-        parser.add_argument("--top-p", type=float, default=1.0, metavar="P",
+        parser.add_argument("--top-p", type=number(0, 1, open_min=True), default=1.0,
+                            metavar="P",
                             help="nucleus sampling: smallest set of tokens with probability P")
-        parser.add_argument("--seed", type=int, metavar="S",
+        parser.add_argument("--seed", type=integer(0, 2**63 - 1), metavar="S",
                             help="seed of the sampler (default: a fresh seed each run)")
 
 
@@ -65,7 +68,7 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     """The :class:`SearchOptions` the parsed options ask for.
 
     Raises:
-        ValueError: on a bad value (checked by :class:`SearchOptions`).
+        UserError: on a bad combination (checked by :class:`SearchOptions`).
     """
     common = {
         "max_length": args.max_length, "min_length": args.min_length,

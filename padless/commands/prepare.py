@@ -11,10 +11,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from padless.commands.inputs import integer, number
 from padless.data.dataset import METADATA_FILE
-from padless.data.prepare import PrepareOptions, prepare
-from padless.data.readers import FORMATS, CorpusError
+from padless.data.prepare import DEFAULT_MAX_LENGTH, PrepareOptions, prepare
+from padless.data.readers import FORMATS
 from padless.data.text import NORMALIZERS, TOKENIZERS
+from padless.data.vocabulary import SPECIALS
 
 __all__ = ["add_arguments", "format_summary", "run"]
 
@@ -33,23 +35,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'default' keeps Unicode letters and digits; 'tutorial' is the "
                              "PyTorch tutorial's ASCII-only normaliser; 'none' only whitespace")
     parser.add_argument("--tokenizer", default="word", choices=TOKENIZERS)
-    parser.add_argument("--vocab-size", type=int, default=8000,
+    parser.add_argument("--vocab-size", type=integer(len(SPECIALS) + 1), default=8000,
                         help="sentencepiece vocabulary size (default 8000)")
     parser.add_argument("--spm-model", default="unigram", choices=["unigram", "bpe"],
                         help="sentencepiece model type (default unigram)")
-    parser.add_argument("--min-count", type=int, default=1,
+    parser.add_argument("--min-count", type=integer(1), default=1,
                         help="word tokenizer: words seen fewer times in train become UNK")
     parser.add_argument("--drop-unk-pairs", action="store_true",
                         help="drop pairs containing a word outside the vocabulary (the "
                              "tutorial's trimming) instead of mapping it to UNK")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="drop pairs with more tokens than this on either side")
-    parser.add_argument("--valid-fraction", type=float, default=0.05)
-    parser.add_argument("--test-fraction", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0, help="split (and sentencepiece) seed")
+    parser.add_argument("--max-length", type=integer(1), default=DEFAULT_MAX_LENGTH,
+                        help="drop pairs with more tokens than this on either side, counted "
+                             f"(default {DEFAULT_MAX_LENGTH})")
+    parser.add_argument("--valid-fraction", type=number(0, 1, open_max=True), default=0.05)
+    parser.add_argument("--test-fraction", type=number(0, 1, open_max=True), default=0.05)
+    parser.add_argument("--seed", type=integer(0, 2**31 - 1), default=0,
+                        help="split (and sentencepiece) seed")
     parser.add_argument("--skip-bad-lines", action="store_true",
                         help="count and skip malformed lines instead of stopping")
-    parser.add_argument("--max-pairs", type=int, default=None,
+    parser.add_argument("--max-pairs", type=integer(1), default=None,
                         help="read only the first N pairs (for quick runs)")
 
 
@@ -88,14 +92,14 @@ def format_summary(meta: dict, out: str | Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``padless prepare``."""
+    """Entry point of ``padless prepare``; exit code 0.
+
+    A bad corpus, option or ``--out`` raises ``UserError`` (``CorpusError``), which
+    ``padless.cli.main`` reports in one line (exit 2).
+    """
     # every option but the corpus and --out is a field of PrepareOptions, by the same name
     options = PrepareOptions(**{f.name: getattr(args, f.name) for f in fields(PrepareOptions)})
-    try:
-        meta = prepare(args.corpus, args.out, options)
-    except (CorpusError, ValueError) as e:
-        print(f"padless prepare: error: {e}", file=sys.stderr)
-        return 1
+    meta = prepare(args.corpus, args.out, options)
     for message in meta["warnings"]:
         print(f"padless prepare: warning: {message}", file=sys.stderr)
     print(format_summary(meta, args.out))

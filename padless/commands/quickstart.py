@@ -10,11 +10,11 @@ for another budget.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from padless.commands.inputs import integer, number
 from padless.commands.prepare import format_summary
 from padless.commands.train import describe_result
 from padless.data.dataset import METADATA_FILE, PreparedData
@@ -30,6 +30,7 @@ from padless.training.checkpoint import (
     checkpoint_path,
     kept_checkpoints,
     load_model,
+    resumed_config,
 )
 from padless.training.config import load_config
 from padless.training.trainer import train
@@ -53,7 +54,7 @@ PREPARE_OPTIONS = PrepareOptions(min_count=3, max_length=20)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless quickstart`` (and hidden ones that make tests fast)."""
-    parser.add_argument("--minutes", type=float, default=5.0, metavar="M",
+    parser.add_argument("--minutes", type=number(0, open_min=True), default=5.0, metavar="M",
                         help="the whole budget in minutes, most of it training (default 5)")
     parser.add_argument("--out", default="runs/quickstart", metavar="RUN_DIR",
                         help="run directory (default runs/quickstart); an existing run resumes")
@@ -61,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the prepared corpus goes (default data/chitchat; reused "
                              "when already prepared)")
     # for tests and experiments: a smaller corpus, model or run
-    parser.add_argument("--max-pairs", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--max-pairs", type=integer(1), help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
-    parser.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--max-steps", type=integer(1), help=argparse.SUPPRESS)
 
 
 def _banner(text: str) -> None:
@@ -114,7 +115,7 @@ def quickstart(
     overrides = [*overrides, f"train.max_time={train_minutes:.3f}"]
     if max_steps is not None:
         overrides.append(f"train.max_steps={max_steps}")
-    config = load_config(str(run_dir / "config.yaml") if resume else "chatbot", overrides)
+    config = resumed_config(run_dir, overrides) if resume else load_config("chatbot", overrides)
     splits = {**data.splits, "valid": data.splits["valid"][:VALID_PAIRS]}
     result = train(config, data.text, splits, run_dir, resume=resume, data_dir=data_dir)
     print(describe_result(result, run_dir))
@@ -169,13 +170,10 @@ def _show_summary(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``padless quickstart``."""
-    if args.minutes <= 0:
-        print(f"padless quickstart: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
-        return 2
-    try:
-        return quickstart(args.minutes, args.out, args.data_dir, max_pairs=args.max_pairs,
-                          overrides=args.set, max_steps=args.max_steps)
-    except ValueError as e:  # a corpus, config or checkpoint problem, named in the message
-        print(f"padless quickstart: error: {e}", file=sys.stderr)
-        return 2
+    """Entry point of ``padless quickstart``: its exit code.
+
+    A corpus, config or checkpoint problem raises ``UserError``, which ``padless.cli.main``
+    reports in one line (exit 2).
+    """
+    return quickstart(args.minutes, args.out, args.data_dir, max_pairs=args.max_pairs,
+                      overrides=args.set, max_steps=args.max_steps)

@@ -13,18 +13,12 @@ Runs unchanged under ``torchrun --nproc_per_node=N -m padless train ...``. The w
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from padless.commands.inputs import integer, number
 from padless.data.dataset import PreparedData
-from padless.training.checkpoint import checkpoint_path
-from padless.training.config import (
-    Config,
-    ConfigError,
-    apply_overrides,
-    bundled_configs,
-    load_config,
-)
+from padless.training.checkpoint import checkpoint_path, resumed_config
+from padless.training.config import Config, ConfigError, bundled_configs, load_config
 from padless.training.trainer import TrainResult, train
 
 __all__ = ["add_arguments", "describe_result", "run"]
@@ -42,21 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.hidden_size=256 "
                              "--set train.lr=3e-4 (repeatable)")
-    parser.add_argument("--max-steps", type=int, metavar="N",
+    parser.add_argument("--max-steps", type=integer(1), metavar="N",
                         help="total optimiser steps (train.max_steps; counts resumed steps too)")
-    parser.add_argument("--max-time", type=float, metavar="MINUTES",
+    parser.add_argument("--max-time", type=number(0, open_min=True), metavar="MINUTES",
                         help="stop after MINUTES of wall-clock time in this invocation "
                              "(then validate and save, as at --max-steps)")
-    parser.add_argument("--accumulate", type=int, metavar="K",
+    parser.add_argument("--accumulate", type=integer(1), metavar="K",
                         help="micro-batches per optimiser step (train.accumulate)")
     parser.add_argument("--precision", choices=("fp32", "bf16"),
                         help="bf16 runs the forward pass under autocast (train.precision)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its latest checkpoint")
+                        help="continue the run in --out from its latest checkpoint, with "
+                             "the config it holds (--set may change train.* keys)")
 
 
 def _resolve_config(args: argparse.Namespace, run_dir: Path) -> Config:
-    """The run's config: a bundled/file config (new run) or the run's own (--resume)."""
+    """The run's config: a bundled/file config (new run) or the checkpoint's (--resume)."""
     overrides = list(args.set)
     for flag, key in (("max_steps", "train.max_steps"), ("max_time", "train.max_time"),
                       ("accumulate", "train.accumulate"), ("precision", "train.precision")):
@@ -68,27 +63,19 @@ def _resolve_config(args: argparse.Namespace, run_dir: Path) -> Config:
                               "or choose another --out")
         return load_config(args.config or "chatbot", overrides)
     if args.config is not None:
-        raise ConfigError("--config: a resumed run keeps its own config.yaml; use --set")
-    if not checkpoint_path(run_dir, "latest").exists():
-        raise ConfigError(f"{checkpoint_path(run_dir, 'latest')}: no checkpoint to resume")
-    saved = load_config(str(run_dir / "config.yaml"))
-    config = Config.from_dict(apply_overrides(saved.to_dict(), overrides))
-    for key, value in config.to_dict()["model"].items():
-        if value != getattr(saved.model, key):
-            raise ConfigError(f"model.{key}: the model of a resumed run cannot change "
-                              f"(it is {getattr(saved.model, key)!r})")
-    return config
+        raise ConfigError("--config: a resumed run keeps the config of its checkpoint; use --set")
+    return resumed_config(run_dir, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; the exit code is 0, 2 on a bad config or data, ``128 + signal`` if stopped."""
+    """Train; the exit code is 0, or ``128 + signal`` if a signal stopped it.
+
+    A bad config, dataset, run directory or checkpoint raises ``UserError`` (``ConfigError``),
+    which ``padless.cli.main`` reports in one line (exit 2).
+    """
     run_dir = Path(args.out)
-    try:
-        config = _resolve_config(args, run_dir)
-        data = PreparedData.load(args.data)
-    except ValueError as e:  # ConfigError included: the message names the key or file
-        print(f"padless train: error: {e}", file=sys.stderr)
-        return 2
+    config = _resolve_config(args, run_dir)
+    data = PreparedData.load(args.data)
     result = train(config, data.text, data.splits, run_dir, resume=args.resume,
                    data_dir=args.data)
     print(describe_result(result, run_dir))

@@ -1,7 +1,8 @@
 """``padless translate RUN_DIR < in.txt > out.txt``: decode a file, one output line per line.
 
 Lines are decoded in length-sorted batches (little padding) and written back in input order;
-a progress bar goes to stderr. An empty input line gives an empty output line. The work is
+a progress bar goes to stderr. An empty input line gives an empty output line; a line longer
+than ``--max-input-length`` tokens is cut, with a notice. The work is
 :func:`padless.decoding.batched.decode_texts`.
 """
 
@@ -9,35 +10,49 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
+from padless.commands.inputs import integer, stdin_lines
 from padless.commands.options import add_decoding_arguments, load_run, search_options
-from padless.decoding.batched import decode_texts
+from padless.decoding.batched import InputsTruncated, decode_texts
 
 __all__ = ["add_arguments", "run"]
+
+MAX_INPUT_LENGTH = 200  # tokens: the longest pair `padless prepare` keeps by default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless translate``."""
     add_decoding_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N",
+    parser.add_argument("--batch-size", type=integer(1), default=64, metavar="N",
                         help="sentences decoded together (default 64)")
+    parser.add_argument("--max-input-length", type=integer(1), default=MAX_INPUT_LENGTH,
+                        metavar="N", help="longer inputs are cut to their first N tokens, with "
+                        f"a notice (default {MAX_INPUT_LENGTH})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read stdin, write one answer per input line to stdout; exit code 0, or 2 on bad input."""
-    try:
-        options = search_options(args)
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-        model, text = load_run(args)
-    except ValueError as e:
-        print(f"padless translate: {e}", file=sys.stderr)
-        return 2
-    lines = [line.rstrip("\r\n") for line in sys.stdin]
-    outputs = decode_texts(
-        model, text, lines, options, batch_size=args.batch_size, progress=not args.no_progress
-    )
+    """Read stdin, write one answer per input line to stdout; exit code 0.
+
+    A bad option, run directory or input raises ``UserError``, which ``padless.cli.main``
+    reports in one line (exit 2).
+    """
+    options = search_options(args)
+    lines = stdin_lines()
+    model, text = load_run(args)
+    lines = list(lines)  # all of it first: a bad line stops the command before any output
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputsTruncated)
+        outputs = decode_texts(
+            model, text, lines, options, batch_size=args.batch_size,
+            max_input_length=args.max_input_length, progress=not args.no_progress,
+        )
+    for w in caught:  # ours as a notice; any other warning as it would have been shown
+        if issubclass(w.category, InputsTruncated):
+            print(f"padless translate: notice: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     for output in outputs:
         sys.stdout.write(output + "\n")
     sys.stdout.flush()

@@ -26,7 +26,8 @@ from padless.data.batch import Batch, IdPair, make_batches
 from padless.data.sampler import BucketBatchSampler
 from padless.data.text import TextProcessor
 from padless.data.vocabulary import Vocabulary
-from padless.runtime.files import write_text_atomic
+from padless.runtime.errors import UserError
+from padless.runtime.files import read_utf8, write_text_atomic
 
 __all__ = [
     "METADATA_FILE",
@@ -64,9 +65,11 @@ def split_pairs(
         ``({"train": ..., "valid": ..., "test": ...}, number of duplicates removed)``.
     """
     if not 0 <= valid_fraction < 1 or not 0 <= test_fraction < 1:
-        raise ValueError("valid and test fractions must be in [0, 1)")
+        raise UserError(f"valid and test fractions must be in [0, 1), got {valid_fraction} "
+                        f"and {test_fraction}")
     if valid_fraction + test_fraction >= 1:
-        raise ValueError("valid_fraction + test_fraction must leave some training data")
+        raise UserError("valid_fraction + test_fraction must leave some training data, got "
+                        f"{valid_fraction} + {test_fraction}")
     unique = list(dict.fromkeys(pairs))
     n = len(unique)
     n_valid = round(n * valid_fraction)
@@ -105,17 +108,19 @@ def read_split(path: str | os.PathLike, vocab: Vocabulary) -> list[IdPair]:
     """Read a split file written by :func:`write_split` as id pairs.
 
     Raises:
-        ValueError: naming the file and line of a malformed line.
+        UserError: naming the file and line of a malformed line.
     """
     pairs: list[IdPair] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            sides = line.rstrip("\n").split("\t")
-            if len(sides) != 2 or not sides[0] or not sides[1]:
-                raise ValueError(
-                    f"{path}:{lineno}: expected 'source tokens<TAB>target tokens', both non-empty"
-                )
-            pairs.append((vocab.encode(sides[0].split(" ")), vocab.encode(sides[1].split(" "))))
+    lines = read_utf8(path).split("\n")  # not splitlines(): \x1c or \u2028 are no line ends here
+    if lines[-1] == "":
+        lines.pop()
+    for lineno, line in enumerate(lines, 1):
+        sides = line.split("\t")
+        if len(sides) != 2 or not sides[0] or not sides[1]:
+            raise UserError(
+                f"{path}:{lineno}: expected 'source tokens<TAB>target tokens', both non-empty"
+            )
+        pairs.append((vocab.encode(sides[0].split(" ")), vocab.encode(sides[1].split(" "))))
     return pairs
 
 
@@ -147,28 +152,30 @@ class PreparedData:
         """Load a directory written by ``padless prepare``.
 
         Raises:
-            ValueError: if ``data_dir`` is not a prepared dataset or a file in it is broken.
+            UserError: if ``data_dir`` is not a prepared dataset or a file in it is broken.
         """
         data_dir = Path(data_dir)
         meta_path = data_dir / METADATA_FILE
         hint = f"run `padless prepare CORPUS --out {data_dir}` first"
         if not data_dir.is_dir():
-            raise ValueError(f"{data_dir}: no such directory; {hint}")
+            raise UserError(f"{data_dir}: no such directory; {hint}")
         try:
-            metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+            metadata = json.loads(read_utf8(meta_path))
         except FileNotFoundError:
-            raise ValueError(f"{data_dir} is not a prepared dataset (no {METADATA_FILE}); "
-                             f"{hint}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{meta_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            raise UserError(f"{data_dir} is not a prepared dataset (no {METADATA_FILE}); "
+                            f"{hint}") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            line = f":{e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+            raise UserError(
+                f"{meta_path}{line}: not valid JSON; prepare the dataset again") from None
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: not a padless prepared-dataset metadata file")
+            raise UserError(f"{meta_path}: not a padless prepared-dataset metadata file")
         text = TextProcessor.load(data_dir)
         splits = {}
         for name in SPLITS:
             path = data_dir / f"{name}.tsv"
             if not path.exists():
-                raise ValueError(f"{path}: missing; the prepared dataset is incomplete")
+                raise UserError(f"{path}: missing; the prepared dataset is incomplete")
             splits[name] = read_split(path, text.vocab)
         return cls(text, splits, metadata)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from padless.runtime.errors import UserError
+
 __all__ = [
     "CorpusError",
     "TextPair",
@@ -31,7 +33,7 @@ EXAMPLES = 5  # problems quoted in the summary; the rest are only counted
 TextPair = tuple[str, str]  # (source text, target text), as read from a corpus
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """Malformed or missing input; the message names the file (and line)."""
 
 
@@ -61,8 +63,9 @@ class ReadStats:
             self.problems.append(text)
 
     def drop(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` pairs dropped for ``reason``."""
-        self.dropped[reason] += n
+        """Count ``n`` pairs dropped for ``reason`` (a reason that dropped none is not listed)."""
+        if n:
+            self.dropped[reason] += n
 
 
 def open_binary(path: Path) -> BinaryIO:

@@ -18,9 +18,9 @@ Formats:
 
 from __future__ import annotations
 
-import ast
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from itertools import zip_longest
@@ -59,6 +59,28 @@ FORMATS = ("cornell", "convokit", "chitchat", "chatterbot", "tsv", "parallel")
 CORNELL_SEP = " +++$+++ "
 CORNELL_ENCODING = "iso-8859-1"
 CORNELL_FILES = ("movie_lines.txt", "movie_conversations.txt")
+# The line ids of a conversation, as the corpus writes them: ['L194', 'L195', 'L196']
+_CORNELL_ID = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+_CORNELL_IDS = re.compile(rf"\[\s*(?:(?:{_CORNELL_ID.pattern})\s*(?:,\s*|(?=\])))*\]")
+# Suffixes that say a file is a corpus of its own, never one side of a parallel pair
+_PAIR_SUFFIXES = {".tsv": "tsv", ".json": "chitchat", ".jsonl": "convokit", ".yml": "chatterbot",
+                  ".yaml": "chatterbot"}
+_MISSING = object()
+
+
+def _parse_json(text: str) -> tuple[object, str | None, int | None]:
+    """``(value, None, None)``, or ``(_MISSING, what is wrong, line)`` for text that is not
+    JSON (the line within ``text``, when known)."""
+    try:
+        return json.loads(text), None, None
+    except json.JSONDecodeError as e:
+        return _MISSING, f"broken JSON ({e.msg} at column {e.colno})", e.lineno
+    except RecursionError:
+        return _MISSING, "JSON nested too deeply", None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        return _MISSING, f"broken JSON ({e})", None
+
+
 # -- Cornell Movie-Dialogs -----------------------------------------------------------------
 
 
@@ -97,16 +119,11 @@ def read_cornell(directory: str | os.PathLike, stats: ReadStats) -> Iterator[Tex
         if not line.strip():
             continue
         fields = _cornell_fields(line, 4)
-        ids = None
-        if fields is not None:
-            try:
-                # literal_eval parses Python literals only: the list cannot run code.
-                ids = ast.literal_eval(fields[3].strip())
-            except (ValueError, SyntaxError):
-                ids = None
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        # A pattern, not a Python parser: a malicious or deeply nested field costs nothing.
+        if fields is None or not _CORNELL_IDS.fullmatch(fields[3].strip()):
             stats.bad(conv_path, lineno, "expected 4 fields ending in a list like ['L1', 'L2']")
             continue
+        ids = [single or double for single, double in _CORNELL_ID.findall(fields[3])]
         for i in ids:
             if i not in texts:
                 stats.missing_ids += 1
@@ -132,10 +149,9 @@ def read_convokit(path: str | os.PathLike, stats: ReadStats) -> Iterator[TextPai
     for lineno, line in text_lines(path, stats):
         if not line.strip():
             continue
-        try:
-            utt = json.loads(line)
-        except json.JSONDecodeError as e:
-            stats.bad(path, lineno, f"broken JSON ({e.msg} at column {e.colno})")
+        utt, problem, _ = _parse_json(line)
+        if problem is not None:
+            stats.bad(path, lineno, problem)
             continue
         if not isinstance(utt, dict) or "id" not in utt or not isinstance(utt.get("text"), str):
             stats.bad(path, lineno, "expected a JSON object with 'id' and 'text'")
@@ -172,10 +188,9 @@ def read_chitchat(path: str | os.PathLike | None, stats: ReadStats) -> Iterator[
     text = read_text(path, stats)
     if text is None:
         return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        stats.bad(path, e.lineno, f"broken JSON ({e.msg} at column {e.colno})")
+    data, problem, lineno = _parse_json(text)
+    if problem is not None:
+        stats.bad(path, lineno, problem)
         return
     if not isinstance(data, dict):
         stats.bad(path, None, "expected a JSON object of conversations")
@@ -208,6 +223,12 @@ def read_chatterbot(path: str | os.PathLike, stats: ReadStats) -> Iterator[TextP
             mark = getattr(e, "problem_mark", None)
             stats.bad(file, mark.line + 1 if mark else None,
                       f"broken YAML ({getattr(e, 'problem', None) or e})")
+            continue
+        except RecursionError:
+            stats.bad(file, None, "YAML nested too deeply")
+            continue
+        except (ValueError, OverflowError) as e:  # a value YAML parsed but cannot build:
+            stats.bad(file, None, f"broken YAML ({e})")  # 2001-13-01, \U0011ffff
             continue
         convs = doc.get("conversations") if isinstance(doc, dict) else None
         if not isinstance(convs, list):
@@ -274,6 +295,13 @@ def detect_format(corpus: list[str]) -> str:
     if corpus == ["chitchat"] and not Path("chitchat").exists():
         return "chitchat"
     if len(corpus) == 2:
+        for name in corpus:
+            if Path(name).suffix.lower() in _PAIR_SUFFIXES:
+                raise CorpusError(
+                    f"{name}: a {_PAIR_SUFFIXES[Path(name).suffix.lower()]} corpus holds pairs "
+                    "already; two files are read as one parallel corpus (line-aligned plain "
+                    "text): give one corpus, or pass --format parallel if that is what they are"
+                )
         return "parallel"
     if len(corpus) != 1:
         raise CorpusError(f"expected one corpus (or two parallel files), got {len(corpus)}")
@@ -290,8 +318,7 @@ def detect_format(corpus: list[str]) -> str:
         raise CorpusError(f"{path}: no such file or directory")
     if path.name in CORNELL_FILES:
         return "cornell"
-    by_suffix = {".yml": "chatterbot", ".yaml": "chatterbot", ".jsonl": "convokit",
-                 ".json": "chitchat", ".tsv": "tsv", ".txt": "tsv"}
+    by_suffix = {**_PAIR_SUFFIXES, ".txt": "tsv"}
     if path.suffix.lower() in by_suffix:
         return by_suffix[path.suffix.lower()]
     raise CorpusError(f"{path}: cannot tell the corpus format from its name; pass --format")

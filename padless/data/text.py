@@ -38,7 +38,8 @@ from padless.data.vocabulary import (
     UNK_ID,
     Vocabulary,
 )
-from padless.runtime.files import write_bytes_atomic, write_json_atomic
+from padless.runtime.errors import UserError
+from padless.runtime.files import read_utf8, write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "NORMALIZERS",
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 _SPACES = re.compile(r"\s+")
+# Lone surrogates: how Python passes on bytes that are not UTF-8 in a command-line argument
+# or a stream read with errors="surrogateescape" (the C locale). They are not text.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def normalize_tutorial(text: str) -> str:
@@ -171,9 +175,26 @@ def train_sentencepiece(
     The special ids are aligned with ours so the model's piece ids *are* vocabulary ids.
     ``hard_vocab_limit=False`` lets a tiny corpus produce fewer pieces instead of failing;
     one thread and the whole input (no sampling) keep the model reproducible.
+
+    Raises:
+        UserError: when sentencepiece cannot train (a ``vocab_size`` below the corpus'
+            characters plus the specials, say), with its reason.
     """
     spm.set_random_generator_seed(seed)
     out = io.BytesIO()
+    try:
+        _train_sentencepiece(sentences, out, vocab_size=vocab_size, model_type=model_type)
+    except RuntimeError as e:  # sentencepiece checks its arguments against the corpus
+        # Its words without "INTERNAL: src/x.cc(78) [...]" and its own command-line advice
+        reason = str(e).rsplit("] ", 1)[-1].split(" Increase ")[0].strip() or str(e)
+        raise UserError(f"sentencepiece cannot train a {vocab_size}-piece vocabulary on this "
+                        f"corpus ({reason}); raise --vocab-size") from None
+    return SentencePieceTokenizer(out.getvalue())
+
+
+def _train_sentencepiece(
+    sentences: Iterable[str], out: io.BytesIO, *, vocab_size: int, model_type: str
+) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_writer=out,
@@ -194,7 +215,6 @@ def train_sentencepiece(
         num_threads=1,
         minloglevel=2,
     )
-    return SentencePieceTokenizer(out.getvalue())
 
 
 TOKENIZERS = ("word", "sentencepiece")
@@ -219,7 +239,7 @@ class TextProcessor:
         normalize: str = "default",
         tokenizer: WordTokenizer | SentencePieceTokenizer | None = None,
     ) -> None:
-        if normalize not in NORMALIZERS:
+        if not isinstance(normalize, str) or normalize not in NORMALIZERS:
             raise ValueError(f"unknown normaliser {normalize!r}; choose from {list(NORMALIZERS)}")
         self.vocab = vocab
         self.normalize = normalize
@@ -237,8 +257,8 @@ class TextProcessor:
         return self._normalize(text)
 
     def tokenize(self, text: str) -> list[str]:
-        """Normalise and tokenise ``text``."""
-        return self.tokenizer.tokenize(self._normalize(text))
+        """Normalise and tokenise ``text``; undecodable bytes in it become U+FFFD (unknown)."""
+        return self.tokenizer.tokenize(self._normalize(_SURROGATES.sub("\ufffd", text)))
 
     def encode(self, text: str) -> list[int]:
         """Normalise, tokenise and map to ids (no BOS/EOS); unknown words become UNK_ID."""
@@ -277,18 +297,20 @@ class TextProcessor:
         """Read what :meth:`save` wrote.
 
         Raises:
-            ValueError: naming the file that is missing or wrong.
+            UserError: naming the file that is missing or wrong.
         """
         directory = Path(directory)
         path = directory / _SETTINGS_FILE
         try:
-            settings = json.loads(path.read_text(encoding="utf-8"))
+            settings = json.loads(read_utf8(path))
         except FileNotFoundError:
-            raise ValueError(f"{path}: missing; {directory} holds no saved TextProcessor") from None
+            raise UserError(f"{path}: missing; {directory} holds no saved TextProcessor") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise UserError(f"{path}: not a padless text-processor file") from None
         if not isinstance(settings, dict) or settings.get("format") != _FORMAT:
-            raise ValueError(f"{path}: not a padless text-processor file")
+            raise UserError(f"{path}: not a padless text-processor file")
         vocab = Vocabulary.load(directory / _VOCAB_FILE)
         tokenizer: WordTokenizer | SentencePieceTokenizer
         if settings.get("tokenizer") == "sentencepiece":
@@ -296,14 +318,16 @@ class TextProcessor:
             try:
                 tokenizer = SentencePieceTokenizer(model_path.read_bytes())
             except FileNotFoundError:
-                raise ValueError(f"{model_path}: missing sentencepiece model") from None
+                raise UserError(f"{model_path}: missing sentencepiece model") from None
+            except RuntimeError:  # sentencepiece's own parse error
+                raise UserError(f"{model_path}: not a sentencepiece model (damaged?)") from None
             if tokenizer.pieces() != vocab.tokens:
-                raise ValueError(f"{model_path}: does not match {directory / _VOCAB_FILE}")
+                raise UserError(f"{model_path}: does not match {directory / _VOCAB_FILE}")
         elif settings.get("tokenizer") == "word":
             tokenizer = WordTokenizer()
         else:
-            raise ValueError(f"{path}: unknown tokenizer {settings.get('tokenizer')!r}")
+            raise UserError(f"{path}: unknown tokenizer {settings.get('tokenizer')!r}")
         try:
             return cls(vocab, normalize=settings.get("normalize", ""), tokenizer=tokenizer)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise UserError(f"{path}: {e}") from None

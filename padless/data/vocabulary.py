@@ -4,6 +4,10 @@ PAD is 0 so that a zero-initialised tensor is all padding and ``pad_batch``'s de
 matches; BOS, EOS and UNK follow. One joint vocabulary serves source and target (a chatbot
 answers in the language it is spoken to). Unknown tokens map to UNK instead of raising,
 which is what crashes the tutorial's ``indexesFromSentence`` on a word it never saw.
+
+The specials are ids, never text: a text token that spells one (``<pad>``, ``</s>`` in a
+corpus prepared with ``--normalize none``) is an unknown word, so text can never put a
+PAD, BOS or EOS into a sequence.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from padless.runtime.files import write_json_atomic
+from padless.runtime.errors import UserError
+from padless.runtime.files import read_utf8, write_json_atomic
 
 __all__ = [
     "BOS",
@@ -40,14 +45,15 @@ class Vocabulary:
     """An ordered token list; a token's id is its position.
 
     Ids 0-3 are always ``<pad> <s> </s> <unk>``; the other tokens follow in the order given.
+    Only those others are words of the vocabulary (``in``, :meth:`encode`).
     """
 
     def __init__(self, tokens: Iterable[str] = ()) -> None:
         """Build from the non-special tokens, in id order (duplicates and specials skipped)."""
         self._itos: list[str] = list(SPECIALS)
-        self._stoi: dict[str, int] = {tok: i for i, tok in enumerate(SPECIALS)}
+        self._stoi: dict[str, int] = {}  # words only: the specials are not text
         for tok in tokens:
-            if tok not in self._stoi:
+            if tok not in self._stoi and tok not in SPECIALS:
                 self._stoi[tok] = len(self._itos)
                 self._itos.append(tok)
 
@@ -79,6 +85,7 @@ class Vocabulary:
         return len(self._itos)
 
     def __contains__(self, token: object) -> bool:
+        """True for the vocabulary's words (never for the special tokens' spellings)."""
         return token in self._stoi
 
     def __eq__(self, other: object) -> bool:
@@ -93,7 +100,7 @@ class Vocabulary:
         return list(self._itos)
 
     def token_to_id(self, token: str) -> int:
-        """The id of ``token``, UNK_ID when it is not in the vocabulary."""
+        """The id of the word ``token``; UNK_ID for an unknown word or a special's spelling."""
         return self._stoi.get(token, UNK_ID)
 
     def id_to_token(self, index: int) -> str:
@@ -108,7 +115,7 @@ class Vocabulary:
         return self._itos[index]
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
-        """Map tokens to ids; unknown tokens become UNK_ID (never raises)."""
+        """Map text tokens to ids; unknown ones (and specials' spellings) become UNK_ID."""
         get = self._stoi.get
         return [get(tok, UNK_ID) for tok in tokens]
 
@@ -149,15 +156,17 @@ class Vocabulary:
         """Read a file written by :meth:`save`.
 
         Raises:
-            ValueError: naming the file, if it is missing, not JSON or not a vocabulary.
+            UserError: naming the file, if it is missing, not JSON or not a vocabulary.
         """
         try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-            return cls.from_dict(d)
+            d = json.loads(read_utf8(path))
         except FileNotFoundError:
-            raise ValueError(f"{path}: no such vocabulary file") from None
+            raise UserError(f"{path}: no such vocabulary file") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise UserError(f"{path}: not a vocabulary (JSON nested too deeply)") from None
+        try:
+            return cls.from_dict(d)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise UserError(f"{path}: {e}") from None

@@ -7,6 +7,7 @@ functions themselves are in :mod:`padless.decoding.search`.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,14 @@ from padless.decoding.search import (
 from padless.masking import pad_batch
 from padless.models import EncoderDecoder
 
-__all__ = ["Reply", "decode_ids", "decode_texts", "make_generator", "reply", "run_search"]
+__all__ = [
+    "InputsTruncated", "Reply", "cap_sources", "decode_ids", "decode_texts", "make_generator",
+    "reply", "run_search",
+]
+
+
+class InputsTruncated(UserWarning):
+    """Some inputs were longer than the cap and were cut (the message says how many)."""
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -103,6 +111,22 @@ def decode_ids(
     return results
 
 
+def cap_sources(
+    sources: Sequence[Sequence[int]], max_input_length: int | None
+) -> tuple[list[Sequence[int]], int]:
+    """``sources`` with each cut to its first ``max_input_length`` ids, and how many were cut.
+
+    Decoding time and memory grow with the source length; a model has seen sources no
+    longer than its data's ``max_length``. None: no cap.
+    """
+    if max_input_length is None:
+        return list(sources), 0
+    if max_input_length < 1:
+        raise ValueError(f"max_input_length must be at least 1, got {max_input_length}")
+    capped = [s[:max_input_length] if len(s) > max_input_length else s for s in sources]
+    return capped, sum(len(s) > max_input_length for s in sources)
+
+
 def decode_texts(
     model: EncoderDecoder,
     text: TextProcessor,
@@ -110,11 +134,20 @@ def decode_texts(
     options: SearchOptions,
     *,
     batch_size: int = 64,
+    max_input_length: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> list[str]:
-    """The best answer to each line, detokenised, in input order (see :func:`decode_ids`)."""
-    sources = [text.encode(line) for line in lines]
+    """The best answer to each line, detokenised, in input order (see :func:`decode_ids`).
+
+    Lines longer than ``max_input_length`` tokens are cut to their first ``max_input_length``
+    (see :func:`cap_sources`), with an :class:`InputsTruncated` warning saying how many.
+    """
+    sources, n_cut = cap_sources([text.encode(line) for line in lines], max_input_length)
+    if n_cut:
+        warnings.warn(f"{n_cut} of {len(lines)} inputs were longer than {max_input_length} "
+                      f"tokens and were cut to their first {max_input_length}",
+                      InputsTruncated, stacklevel=2)
     nbests = decode_ids(
         model, sources, options, batch_size=batch_size, generator=generator, progress=progress
     )
@@ -152,11 +185,12 @@ def reply(
     unknown words, cut to ``max_input_length`` tokens (with a notice)."""
     ids = text.encode(line)
     if not ids:
-        return Reply(None, None, [], "(nothing to answer: say something, or `quit` to leave)")
+        return Reply(None, None, [], "(nothing to answer: say something)")
     notice = None
-    if len(ids) > max_input_length:
+    (capped,), n_cut = cap_sources([ids], max_input_length)
+    if n_cut:
         notice = f"(input truncated to its first {max_input_length} of {len(ids)} tokens)"
-        ids = ids[:max_input_length]
+        ids = list(capped)
     ((best, *_),) = decode_ids(model, [ids], options, generator=generator,
                                return_attention=return_attention)
     return Reply(text.decode(best.tokens), best, ids, notice)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import torch
 
+from padless.decoding.repetition import penalize_repetitions
 from padless.decoding.search import (
     Hypothesis,
     SearchOptions,
     SearchResult,
     StepModel,
     length_penalty,
-    penalize_repetitions,
     restrict,
 )
 

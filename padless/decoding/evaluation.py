@@ -17,13 +17,15 @@ from pathlib import Path
 
 from padless.data.batch import IdPair
 from padless.data.text import TextProcessor
-from padless.decoding.batched import decode_ids
+from padless.decoding.batched import cap_sources, decode_ids
 from padless.decoding.metrics import DialogueScores, dialogue_scores, text_scores
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
 from padless.models.scoring import corpus_scores
+from padless.runtime.errors import UserError
+from padless.runtime.files import atomic_write
 
-__all__ = ["Evaluation", "evaluate", "plot_attention"]
+__all__ = ["Evaluation", "evaluate", "image_format_of", "plot_attention"]
 
 
 @dataclass
@@ -31,7 +33,8 @@ class Evaluation:
     """Results on one split; ``samples`` holds ``(source, output, reference)`` texts.
 
     ``n_decoded`` answers were decoded (all of ``limit``, or fewer if ``max_seconds`` ran
-    out); BLEU, chrF and ``dialogue`` are over them.
+    out); BLEU, chrF and ``dialogue`` are over them. ``n_truncated``: decoded sources cut to
+    the input cap (the samples show them whole).
     """
 
     split: str
@@ -44,6 +47,7 @@ class Evaluation:
     chrf: float
     dialogue: DialogueScores
     samples: list[tuple[str, str, str]] = field(default_factory=list)
+    n_truncated: int = 0
 
     def report(self) -> str:
         """A few lines for the user."""
@@ -58,6 +62,9 @@ class Evaluation:
             f"  mean answer length {d.mean_length:.1f} tokens (references "
             f"{d.reference_mean_length:.1f})",
         ]
+        if self.n_truncated:
+            lines.append(f"  {self.n_truncated} sources longer than the input cap were cut "
+                         "before decoding")
         for source, output, reference in self.samples:
             lines += [f"  > {source}", f"    model:     {output}", f"    reference: {reference}"]
         return "\n".join(lines)
@@ -73,30 +80,47 @@ def evaluate(
     batch_size: int = 64,
     limit: int | None = None,
     n_samples: int = 5,
+    max_input_length: int | None = None,
     progress: bool = False,
     max_seconds: float | None = None,
 ) -> Evaluation:
     """Loss and perplexity on all ``pairs``; BLEU, chrF and the dialogue metrics of the
     answers to the first ``limit`` (all if None).
 
+    Sources longer than ``max_input_length`` tokens are cut before decoding (counted in
+    ``n_truncated``; None: no cap); the loss is computed on the pairs as they are.
     ``max_seconds`` bounds the time: after the loss, pairs are decoded ``batch_size`` at a
     time, in order, until the time is up (at least one batch); ``n_decoded`` says how many
     were.
+
+    Raises:
+        UserError: on an empty split or a bad argument, before any work.
     """
     if not pairs:
-        raise ValueError(f"the {split} split is empty: nothing to evaluate")
+        raise UserError(f"the {split} split is empty: nothing to evaluate")
+    checks = {  # name -> (value, whether it is allowed)
+        "batch_size": (batch_size, batch_size >= 1),
+        "limit": (limit, limit is None or limit >= 1),
+        "n_samples": (n_samples, n_samples >= 0),
+        "max_input_length": (max_input_length, max_input_length is None or max_input_length >= 1),
+    }
+    for name, (value, ok) in checks.items():
+        if not ok:
+            raise UserError(f"evaluate: bad {name}={value!r}")
     started = time.monotonic()
     scores = corpus_scores(model, pairs, batch_size=batch_size)
     to_decode = list(pairs[:limit] if limit is not None else pairs)
+    sources, _ = cap_sources([s for s, _ in to_decode], max_input_length)
     chunk = len(to_decode) if max_seconds is None else batch_size
     answers: list[list[int]] = []
     for start in range(0, len(to_decode), chunk):
         if answers and time.monotonic() - started > max_seconds:
             break
-        nbests = decode_ids(model, [s for s, _ in to_decode[start : start + chunk]], options,
+        nbests = decode_ids(model, sources[start : start + chunk], options,
                             batch_size=batch_size, progress=progress)
         answers += [nbest[0].tokens for nbest in nbests]
     decoded_pairs = to_decode[: len(answers)]
+    n_truncated = sum(len(s) != len(c) for (s, _), c in zip(decoded_pairs, sources, strict=False))
     outputs = [text.decode(tokens) for tokens in answers]
     references = [text.decode(t) for _, t in decoded_pairs]
     bleu, chrf = text_scores(outputs, references)
@@ -106,7 +130,27 @@ def evaluate(
         for (s, _), output, reference in zip(decoded_pairs, outputs, references, strict=True)
     ][:n_samples]
     return Evaluation(split, len(pairs), scores.n_tokens, scores.loss, scores.perplexity,
-                      len(outputs), bleu, chrf, dialogue, samples)
+                      len(outputs), bleu, chrf, dialogue, samples, n_truncated)
+
+
+def image_format_of(path: str | Path) -> str:
+    """The image format a plot written to ``path`` gets (its suffix), checked before any work.
+
+    Raises:
+        UserError: if ``path``'s directory does not exist or its suffix is no image format.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: the directory {path.parent} does not exist; create it first")
+    image_format = path.suffix[1:].lower()
+    formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if image_format not in formats:
+        raise UserError(f"{path}: not an image file name; end it in one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
+    return image_format
 
 
 def plot_attention(
@@ -119,14 +163,17 @@ def plot_attention(
     """Decode ``sentence`` and save a heatmap of the ``[output, source]`` attention to ``path``.
 
     Raises:
-        ValueError: if the sentence has no token.
+        UserError: if the sentence has no token, or ``path`` cannot be written (no such
+            directory, a suffix that is no image format).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    path = Path(path)
+    image_format = image_format_of(path)
     ids = text.encode(sentence)
     if not ids:
-        raise ValueError(f"--input {sentence!r} has no token to attend to")
+        raise UserError(f"{sentence!r} has no token to attend to")
     ((hyp, *_),) = decode_ids(model, [ids], options, return_attention=True)
     outputs = [text.vocab.id_to_token(i) for i in hyp.tokens] + (["</s>"] if hyp.finished else [])
     sources = [text.vocab.id_to_token(i) for i in ids]
@@ -140,6 +187,5 @@ def plot_attention(
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     fig.colorbar(image, ax=ax, label="attention weight")
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format=image_format))
     return path

@@ -39,11 +39,13 @@ from typing import Protocol
 
 import torch
 
+from padless.decoding.repetition import penalize_repetitions, repeated_ngram_bans
 from padless.models.base import DecoderState
+from padless.runtime.errors import UserError
 
 __all__ = [
     "Hypothesis", "SearchOptions", "SearchResult", "StepModel", "greedy_search",
-    "length_penalty", "penalize_repetitions", "restrict", "sample_search",
+    "length_penalty", "restrict", "sample_search",
 ]
 
 class StepModel(Protocol):
@@ -124,51 +126,32 @@ class SearchOptions:
     repetition_penalty: float = 1.2
 
     def __post_init__(self) -> None:
-        """Reject bad values before any decoding starts (e.g. at a command's start)."""
-        checks = {
-            "method": self.method in ("greedy", "beam", "sample"),
-            "max_length": self.max_length >= 1,
-            "min_length": 0 <= self.min_length <= self.max_length,
-            "beam_size": self.beam_size >= 1,
-            "n_best": 1 <= self.n_best <= self.beam_size,
-            "temperature": self.temperature > 0,
-            "top_k": self.top_k >= 0,
-            "top_p": 0.0 < self.top_p <= 1.0,
-            "no_repeat_ngram": self.no_repeat_ngram >= 0,
-            "repetition_penalty": self.repetition_penalty >= 1.0,
+        """Reject bad values before any decoding starts (e.g. at a command's start).
+
+        Raises:
+            UserError: ``bad search option NAME=VALUE``, with the rule it breaks.
+        """
+        checks = {  # name -> (holds, the rule); NaN fails every comparison
+            "method": (self.method in ("greedy", "beam", "sample"), "greedy, beam or sample"),
+            "max_length": (self.max_length >= 1, ">= 1"),
+            "min_length": (0 <= self.min_length <= self.max_length, "in [0, max_length]"),
+            "beam_size": (self.beam_size >= 1, ">= 1"),
+            "n_best": (1 <= self.n_best <= self.beam_size, "in [1, beam_size]"),
+            "alpha": (0 <= self.alpha < math.inf, "finite and >= 0"),
+            "temperature": (0 < self.temperature < math.inf, "finite and > 0"),
+            "top_k": (self.top_k >= 0, ">= 0"),
+            "top_p": (0.0 < self.top_p <= 1.0, "in (0, 1]"),
+            "no_repeat_ngram": (self.no_repeat_ngram >= 0, ">= 0"),
+            "repetition_penalty": (1.0 <= self.repetition_penalty < math.inf, "finite and >= 1"),
         }
-        for name, ok in checks.items():
+        for name, (ok, rule) in checks.items():
             if not ok:
-                raise ValueError(f"bad search option {name}={getattr(self, name)!r}")
+                raise UserError(f"bad search option {name}={getattr(self, name)!r}: must be {rule}")
 
 
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ``((5 + length) / 6) ** alpha`` (Wu et al., 2016)."""
     return ((5.0 + length) / 6.0) ** alpha
-
-
-def penalize_repetitions(
-    log_probs: torch.Tensor, history: torch.Tensor, penalty: float
-) -> torch.Tensor:
-    """``log_probs [R, V]`` with every id in row ``r`` of ``history [R, t]`` multiplied by
-    ``penalty`` (>= 1: a log-probability is <= 0, so repeated tokens become less likely)."""
-    if penalty == 1.0 or history.size(1) == 0:
-        return log_probs
-    seen = torch.zeros_like(log_probs, dtype=torch.bool).scatter_(1, history, True)
-    return torch.where(seen, log_probs * penalty, log_probs)
-
-
-def _repeated_ngram_bans(history: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(rows, ids)``: id ``ids[i]`` would complete, in row ``rows[i]`` of ``history [R, t]``,
-    an ``n``-gram that row already holds (its last ``n - 1`` tokens occurred before)."""
-    t = history.size(1)
-    if n < 1 or t < n:
-        empty = history.new_empty(0)
-        return empty, empty
-    grams = history.unfold(1, n, 1)  # [R, t - n + 1, n]
-    suffix = history[:, t - n + 1:].unsqueeze(1)  # [R, 1, n - 1]: what the next gram starts with
-    rows, starts = (grams[:, :, :-1] == suffix).all(dim=2).nonzero(as_tuple=True)
-    return rows, grams[rows, starts, -1]
 
 
 def restrict(
@@ -179,27 +162,33 @@ def restrict(
     banned_ids: Sequence[int],
     history: torch.Tensor | None = None,
     no_repeat_ngram: int = 0,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``log_probs [R, V]`` with the banned choices at -inf.
 
     Banned: ``banned_ids``; EOS before ``min_length`` tokens (``step``, the tokens
     generated so far, is 0 at the first step); with ``no_repeat_ngram=n > 0`` and the
     tokens so far ``history [R, step]``, every id that would repeat an n-gram of its row.
-    A row left with no allowed id may end: EOS gets its value back.
+    ``lengths [R]``: rows at different steps (continuous batching), row ``r`` at step
+    ``lengths[r]`` with its first ``lengths[r]`` tokens in ``history``; ``step`` is then the
+    largest. A row left with no allowed id may end: EOS gets its value back.
 
     Only the choice is restricted: the allowed ids keep their values, so a hypothesis is
     still scored with what it chose.
     """
+    first = step if lengths is None else int(lengths.min())  # the youngest row's step
     bans_ngrams = no_repeat_ngram > 0 and history is not None and step >= no_repeat_ngram
-    if not banned_ids and step >= min_length and not bans_ngrams:
+    if not banned_ids and first >= min_length and not bans_ngrams:
         return log_probs
     restricted = log_probs.clone()
     if banned_ids:
         restricted[:, list(banned_ids)] = -math.inf
-    if step < min_length:
+    if lengths is None and step < min_length:
         restricted[:, eos_id] = -math.inf
+    elif lengths is not None:
+        restricted[lengths < min_length, eos_id] = -math.inf
     if bans_ngrams:
-        restricted[_repeated_ngram_bans(history, no_repeat_ngram)] = -math.inf
+        restricted[repeated_ngram_bans(history, no_repeat_ngram, lengths)] = -math.inf
     stuck = ~restricted.isfinite().any(dim=1)
     if stuck.any():
         restricted[stuck, eos_id] = log_probs[stuck, eos_id]

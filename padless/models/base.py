@@ -32,6 +32,11 @@ class DecoderState(Protocol):
         """
         ...
 
+    # Optional: ``concat(other) -> DecoderState``, the rows of ``self`` then those of
+    # ``other`` (started by another ``start_decoding`` call). With it, ``padless serve`` lets
+    # new requests join a running greedy batch at any step (continuous batching); without it
+    # a batch runs to its end before the next one starts.
+
 
 class EncoderDecoder(nn.Module):
     """Base class of the seq2seq architectures.

@@ -76,6 +76,27 @@ class GRUDecoderState:
             memory, src_mask = memory.index_select(1, rows), src_mask.index_select(1, rows)
         return GRUDecoderState(self.hidden.index_select(1, rows), memory, src_mask, sources)
 
+    def concat(self, other: GRUDecoderState) -> GRUDecoderState:
+        """The rows of ``self`` followed by the rows of ``other``.
+
+        The encoder outputs are padded to the longer source (zeros, masked out), so every
+        row attends exactly as before; ``other``'s source numbers are shifted past
+        ``self``'s so they stay distinct.
+        """
+        steps = max(self.memory.shape[0], other.memory.shape[0])
+
+        def padded(state: GRUDecoderState) -> tuple[Tensor, Tensor]:
+            extra = steps - state.memory.shape[0]
+            return (nn.functional.pad(state.memory, (0, 0, 0, 0, 0, extra)),
+                    nn.functional.pad(state.src_mask, (0, 0, 0, extra), value=False))
+
+        (memory_a, mask_a), (memory_b, mask_b) = padded(self), padded(other)
+        shift = int(self.sources.max()) + 1 if self.sources.numel() else 0
+        return GRUDecoderState(
+            torch.cat([self.hidden, other.hidden], dim=1), torch.cat([memory_a, memory_b], dim=1),
+            torch.cat([mask_a, mask_b], dim=1), torch.cat([self.sources, other.sources + shift]),
+        )
+
 
 class Seq2Seq(EncoderDecoder):
     """Bidirectional GRU encoder + Luong attention GRU decoder.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from padless.runtime.errors import UserError
+
 __all__ = ["autocast", "resolve_device"]
 
 
@@ -16,17 +18,18 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
             (one GPU per process under ``torchrun``).
 
     Raises:
-        ValueError: on a name torch does not know, or CUDA asked for where there is none.
+        UserError: on a name torch does not know, or CUDA asked for where there is none.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+            raise UserError(f"device {name!r} asked for, but CUDA is not available here; use "
+                            "cpu or auto")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device

@@ -3,21 +3,44 @@
 Every file the application writes (prepared datasets, vocabularies, checkpoints, run files)
 goes through :func:`atomic_write`: the bytes go to a temporary sibling, are fsynced, and the
 temporary file is renamed over the target (``os.replace`` is atomic within one file system),
-then the directory is fsynced so the rename itself survives a crash.
+then the directory is fsynced so the rename itself survives a crash. A whole directory (a
+prepared dataset) is built in a temporary sibling and swapped in by
+:func:`atomic_directory`.
+
+A killed process leaves its temporary files behind (nothing can remove them); the command
+that writes a directory removes them at its next start with :func:`remove_temporaries`,
+under the directory's lock (:mod:`padless.runtime.lock`), so no live write is touched.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+from padless.runtime.errors import UserError
 
-TMP_SUFFIX = ".tmp"  # temporary files are named ".NAME.<random>.tmp" beside their target
+__all__ = [
+    "atomic_directory",
+    "atomic_write",
+    "read_utf8",
+    "remove_temporaries",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+# Temporaries are named ".NAME.<8 random characters>.tmp" beside their target NAME (a
+# directory being replaced waits as ".NAME.<random>.old.tmp" until it is deleted).
+TMP_SUFFIX = ".tmp"
+_OLD_SUFFIX = ".old" + TMP_SUFFIX
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -33,15 +56,28 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process' umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Create or replace ``path`` with what ``write(binary_file)`` writes, atomically.
 
-    If ``write`` raises (or the process is interrupted), the target is untouched and the
-    temporary file is removed.
+    The file gets the permissions of the file it replaces, or those a plain ``open`` would
+    give a new one (``mkstemp``'s own are owner-only). If ``write`` raises (or the process
+    is interrupted), the target is untouched and the temporary file is removed.
     """
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -51,6 +87,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def read_utf8(path: str | os.PathLike) -> str:
+    """The text of a file the application wrote (UTF-8).
+
+    Raises:
+        UserError: naming the file and the byte, if it is not UTF-8 (damaged, or another
+            kind of file). ``OSError`` (a missing file, say) passes through.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start + 1}: {e.reason})") from None
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -66,3 +116,60 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
     """``obj`` as sorted, indented JSON: the same object always gives the same bytes."""
     write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory elsewhere and put it at ``path`` as a whole, replacing any old one.
+
+    Yields an empty temporary sibling ``.NAME.<random>.tmp`` to write into. When the block
+    ends normally it takes the place of ``path``: the old directory (if any) is renamed
+    aside, the new one renamed in, the old one deleted. A reader sees the old directory or
+    the new one, never a mix; between the two renames (microseconds) it sees none. If the
+    block raises (or is interrupted), ``path`` is untouched and the temporary is deleted.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    random_part = secrets.token_hex(4)
+    tmp = path.parent / f".{path.name}.{random_part}{TMP_SUFFIX}"
+    tmp.mkdir()  # plain mkdir: the umask's permissions, as the directory it replaces had
+    try:
+        yield tmp
+        _fsync_directory(tmp)
+        old = path.parent / f".{path.name}.{random_part}{_OLD_SUFFIX}"
+        try:
+            path.rename(old)
+        except FileNotFoundError:
+            old = None
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_directory(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_temporaries(directory: str | os.PathLike, name: str | None = None) -> list[str]:
+    """Delete the temporaries that killed writes left in ``directory``; returns their names.
+
+    ``name``: only those of the target ``name`` (e.g. one dataset among its siblings).
+    Call it only while holding the lock of whatever writes there: it deletes every
+    temporary, and a live writer's too.
+    """
+    directory = Path(directory)
+    target = re.escape(name) if name is not None else ".+"
+    pattern = re.compile(rf"\.{target}\.[a-z0-9_]{{8}}(\.old)?{re.escape(TMP_SUFFIX)}")
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if pattern.fullmatch(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return sorted(removed)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from padless.data.dataset import PreparedData
 from padless.models.scoring import corpus_scores
+from padless.runtime.errors import UserError
 from padless.training.checkpoint import (
     Checkpoint,
     KeptCheckpoint,
@@ -45,14 +46,14 @@ class AverageResult:
 
 def _choose(run_dir: Path, best: int | None, last: int | None) -> list[KeptCheckpoint]:
     if (best is None) == (last is None):
-        raise ValueError("average: give exactly one of --best K and --last K")
+        raise UserError("average: give exactly one of --best K and --last K")
     k, how = (best, "best") if best is not None else (last, "last")
     if k < 1:
-        raise ValueError(f"average: --{how} must be at least 1, got {k}")
+        raise UserError(f"average: --{how} must be at least 1, got {k}")
     kept = kept_checkpoints(run_dir)
     chosen = sorted(kept, key=lambda c: (c.loss, -c.step))[:k] if best else kept[-k:]
     if len(chosen) < k:
-        raise ValueError(
+        raise UserError(
             f"{run_dir}: {len(kept)} kept checkpoint(s), --{how} {k} needs {k}; train with "
             f"--set train.keep_{how}={k} (the run keeps them as it validates)")
     return sorted(chosen, key=lambda c: c.step)
@@ -72,7 +73,7 @@ def average_run(
     (default: the run's own data, from ``run.json``), recorded in the checkpoint.
 
     Raises:
-        ValueError: naming what is missing (too few kept checkpoints, an unreadable file).
+        UserError: naming what is missing (too few kept checkpoints, an unreadable file).
     """
     run_dir = Path(run_dir)
     inputs = _choose(run_dir, best, last)

@@ -1,3 +1,4 @@
+# long: the format, the run directory's checkpoint files and their averaging stay together
 """The run directory's checkpoints: :class:`Checkpoint`, the only code that knows their format.
 
 A run directory holds ``latest.pt`` (the newest state, to resume from) and ``best.pt`` (the
@@ -10,7 +11,8 @@ the names every command's ``--checkpoint`` takes.
 
 A checkpoint file is a dict of tensors and plain Python values, written atomically and read
 with ``torch.load(path, weights_only=True)``: loading a checkpoint from someone else cannot
-run their code.
+run their code. Before that, every member of the file (a zip archive) is checked against its
+CRC-32, so a damaged file is refused instead of loading with wrong weights.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import os
 import pickle
 import random
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -28,11 +31,12 @@ from typing import Any
 import torch
 
 from padless.data.text import TextProcessor
-from padless.data.vocabulary import PAD_ID
+from padless.data.vocabulary import PAD_ID, Vocabulary
 from padless.models import EncoderDecoder, build_model
 from padless.runtime.devices import resolve_device
-from padless.runtime.files import atomic_write, write_json_atomic
-from padless.training.config import Config
+from padless.runtime.errors import UserError
+from padless.runtime.files import atomic_write, read_utf8, write_json_atomic
+from padless.training.config import Config, ConfigError, apply_overrides
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -48,6 +52,7 @@ __all__ = [
     "kept_checkpoints",
     "load_model",
     "read_run_info",
+    "resumed_config",
     "set_rng_state",
     "write_run_info",
 ]
@@ -65,6 +70,42 @@ KEPT_INDEX = "kept.json"  # ... and their steps and validation losses
 
 def _no_best() -> dict[str, Any]:
     return {"loss": math.inf, "step": 0, "bad_validations": 0}
+
+
+# The types a checkpoint's fields must have; anything else is a damaged or foreign file.
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "step": int, "config": dict, "vocab": dict, "text": dict, "model": dict, "world_size": int,
+    "early_stopping": dict, "train_time_s": (int, float),
+}
+
+
+def _archive_damage(path: Path) -> str | None:
+    """What is wrong with the zip archive ``torch.save`` wrote at ``path``, or None.
+
+    torch does not check the archive's CRC-32s: a flipped byte in a tensor loads silently.
+
+    Raises:
+        UserError: if the file is no zip archive at all (not something torch.save wrote).
+    """
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        return "the file is empty"
+    if magic != b"PK\x03\x04":
+        raise UserError(f"{path}: not a padless checkpoint (not a file torch.save writes)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"not a complete checkpoint archive: {e}"
+    return None if bad is None else f"{bad} fails its checksum"
+
+
+def _reason(error: BaseException) -> str:
+    """The first sentence of torch's error, never its advice to load with weights_only=False
+    (that would run whatever code the file holds)."""
+    first = str(error).strip().split("\n")[0].split(". ")[0].strip()
+    return type(error).__name__ if not first or "weights_only" in first else first
 
 
 @dataclass
@@ -123,52 +164,69 @@ class Checkpoint:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, map_location: torch.device | str | None = "cpu"
+        cls,
+        path: str | os.PathLike,
+        map_location: torch.device | str | None = "cpu",
+        *,
+        mmap: bool = False,
     ) -> Checkpoint:
-        """Read a checkpoint with ``weights_only=True``.
+        """Read a checkpoint with ``weights_only=True``, after checking the file's checksums.
+
+        ``mmap``: map the tensors instead of reading them (to look at the config only).
 
         Raises:
-            ValueError: one line naming the file: missing, truncated, not a padless
-                checkpoint, of another version, or holding objects that are not plain data.
+            UserError: one line naming the file: missing, truncated or damaged, not a
+                padless checkpoint, of another version, or holding objects that are not
+                plain data (such a file is never unpickled beyond that).
         """
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"{path}: no such checkpoint")
+            raise UserError(f"{path}: no such checkpoint")
+        damage = _archive_damage(path)
+        if damage is not None:
+            raise UserError(f"{path}: cannot read the checkpoint, the file is truncated or "
+                            f"corrupt ({damage})")
         try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
         except pickle.UnpicklingError:
-            # torch's own message advises weights_only=False, which would run the file's code
-            raise ValueError(f"{path}: not a padless checkpoint (it holds Python objects, "
-                             "not only tensors and plain values; it is not loaded)") from None
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            reason = str(e).split(".")[0] or type(e).__name__
-            raise ValueError(f"{path}: cannot read the checkpoint, the file is truncated or "
-                             f"corrupt ({reason})") from None
+            raise UserError(f"{path}: not a padless checkpoint (it holds Python objects, "
+                            "not only tensors and plain values; it is not loaded)") from None
+        except MemoryError:
+            raise
+        except Exception as e:  # a damaged file fails the unpickler in many ways
+            raise UserError(f"{path}: cannot read the checkpoint, the file is truncated or "
+                            f"corrupt ({_reason(e)})") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: not a padless checkpoint")
+            raise UserError(f"{path}: not a padless checkpoint")
         if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
+            raise UserError(
                 f"{path}: checkpoint version {state.get('version')!r}; this padless reads "
                 f"version {CHECKPOINT_VERSION} (use the padless release that wrote it)"
             )
         known = {f.name for f in fields(cls)}
         try:
+            for name, kind in _FIELD_TYPES.items():
+                if name in state and not isinstance(state[name], kind):
+                    raise TypeError(f"{name} is a {type(state[name]).__name__}")
             checkpoint = cls(**{k: v for k, v in state.items() if k in known})
+            Vocabulary.from_dict(checkpoint.vocab)
             checkpoint.run_config()
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: a damaged padless checkpoint ({e})") from None
+            raise UserError(f"{path}: a damaged padless checkpoint ({e})") from None
         return checkpoint
 
     # -- using it ---------------------------------------------------------------------
 
     def check_compatible(self, config: Config, text: TextProcessor, path: str | Path) -> None:
-        """Raise a ValueError naming ``path`` if ``config``'s model or ``text`` differ from it."""
+        """Raise a UserError naming ``path`` if ``config``'s model or ``text`` differ from it."""
         if self.run_config().model != config.model:
-            raise ValueError(f"{path}: the model settings differ from the checkpoint's")
+            raise UserError(f"{path}: the model settings differ from the checkpoint's")
         if self.vocab != text.vocab.to_dict():
-            raise ValueError(f"{path}: the data's vocabulary differs from the checkpoint's")
+            raise UserError(f"{path}: the data's vocabulary differs from the checkpoint's: go on "
+                            "with the prepared dataset the run was trained on")
         if self.text != text_settings(text):
-            raise ValueError(f"{path}: the text settings differ from the checkpoint's")
+            raise UserError(f"{path}: the text settings differ from the checkpoint's: go on "
+                            "with the prepared dataset the run was trained on")
 
     def build_model(self, device: torch.device | str = "cpu") -> EncoderDecoder:
         """The model with the checkpoint's weights, on ``device``, in eval mode."""
@@ -176,17 +234,25 @@ class Checkpoint:
         try:
             model.load_state_dict(self.model)
         except RuntimeError as e:
-            raise ValueError(
-                f"the checkpoint's weights do not fit its model config ({e})") from None
+            raise UserError(
+                f"the checkpoint's weights do not fit its model config ({_reason(e)})") from None
         return model.to(device).eval()
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: Any, sampler: Any) -> None:
-        """Load the training state into a fresh model, optimiser, scheduler and sampler."""
+        """Load the training state into a fresh model, optimiser, scheduler and sampler.
+
+        Raises:
+            UserError: if the sampler's position belongs to another training split or seed.
+        """
         model.load_state_dict(self.model)
         optimizer.load_state_dict(self.optimizer)
         scheduler.load_state_dict(self.scheduler)
-        sampler.load_state_dict(self.sampler)
+        try:
+            sampler.load_state_dict(self.sampler)
+        except ValueError as e:  # the sampler's own check: resuming would repeat or skip pairs
+            raise UserError(f"{e}; resume with the dataset, train.seed and train.max_length "
+                            "the run started with") from None
 
 
 def text_settings(text: TextProcessor) -> dict[str, str]:
@@ -197,7 +263,7 @@ def text_settings(text: TextProcessor) -> dict[str, str]:
 def checkpoint_path(run_dir: str | os.PathLike, which: str = "latest") -> Path:
     """``RUN_DIR/WHICH.pt`` for ``which`` in :data:`CHECKPOINT_NAMES`."""
     if which not in CHECKPOINT_NAMES:
-        raise ValueError(f"checkpoint: which must be one of {', '.join(CHECKPOINT_NAMES)}, "
+        raise UserError(f"checkpoint: which must be one of {', '.join(CHECKPOINT_NAMES)}, "
                          f"got {which!r}")
     return Path(run_dir) / f"{which}.pt"
 
@@ -216,21 +282,21 @@ def load_model(
         device: where to put the model; default CUDA when available, else CPU.
 
     Raises:
-        ValueError: naming the file that is missing or does not match the run.
+        UserError: naming the file that is missing or does not match the run.
     """
     path = checkpoint_path(run_dir, which)
     device = resolve_device() if device is None else device
     checkpoint = Checkpoint.load(path, map_location=device)
     text = TextProcessor.load(Path(run_dir) / TEXT_DIR)
     if checkpoint.vocab != text.vocab.to_dict() or checkpoint.text != text_settings(text):
-        raise ValueError(
+        raise UserError(
             f"{path}: the vocabulary or text settings in the checkpoint differ from "
             f"{Path(run_dir) / TEXT_DIR}"
         )
     try:
         model = checkpoint.build_model(device)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     return model, text, checkpoint.run_config()
 
 
@@ -254,7 +320,7 @@ def kept_checkpoints(run_dir: str | os.PathLike) -> list[KeptCheckpoint]:
         kept = [KeptCheckpoint(int(e["step"]), float(e["loss"]),
                                index.parent / f"step-{int(e['step']):08d}.pt") for e in entries]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{index}: a damaged index of kept checkpoints ({e})") from None
+        raise UserError(f"{index}: a damaged index of kept checkpoints ({e})") from None
     return sorted(kept, key=lambda k: k.step)
 
 
@@ -298,11 +364,11 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> Checkpoint:
     The others' fields (config, vocabulary, step, time) are the newest checkpoint's.
 
     Raises:
-        ValueError: naming a file that cannot be read, or whose model, vocabulary or text
+        UserError: naming a file that cannot be read, or whose model, vocabulary or text
             settings differ from the first's.
     """
     if not paths:
-        raise ValueError("average_checkpoints: no checkpoint to average")
+        raise UserError("average_checkpoints: no checkpoint to average")
     total: dict[str, torch.Tensor] = {}
     newest = first = None
     for path in paths:
@@ -312,7 +378,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> Checkpoint:
         elif (checkpoint.run_config().model != first.run_config().model
               or checkpoint.vocab != first.vocab or checkpoint.text != first.text
               or checkpoint.model.keys() != first.model.keys()):
-            raise ValueError(f"{path}: another model, vocabulary or text than {paths[0]}; "
+            raise UserError(f"{path}: another model, vocabulary or text than {paths[0]}; "
                              "only checkpoints of one run can be averaged")
         for name, tensor in checkpoint.model.items():
             if tensor.is_floating_point():
@@ -332,17 +398,47 @@ def write_run_info(run_dir: str | os.PathLike, **info: str) -> None:
 
 
 def read_run_info(run_dir: str | os.PathLike) -> dict[str, str]:
-    """What :func:`write_run_info` recorded; empty for a run without ``run.json``."""
+    """What :func:`write_run_info` recorded; empty for a run without ``run.json``.
+
+    Raises:
+        UserError: if the file is not a JSON object of strings.
+    """
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
         return {}
+    fix = "fix or delete it (then give --data DATA_DIR)"
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(info, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); {fix}") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid run information; {fix}") from None
+    if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+        raise UserError(f"{path}: expected a JSON object of strings; {fix}")
     return info
+
+
+def resumed_config(run_dir: str | os.PathLike, overrides: list[str] = ()) -> Config:
+    """The config a resumed run goes on with: the one ``RUN_DIR/latest.pt`` was trained with.
+
+    The checkpoint holds the whole config, written atomically with the weights it belongs
+    to; ``config.yaml`` is a copy for people to read. ``overrides`` (``--set key=value``)
+    may change ``train.*`` keys, not the model.
+
+    Raises:
+        UserError: if there is no checkpoint to resume or it is damaged, or an override
+            is bad or changes the model.
+    """
+    path = checkpoint_path(run_dir, "latest")
+    if not path.exists():
+        raise ConfigError(f"{path}: no checkpoint to resume; start the run without --resume")
+    saved = Checkpoint.load(path, mmap=True).run_config()
+    config = Config.from_dict(apply_overrides(saved.to_dict(), list(overrides)))
+    for key, value in config.to_dict()["model"].items():
+        if value != getattr(saved.model, key):
+            raise ConfigError(f"model.{key}: the model of a resumed run cannot change "
+                              f"(it is {getattr(saved.model, key)!r})")
+    return config
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -5,14 +5,16 @@ One form only: the dataclasses below. A YAML file holds a (possibly partial) tre
 config is written back as YAML into the run directory, and the checkpoint stores
 :meth:`Config.to_dict` (plain types, so ``torch.load(weights_only=True)`` can read it).
 
-Every unknown key and every badly typed or out-of-range value is rejected with its dotted
-name (``train.lr: expected a number, got 'fast'``).
+Every unknown key and every badly typed, non-finite or out-of-range value is rejected with
+its dotted name (``train.lr: expected a number, got 'fast'``; ``train.max_time: expected a
+finite number, got inf``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ import torch
 import yaml
 
 from padless.models.config import ModelConfig
+from padless.runtime.errors import UserError
+from padless.runtime.files import read_utf8
 
 __all__ = [
     "Config",
@@ -35,7 +39,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration key or value is wrong; the message starts with the dotted key."""
 
 
@@ -77,8 +81,19 @@ class TrainConfig:
     keep_last: int = 0  # ... and of the K most recent ones (padless average --last)
     seed: int = 0
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
+    # Pairs with more tokens than this on a side are left out of training and validation (a
+    # guard: one runaway pair can take minutes and all the memory); null: no limit.
+    max_length: int | None = 1000
 
     def __post_init__(self) -> None:
+        floats = ("lr", "decoder_lr_ratio", "weight_decay", "clip", "min_lr_ratio",
+                  "teacher_forcing_ratio", "label_smoothing", "max_time")
+        for name in floats:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"train.{name}: expected a finite number, got {value}")
+        if not all(math.isfinite(b) for b in self.betas):
+            raise ConfigError(f"train.betas: expected finite numbers, got {list(self.betas)}")
         if (self.batch_size is None) == (self.max_tokens is None):
             raise ConfigError(
                 "train.batch_size / train.max_tokens: set exactly one of them "
@@ -86,7 +101,7 @@ class TrainConfig:
                 "set the other to null"
             )
         positive = ("batch_size", "max_tokens", "accumulate", "max_steps", "decay_steps",
-                    "valid_every", "log_every", "patience")
+                    "valid_every", "log_every", "patience", "max_length")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, int) and value < 1:
@@ -101,10 +116,12 @@ class TrainConfig:
         for name in ("warmup_steps", "weight_decay", "keep_best", "keep_last"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**31:  # the trainer derives per-rank seeds from it
+            raise ConfigError(f"train.seed: must be in [0, 2**31), got {self.seed}")
         if self.device != "auto":
             try:
                 torch.device(self.device)
-            except RuntimeError:
+            except (RuntimeError, ValueError, TypeError):
                 raise ConfigError(
                     f"train.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}"
                 ) from None
@@ -222,11 +239,13 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it clearly is.
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .inf and .nan, or "inf" and "nan"
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -246,7 +265,7 @@ def _read_yaml(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_utf8(path)
         except OSError as e:
             raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
     elif name_or_path in bundled_configs():

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from padless.runtime.devices import resolve_device
+from padless.runtime.errors import UserError
 
 __all__ = ["World", "all_reduce", "setup_world", "teardown_world"]
 
@@ -44,8 +45,8 @@ def setup_world(device: str = "auto") -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     try:
         chosen = resolve_device(device, local_rank)
-    except ValueError as e:
-        raise ValueError(f"train.device: {e}") from None
+    except UserError as e:
+        raise UserError(f"train.device: {e}") from None
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     world = World(rank, world_size, local_rank, chosen)
@@ -56,8 +57,11 @@ def setup_world(device: str = "auto") -> World:
 
 
 def teardown_world(world: World) -> None:
-    """Leave the process group (after every rank is done with its collectives)."""
+    """Leave the process group once every rank is done with its collectives."""
     if world.distributed and dist.is_initialized():
+        # Without the barrier a rank that finishes first can tear the group down while the
+        # other is still in its last collective, and that rank aborts (SIGABRT) at exit.
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -6,9 +6,11 @@ Only the main process (rank 0) writes; the other ranks get a disabled :class:`Ru
 from __future__ import annotations
 
 import csv
-import os
+import io
 import time
 from pathlib import Path
+
+from padless.runtime.files import atomic_write, write_text_atomic
 
 __all__ = ["LOG_FIELDS", "RunLog", "plot_losses"]
 
@@ -53,14 +55,13 @@ class RunLog:
         self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
 
     def _truncate_after(self, step: int) -> None:
-        with open(self.path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
+            rows = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= step]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, LOG_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.path, out.getvalue())
 
     def log(self, kind: str, step: int, **values: float | int | None) -> None:
         """Write one row (and its scalars to TensorBoard as ``kind/name``)."""
@@ -85,6 +86,14 @@ class RunLog:
             self._tb.close()
 
 
+def _step(row: dict[str, str | None]) -> int | None:
+    """The step of a log row; None for a row a killed process left half written."""
+    try:
+        return int(row.get("step") or "")
+    except ValueError:
+        return None
+
+
 def plot_losses(csv_path: Path, png_path: Path) -> bool:
     """Plot training and validation loss (and validation accuracy) against steps.
 
@@ -97,15 +106,18 @@ def plot_losses(csv_path: Path, png_path: Path) -> bool:
     series: dict[str, tuple[list[int], list[float]]] = {
         "train": ([], []), "valid": ([], []), "accuracy": ([], []),
     }
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8", errors="replace") as f:
         for row in csv.DictReader(f):
-            step = int(row["step"])
-            if row["loss"] and row["kind"] in ("train", "valid"):
-                series[row["kind"]][0].append(step)
-                series[row["kind"]][1].append(float(row["loss"]))
-            if row["kind"] == "valid" and row["accuracy"]:
-                series["accuracy"][0].append(step)
-                series["accuracy"][1].append(float(row["accuracy"]))
+            step = _step(row)
+            try:
+                if step is not None and row["loss"] and row["kind"] in ("train", "valid"):
+                    series[row["kind"]][1].append(float(row["loss"]))
+                    series[row["kind"]][0].append(step)
+                if step is not None and row["kind"] == "valid" and row["accuracy"]:
+                    series["accuracy"][1].append(float(row["accuracy"]))
+                    series["accuracy"][0].append(step)
+            except (TypeError, ValueError):  # a half-written row: the plot is only a picture
+                continue
     if not series["train"][0] and not series["valid"][0]:
         return False
     has_accuracy = bool(series["accuracy"][0])
@@ -124,5 +136,5 @@ def plot_losses(csv_path: Path, png_path: Path) -> bool:
         axes[1].grid(True, alpha=0.3)
         axes[1].legend()
     axes[-1].set_xlabel("optimiser step")
-    fig.savefig(png_path, dpi=100)
+    atomic_write(png_path, lambda f: fig.savefig(f, dpi=100, format="png"))
     return True

@@ -3,7 +3,9 @@
 Per optimiser step: take ``accumulate`` micro-batches, back-propagate them so the gradient
 is that of the per-token mean over the whole step across all processes
 (:func:`padless.training.step.accumulate_gradients`), clip, step, schedule; log, validate,
-checkpoint; stop on ``max_steps``, ``max_time``, early stopping, SIGINT or SIGTERM.
+checkpoint; stop on ``max_steps``, ``max_time``, early stopping, SIGINT or SIGTERM, or
+with a ``UserError`` when the gradient stays inf/NaN. Rank 0 holds the run directory's lock
+for the whole run (:mod:`padless.training.guards`).
 
 Everything a run changes as it goes lives in :class:`TrainState` (saved in checkpoints);
 the rest (model, optimiser, data) is set up once in :class:`Trainer`'s constructor.
@@ -15,9 +17,9 @@ import math
 import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from padless.data.sampler import BucketBatchSampler
 from padless.data.text import TextProcessor
 from padless.models import build_model
 from padless.models.scoring import Scores, perplexity, teacher_forced_scores
+from padless.runtime.files import write_text_atomic
 from padless.training.checkpoint import (
     TEXT_DIR,
     Checkpoint,
@@ -45,7 +48,9 @@ from padless.training.checkpoint import (
 )
 from padless.training.config import Config
 from padless.training.distributed import World, all_reduce, setup_world, teardown_world
+from padless.training.guards import DivergenceGuard, run_directory_lock, usable_pairs
 from padless.training.runlog import RunLog, plot_losses
+from padless.training.signals import StopSignals
 from padless.training.step import StepLoss, accumulate_gradients, lr_factor, make_optimizer
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "train"]
@@ -100,12 +105,18 @@ def train(
     from, so ``padless evaluate`` finds them) into ``run.json``. With ``resume``, continues
     from ``run_dir/latest.pt`` exactly where it stopped (``train.max_steps`` counts all steps).
     Under ``torchrun`` every process calls it; they share the work of every step.
+
+    Raises:
+        UserError: if another process trains in ``run_dir``, the data or the checkpoint do
+            not fit, or the run diverges.
     """
     world = setup_world(config.train.device)
+    run_dir = Path(run_dir)
     try:
-        trainer = Trainer(config, text, splits, Path(run_dir), world,
-                          resume=resume, data_dir=data_dir)
-        return trainer.run()
+        with run_directory_lock(run_dir, tqdm.write) if world.is_main else nullcontext():
+            trainer = Trainer(config, text, splits, run_dir, world,
+                              resume=resume, data_dir=data_dir)
+            return trainer.run()
     finally:
         teardown_world(world)
 
@@ -127,6 +138,7 @@ class Trainer:
         tc, device = config.train, world.device
         self.config, self.text, self.run_dir, self.world = config, text, run_dir, world
         self.say = tqdm.write if world.is_main else (lambda *_: None)
+        self.divergence = DivergenceGuard()
         checkpoint = None
         if resume:
             path = checkpoint_path(run_dir, "latest")
@@ -146,7 +158,8 @@ class Trainer:
 
         limits = {"batch_size": tc.batch_size, "max_tokens": tc.max_tokens,
                   "num_shards": world.world_size, "shard_index": world.rank}
-        train_pairs, valid_pairs = splits["train"], splits.get("valid", [])
+        train_pairs, valid_pairs = usable_pairs(splits, tc.max_length, world.world_size,
+                                                self.say, data_dir)
         self.sampler = BucketBatchSampler(
             [len(s) for s, _ in train_pairs], [len(t) for _, t in train_pairs],
             shuffle=True, seed=tc.seed, **limits)
@@ -189,7 +202,7 @@ class Trainer:
         if not self.world.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
+        write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
         self.text.save(self.run_dir / TEXT_DIR)
         if data_dir is not None:
             write_run_info(self.run_dir, data_dir=str(Path(data_dir).resolve()))
@@ -200,7 +213,7 @@ class Trainer:
         """Train until ``max_steps``, ``max_time``, early stopping or a signal."""
         self.start()
         reason = None
-        with _StopSignals() as signals:
+        with self.bar, StopSignals() as signals:  # the bar closes before any error shows
             while reason is None:
                 done = self.state.step >= self.config.train.max_steps
                 reason = "max_steps" if done else self.stop_requested(signals) or self.advance()
@@ -226,7 +239,7 @@ class Trainer:
             return "early_stopping"
         return None
 
-    def stop_requested(self, signals: _StopSignals) -> str | None:
+    def stop_requested(self, signals: StopSignals) -> str | None:
         """``"SIGINT"``/``"SIGTERM"``/``"max_time"`` if any process must stop (a collective)."""
         max_time = self.config.train.max_time
         timed_out = max_time is not None and time.monotonic() - self.started > max_time * 60
@@ -249,6 +262,7 @@ class Trainer:
             self.optimizer.step()
         else:  # one inf/NaN gradient (overflow, a bad batch) would poison every weight
             self.say(f"step {self.state.step + 1}: gradient norm {grad_norm}; update skipped")
+        self.divergence.update(math.isfinite(grad_norm), self.state.step + 1, tc.lr, self.run_dir)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
@@ -267,8 +281,9 @@ class Trainer:
                      tokens=window.tokens, tokens_per_s=speed, grad_norm=window.grad_norm,
                      elapsed_s=self.state.train_time_s)
         postfix = {"loss": f"{loss:.3f}", "tok_s": f"{speed:,.0f}"}
-        if tc.max_time is not None:  # the bar's ETA counts towards max_steps only
-            left = max(0.0, tc.max_time * 60 - (time.monotonic() - self.started))
+        left = None if tc.max_time is None else tc.max_time * 60 - (time.monotonic() - self.started)
+        if left is not None and math.isfinite(left):  # the bar's ETA counts max_steps only
+            left = max(0.0, left)
             postfix["time_left"] = f"{int(left // 60)}:{int(left % 60):02d}"
         self.bar.set_postfix(postfix, refresh=False)
         self.window = _Window()
@@ -365,29 +380,6 @@ def _endless(sampler: BucketBatchSampler) -> Iterator[list[int]]:
     """Index lists across epochs; the sampler itself advances its epoch at each end."""
     while True:
         yield from sampler
-
-
-class _StopSignals:
-    """SIGINT and SIGTERM set a flag the loop reads between steps; a second Ctrl-C aborts."""
-
-    def __init__(self) -> None:
-        self.received: int = 0
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _gather_rng(world: World) -> list[dict[str, Any]]:

@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 
 import pytest
 
-from padless.cli import main
 from padless.decoding.batched import decode_texts
 from padless.decoding.search import SearchOptions
 from padless.training.checkpoint import load_model, read_run_info
-
-
-def run_cli(argv: list[str], stdin: str, monkeypatch: pytest.MonkeyPatch,
-            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``padless ARGV < stdin`` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))  # not a TTY: the scripted mode
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.helpers import run_cli
 
 
 def test_chat_answers_unknown_words_and_empty_lines_one_line_each(
     qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stdin = "hello there\nzyxxy qwertz blorp\n\n   \nhow are you ?\nquit\nnot answered\n"
+    stdin = "hello there\nzyxxy qwertz blorp\n\n   \nhow are you ?\nquit\nexit\n:q\nstill here\n"
     code, out, err = run_cli(["chat", str(qa_run_dir), "--device", "cpu"], stdin, monkeypatch,
                              capsys)
     assert code == 0
-    assert len(out.splitlines()) == 5  # one per input line before `quit`
+    # one per input line: in a script `quit`, `exit` and `:q` are data like any other line
+    assert len(out.splitlines()) == 9
+    assert out.splitlines()[2] == out.splitlines()[3] == ""
+    assert all(out.splitlines()[i] for i in (0, 1, 4, 5, 6, 7, 8))
     assert "nothing to answer" in err
 
 
@@ -104,8 +97,10 @@ def test_evaluate_without_recorded_data_says_what_is_missing(
 
 
 @pytest.mark.parametrize("option", [["--temperature", "0"], ["--top-p", "1.5"],
-                                    ["--max-length", "0"], ["--repetition-penalty", "0.5"],
-                                    ["--no-repeat-ngram", "-2"]])
+                                    ["--max-length", "0"], ["--temperature", "inf"],
+                                    ["--top-p", "nan"], ["--seed", "-1"],
+                                    ["--max-input-length", "0"], ["--top-k", "-3"],
+                                    ["--repetition-penalty", "0.5"], ["--no-repeat-ngram", "-2"]])
 def test_chat_rejects_bad_search_options_before_starting(
     qa_run_dir: Path, option: list[str], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -113,7 +108,7 @@ def test_chat_rejects_bad_search_options_before_starting(
     code, out, err = run_cli(["chat", str(qa_run_dir), "--sample", *option], "hi\n", monkeypatch,
                              capsys)
     assert code == 2 and out == ""
-    assert "bad search option" in err
+    assert f"argument {option[0]}: must be" in err and repr(option[1]) in err
 
 
 def test_repetition_options_reach_the_search(

@@ -165,17 +165,17 @@ def test_bad_input_fails_with_file_and_line_or_is_skipped(tmp_path, capsys) -> N
     bad = tmp_path / "bad.tsv"
     bad.write_bytes(b"hi\tthere\nno tab\nbye\tnow\n")
     code, out, err = _prepare(capsys, bad, "--out", tmp_path / "d")
-    assert code == 1 and f"{bad}:2: expected 'source<TAB>target'" in err and out == ""
+    assert code == 2 and f"{bad}:2: expected 'source<TAB>target'" in err and out == ""
     code, out, _ = _prepare(capsys, bad, "--out", tmp_path / "d", "--skip-bad-lines")
     assert code == 0 and "bad lines skipped" in out
     code, _, err = _prepare(capsys, tmp_path / "missing.tsv", "--out", tmp_path / "e")
-    assert code == 1 and "missing.tsv: no such file" in err
+    assert code == 2 and "missing.tsv: no such file" in err
 
 
 def test_out_folder_with_other_files_is_refused(tmp_path, capsys) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     code, _, err = _prepare(capsys, FIXTURES / "pairs.tsv", "--out", tmp_path)
-    assert code == 1 and "not a prepared dataset" in err
+    assert code == 2 and "not a prepared dataset" in err
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

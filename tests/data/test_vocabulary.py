@@ -21,8 +21,19 @@ def test_special_ids_are_fixed() -> None:
     vocab = Vocabulary(["hello"])
     assert (PAD_ID, BOS_ID, EOS_ID, UNK_ID) == (0, 1, 2, 3)
     assert vocab.tokens[:4] == [PAD, BOS, EOS, UNK]
-    assert vocab.encode([PAD, BOS, EOS, UNK]) == [0, 1, 2, 3]
+    assert vocab.decode([0, 1, 2, 3]) == [PAD, BOS, EOS, UNK]
     assert len(vocab) == 5
+
+
+def test_text_spelling_a_special_token_is_an_unknown_word() -> None:
+    """``<pad>`` or ``</s>`` in a corpus (``--normalize none``) must not become PAD or EOS."""
+    vocab = Vocabulary(["hello", PAD, EOS])  # specials among the words are skipped
+    assert len(vocab) == 5
+    assert vocab.encode([PAD, BOS, EOS, UNK, "hello"]) == [UNK_ID] * 4 + [4]
+    assert vocab.token_to_id(EOS) == UNK_ID
+    assert PAD not in vocab and EOS not in vocab and "hello" in vocab
+    built = Vocabulary.build([["<s>", "<s>", "hi"]])
+    assert built.tokens == [PAD, BOS, EOS, UNK, "hi"]
 
 
 def test_build_orders_by_count_then_token_and_trims_rare() -> None:

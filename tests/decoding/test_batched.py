@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from padless.data.vocabulary import EOS_ID, UNK_ID
-from padless.decoding.batched import decode_ids, reply
+from padless.decoding.batched import (
+    InputsTruncated,
+    cap_sources,
+    decode_ids,
+    decode_texts,
+    reply,
+)
 from padless.decoding.search import SearchOptions
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
@@ -49,3 +55,20 @@ def test_commands_never_answer_empty_or_with_unk_unless_asked() -> None:
             method=method, max_length=5, min_length=0, allow_unk=True, no_repeat_ngram=0,
             repetition_penalty=1.0))
         assert all(nbest[0].tokens == [UNK_ID] * 5 for nbest in free)
+
+
+def test_cap_sources_cuts_and_counts() -> None:
+    sources = [[1, 2, 3, 4], [5], [], [6, 7, 8]]
+    assert cap_sources(sources, 3) == ([[1, 2, 3], [5], [], [6, 7, 8]], 1)
+    assert cap_sources(sources, None) == (sources, 0)
+    with pytest.raises(ValueError, match="max_input_length"):
+        cap_sources(sources, 0)
+
+
+def test_decode_texts_cuts_long_lines_with_a_warning(qa_run_dir: Path) -> None:
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    lines = ["hello there " * 100, "good morning"]
+    with pytest.warns(InputsTruncated, match="1 of 2 inputs were longer than 4 tokens"):
+        capped = decode_texts(model, text, lines, SearchOptions(), max_input_length=4)
+    assert capped == decode_texts(model, text, ["hello there hello there", "good morning"],
+                                  SearchOptions())

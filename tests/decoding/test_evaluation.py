@@ -12,7 +12,7 @@ import torch
 from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
-from padless.decoding.evaluation import evaluate
+from padless.decoding.evaluation import evaluate, image_format_of
 from padless.decoding.search import SearchOptions
 from padless.models.scoring import corpus_scores
 from padless.training.checkpoint import load_model
@@ -43,6 +43,28 @@ def test_evaluate_bleu_matches_sacrebleu_and_loss_is_per_token(qa_data_dir: Path
     assert result.loss == pytest.approx(total / n_tokens, rel=1e-5)
     assert result.perplexity == pytest.approx(math.exp(result.loss))
     assert corpus_scores(model, pairs, batch_size=1).loss == pytest.approx(result.loss, rel=1e-5)
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"limit": 0}, "limit"), ({"limit": -5}, "limit"), ({"n_samples": -2}, "n_samples"),
+    ({"batch_size": 0}, "batch_size"), ({"max_input_length": 0}, "max_input_length"),
+])
+def test_bad_arguments_are_refused_before_the_loss_pass(qa_data_dir: Path, qa_run_dir: Path,
+                                                        monkeypatch, kwargs, name) -> None:
+    """--limit 0 used to fail after the whole loss pass; -5 silently dropped the last pairs."""
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    pairs = PreparedData.load(qa_data_dir).splits["test"]
+    monkeypatch.setattr("padless.decoding.evaluation.corpus_scores", None)  # must not be reached
+    with pytest.raises(ValueError, match=f"bad {name}="):
+        evaluate(model, text, pairs, SearchOptions(), **kwargs)
+
+
+def test_plot_paths_are_checked_before_any_work(tmp_path: Path) -> None:
+    assert image_format_of(tmp_path / "a.PNG") == "png"
+    with pytest.raises(ValueError, match="does not exist"):
+        image_format_of(tmp_path / "missing" / "a.png")
+    with pytest.raises(ValueError, match="not an image file name"):
+        image_format_of(tmp_path / "a.txt")
 
 
 def test_evaluate_reports_dialogue_metrics_of_the_answers_within_its_time(

@@ -213,3 +213,21 @@ def test_bad_repetition_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="no_repeat_ngram=-1"):
         greedy_search(LOOP, SRC, LENGTHS, bos_id=BOS_ID, eos_id=EOS_ID, no_repeat_ngram=-1)
     assert math.isfinite(SearchOptions().repetition_penalty)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_rows_at_different_steps_are_restricted_and_penalised_as_alone(n: int) -> None:
+    """Continuous batching pads each row's tokens so far: the padding must not count."""
+    from padless.decoding.repetition import penalize_repetitions
+    from padless.masking import pad_batch
+
+    rows = [[A, B, C, A, B], [A, A], [], [D, D, D], [B, C, B]]
+    history, lengths = pad_batch(rows, 0, batch_first=True)
+    log_probs = torch.randn(len(rows), VOCAB).log_softmax(dim=1)
+    together = restrict(penalize_repetitions(log_probs, history, 1.5, lengths), 5, EOS_ID, 3,
+                        (), history, n, lengths)
+    for r, row in enumerate(rows):
+        alone_history = torch.tensor([row], dtype=torch.long).view(1, len(row))
+        alone = restrict(penalize_repetitions(log_probs[r : r + 1], alone_history, 1.5),
+                         len(row), EOS_ID, 3, (), alone_history, n)
+        torch.testing.assert_close(together[r : r + 1], alone)

@@ -256,6 +256,12 @@ def test_bad_arguments_are_rejected() -> None:
         SearchOptions(method="viterbi")
     with pytest.raises(ValueError, match="top_p=1.5"):
         SearchOptions(method="sample", top_p=1.5)
+    # NaN passes no range check it should fail, and inf passed "> 0"
+    for field, value in (("temperature", math.inf), ("temperature", math.nan),
+                         ("alpha", math.nan), ("alpha", math.inf), ("top_p", math.nan),
+                         ("alpha", -0.5)):
+        with pytest.raises(ValueError, match=f"bad search option {field}="):
+            SearchOptions(**{field: value})
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam", "sample"])

@@ -298,7 +298,52 @@ def test_bad_inputs_raise_the_promised_errors():
         masked_linear_cross_entropy(h, w, target, mask, label_smoothing=-0.1)
     with pytest.raises(TypeError, match="hidden must be a floating-point"):
         masked_linear_cross_entropy(h.long(), w, target, mask)
+    with pytest.raises(TypeError, match="weight must be a floating-point"):
+        masked_linear_cross_entropy(h, w.detach().long(), target, mask)
+    with pytest.raises(TypeError, match="bias must be a floating-point"):
+        masked_linear_cross_entropy(h, w, target, mask, bias=b.detach().int())
     bad_target = target.clone()
     bad_target[0, 0] = VOCAB
     with pytest.raises(ValueError, match=r"target id 13 at real position \(0, 0\)"):
         masked_linear_cross_entropy(h, w, bad_target, mask)
+
+
+# --- differentiating the gradient (create_graph=True) ---------------------------------
+
+
+def penalised_grads(fn, h, w, b, target, mask, **kw):
+    """The gradient of a gradient penalty ``sum of squared first gradients`` (of the loss
+    times a random upstream gradient), for h, w and b: needs a differentiable backward."""
+    loss, _ = fn(h, w, b, target, mask, **kw)
+    upstream = torch.randn(loss.shape, generator=torch.Generator().manual_seed(1),
+                           dtype=loss.dtype)
+    inputs = [t for t in (h, w, b) if t is not None]
+    first = torch.autograd.grad((loss * upstream).sum(), inputs, create_graph=True)
+    penalty = sum(g.nan_to_num().pow(2).sum() for g in first)
+    return first, torch.autograd.grad(penalty, inputs)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_the_gradient_can_be_differentiated_again(reduction, bias):
+    """A gradient penalty through the loss gets exactly the unfused loss' second-order
+    gradients (it used to get a detached gradient, so the penalty added nothing)."""
+    h, w, b, target, mask = make_batch(bias=bias, seed=8)
+    kw = {"reduction": reduction, "label_smoothing": 0.1}
+    first, second = penalised_grads(fused, h, w, b, target, mask, chunk_size=3, **kw)
+    ref_first, ref_second = penalised_grads(unfused, h, w, b, target, mask, **kw)
+    for got, want in zip(first, ref_first, strict=True):
+        assert got.requires_grad
+        torch.testing.assert_close(got.nan_to_num(), want, rtol=1e-10, atol=1e-12)
+    for got, want in zip(second, ref_second, strict=True):
+        assert got.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_a_plain_backward_after_create_graph_is_unchanged():
+    h, w, b, target, mask = make_batch(seed=9)
+    loss = fused(h, w, b, target, mask, chunk_size=4).loss
+    plain = torch.autograd.grad(loss, [h, w, b], retain_graph=True)
+    graphed = torch.autograd.grad(loss, [h, w, b], create_graph=True)
+    for a, c in zip(plain, graphed, strict=True):
+        torch.testing.assert_close(a, c.detach(), rtol=1e-12, atol=1e-14)

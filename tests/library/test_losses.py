@@ -349,10 +349,30 @@ def test_sequence_reduction_needs_two_dims():
 
 def test_bad_options():
     x, y = torch.zeros(2, 5), torch.ones(2).long()
-    with pytest.raises(ValueError, match="label_smoothing"):
-        masked_cross_entropy(x, y, pad_id=0, label_smoothing=1.5)
-    with pytest.raises(ValueError, match="focal_gamma"):
-        masked_cross_entropy(x, y, pad_id=0, focal_gamma=-1)
+    for smoothing in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            masked_cross_entropy(x, y, pad_id=0, label_smoothing=smoothing)
+    for gamma in (-1, float("nan"), float("inf")):  # NaN used to be ignored silently
+        with pytest.raises(ValueError, match="focal_gamma"):
+            masked_cross_entropy(x, y, pad_id=0, focal_gamma=gamma)
+
+
+def test_nll_refuses_probabilities_given_for_log_probabilities():
+    logits = torch.randn(4, 3, 6, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, 6, (4, 3), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    mask[3, 1] = False
+    with pytest.raises(ValueError, match="never above 0.*log_softmax"):
+        masked_nll_loss(logits.softmax(-1), target, mask)  # would be a negative "loss"
+    log_probs = logits.log_softmax(-1)
+    loss = masked_nll_loss(log_probs, target, mask).loss
+    assert loss.item() > 0
+    log_probs[3, 1] = 5.0  # anything at a pad is never read, positive or not
+    assert masked_nll_loss(log_probs, target, mask).loss.item() == loss.item()
+    # A log-probability of exactly 0 (certainty) and rounding below the tolerance are fine.
+    certain = torch.full((2, 3), -30.0)
+    certain[:, 0] = 1e-6
+    assert masked_nll_loss(certain, torch.zeros(2).long(), pad_id=-1).loss.item() < 0
 
 
 def test_docs_worked_example_token_weights():

@@ -72,3 +72,28 @@ def test_lengths_must_be_integer_vector():
         lengths_to_mask(torch.ones(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="integers"):
         lengths_to_mask(torch.tensor([1.0]))
+
+
+def test_float_ids_are_refused_not_truncated():
+    for seqs in ([[1.5, 2.0]], [[1, 2.0]], [[3], [0.5]]):
+        with pytest.raises(ValueError, match="integers"):
+            pad_batch(seqs)
+    with pytest.raises(ValueError, match="sequence 0 is not a list of token ids"):
+        pad_batch([["a", "b"]])
+
+
+def test_an_empty_batch_of_lengths_gives_an_empty_mask():
+    assert lengths_to_mask([]).shape == (0, 0)
+    assert lengths_to_mask([], max_len=3).shape == (3, 0)
+    assert lengths_to_mask([], batch_first=True).dtype == torch.bool
+
+
+def test_max_len_must_be_a_non_negative_int():
+    for bad in (2.5, 3.0, True, torch.tensor(3.0), "3"):
+        with pytest.raises(ValueError, match="max_len must be an int"):
+            lengths_to_mask([1, 2], max_len=bad)
+    with pytest.raises(ValueError, match="max_len must be >= 0"):
+        lengths_to_mask([], max_len=-1)
+    # integer types of every kind are fine
+    assert lengths_to_mask([1, 2], max_len=torch.tensor(4)).shape == (4, 2)
+    assert lengths_to_mask([1, 2], max_len=torch.tensor([3])[0]).shape == (3, 2)

@@ -170,6 +170,28 @@ def test_state_select_repeats_reorders_and_drops_rows() -> None:
     assert torch.equal(dropped.src_mask, state.src_mask[:, [1, 1, 3]])
 
 
+def test_concatenated_states_decode_as_the_states_apart() -> None:
+    """Rows that join a running batch (``concat``) step exactly as they would apart, whatever
+    the two parts' source lengths."""
+    model = make_model("general").double()
+    first, second = make_batch(PAIRS[:2]), make_batch(PAIRS[2:])
+    a = model.start_decoding(first.src, first.src_lengths)
+    _, a, _ = model.decode_step(torch.full((2,), BOS), a)  # a has decoded one step already
+    b = model.start_decoding(second.src, second.src_lengths)
+    joined = a.concat(b).select(torch.tensor([3, 0, 1, 2]))
+    prev = torch.tensor([5, 6, 7, 8])
+    log_probs, _, attention = model.decode_step(prev, joined)
+    apart_a, _, attention_a = model.decode_step(prev[[1, 2]], a)
+    apart_b, _, attention_b = model.decode_step(prev[[3, 0]], b)
+    torch.testing.assert_close(log_probs[[1, 2]], apart_a)
+    torch.testing.assert_close(log_probs[[3, 0]], apart_b)
+    width_a, width_b = attention_a.shape[1], attention_b.shape[1]
+    torch.testing.assert_close(attention[[1, 2], :width_a], attention_a)
+    torch.testing.assert_close(attention[[3, 0], :width_b], attention_b)
+    assert attention[[1, 2], width_a:].abs().sum() == 0  # padding gets no attention
+    assert len(set(joined.sources.tolist())) == 4
+
+
 def test_loss_counts_real_tokens_and_reductions_agree() -> None:
     model = make_model()
     batch = make_batch()

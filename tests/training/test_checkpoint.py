@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import pickletools
 import re
 import zipfile
@@ -121,3 +122,36 @@ def test_resuming_with_another_vocabulary_or_model_is_refused(
     other_text = TextProcessor(reversal_data.vocab, normalize="tutorial")
     with pytest.raises(ValueError, match="text settings differ"):
         checkpoint.check_compatible(run_config(), other_text, path)
+
+
+def test_a_damaged_tensor_is_refused_not_loaded(reversal_data: PreparedData,
+                                                tmp_path: Path) -> None:
+    """torch does not check the archive's checksums: a flipped byte in the weights loaded
+    silently. Every member is checked against its CRC-32 first."""
+    train(run_config("train.max_steps=1"), reversal_data.text, reversal_data.splits, tmp_path)
+    path = tmp_path / "best.pt"
+    with zipfile.ZipFile(path) as archive:
+        member = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size)
+    data = bytearray(path.read_bytes())
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    data[start + member.file_size // 2] ^= 0x40  # one bit in the middle of a tensor
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"best\.pt: .*corrupt .*{member.filename} fails its "
+                                         "checksum"):
+        Checkpoint.load(path)
+
+
+def test_torchs_advice_to_drop_weights_only_is_never_passed_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.save({"format": "padless-checkpoint"}, tmp_path / "x.pt")
+    advice = ("Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+              "`False` will likely succeed, but it can result in arbitrary code execution.")
+    for error in (RuntimeError(advice), pickle.UnpicklingError(advice), IndexError(advice),
+                  RuntimeError("weights_only=False would load it")):
+        def fail(*args, error=error, **kwargs):
+            raise error
+        monkeypatch.setattr(torch, "load", fail)
+        with pytest.raises(ValueError) as caught:
+            Checkpoint.load(tmp_path / "x.pt")
+        assert "weights_only" not in str(caught.value) and "x.pt" in str(caught.value)

@@ -11,6 +11,7 @@ import yaml
 from padless.training.config import (
     Config,
     ConfigError,
+    TrainConfig,
     apply_overrides,
     bundled_configs,
     load_config,
@@ -70,6 +71,24 @@ def test_errors_name_the_key(overrides: list[str], key: str) -> None:
     assert key in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["nan", ".nan", "inf", "-.inf", "1e999"])
+@pytest.mark.parametrize("key", ["train.lr", "train.weight_decay", "train.max_time",
+                                 "train.clip", "train.label_smoothing", "model.dropout"])
+def test_every_float_must_be_finite(key: str, value: str) -> None:
+    """NaN passed every range check (all comparisons are False) and inf passed "> 0"."""
+    with pytest.raises(ConfigError, match=rf"^{key}: expected a finite number"):
+        load_config(None, [f"{key}={value}"])
+
+
+def test_python_values_are_checked_too() -> None:
+    for kwargs in ({"lr": float("inf")}, {"weight_decay": float("nan")},
+                   {"betas": (0.9, float("nan"))}, {"max_time": float("inf")}):
+        with pytest.raises(ConfigError, match="expected (a )?finite number"):
+            TrainConfig(**kwargs)
+    with pytest.raises(ConfigError, match="train.seed"):
+        TrainConfig(seed=2**40)
+
+
 def test_unknown_key_suggests_the_close_one() -> None:
     with pytest.raises(ConfigError, match=r"train\.lrr: unknown key.*did you mean train\.lr\?"):
         load_config(None, ["train.lrr=1"])
@@ -100,6 +119,9 @@ def test_yaml_file_config_and_its_errors(tmp_path) -> None:
         load_config(str(path))
     with pytest.raises(ConfigError, match="nosuch.*bundled: "):
         load_config("nosuch")
+    path.write_bytes(b"train:\n  lr: \xff\n")
+    with pytest.raises(ValueError, match=r"mine\.yaml: not UTF-8 text \(byte 14"):
+        load_config(str(path))
 
 
 def test_round_trips_through_yaml_and_the_checkpoint_are_lossless() -> None:

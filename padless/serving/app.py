@@ -1,0 +1,266 @@
+"""The FastAPI application behind ``padless serve``: :func:`create_app`.
+
+Routes: ``POST /v1/chat``, ``POST /v1/translate``, ``GET /v1/model``, ``GET /healthz``, the
+web chat page at ``GET /`` (static files shipped in the package, nothing loaded from
+elsewhere), and FastAPI's OpenAPI docs at ``/docs``.
+
+Every error a client can cause is a 4xx with a JSON body ``{"detail": "what is wrong"}``:
+422 for a malformed body or a bad value, 413 for input over a limit, 429 when the queue is
+full, 503 while shutting down, 504 past the per-request timeout. No client value is ever
+used as a file path: the page's three files are read once, at start-up, by fixed names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, replace
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from padless.data.text import TextProcessor
+from padless.decoding.search import Hypothesis, SearchOptions
+from padless.models import EncoderDecoder
+from padless.serving.batcher import DynamicBatcher, QueueFull, ShuttingDown
+from padless.serving.limits import BodySizeLimit
+from padless.serving.schemas import (
+    SAMPLING_FIELDS,
+    ChatRequest,
+    ChatResponse,
+    DecodingRequest,
+    TranslateRequest,
+    TranslateResponse,
+)
+from padless.serving.settings import ServeSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+# the page: route -> (file in padless/serving/static, media type)
+PAGE_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/chat.js": ("chat.js", "text/javascript; charset=utf-8"),
+    "/chat.css": ("chat.css", "text/css; charset=utf-8"),
+}
+# the browser may load and contact nothing but this server: the page works offline
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+               "img-src 'self' data:; base-uri 'none'; form-action 'none'")
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class _Service:
+    """What the routes share: turning requests into decoding jobs and back."""
+
+    def __init__(self, batcher: DynamicBatcher, text: TextProcessor, defaults: SearchOptions,
+                 settings: ServeSettings) -> None:
+        self.batcher, self.text, self.defaults, self.settings = batcher, text, defaults, settings
+
+    def options(self, request: DecodingRequest) -> SearchOptions:
+        """The search a request asks for, on top of the server's defaults (422 if bad)."""
+        try:
+            return self._options(request)
+        except ValueError as e:  # SearchOptions' own check, e.g. a value the server refuses
+            raise HTTPException(422, str(e)) from None
+
+    def _options(self, request: DecodingRequest) -> SearchOptions:
+        given = sorted(set(SAMPLING_FIELDS) & request.model_fields_set)
+        if request.sample and request.beam is not None:
+            raise HTTPException(422, "beam and sample exclude each other: ask for one")
+        if given and not request.sample:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise HTTPException(422, f"{', '.join(given)} {verb} to sampling only: add "
+                                     '"sample": true')
+        if request.beam is not None and request.beam > self.settings.max_beam:
+            raise HTTPException(422, f"beam: {request.beam} beams; this server allows at most "
+                                     f"{self.settings.max_beam}")
+        if request.sample:
+            return replace(self.defaults, method="sample", temperature=request.temperature,
+                           top_k=request.top_k, top_p=request.top_p)
+        if request.beam == 1:
+            return replace(self.defaults, method="greedy")
+        if request.beam is not None:
+            return replace(self.defaults, method="beam", beam_size=request.beam)
+        return self.defaults
+
+    def encode(self, line: str, where: str) -> list[int]:
+        """``line``'s token ids; 413 over the character or token limit, 422 if not Unicode."""
+        limits = self.settings
+        if len(line) > limits.max_chars:
+            raise HTTPException(413, f"{where}: {len(line)} characters; this server takes at "
+                                     f"most {limits.max_chars}")
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HTTPException(422, f"{where}: not valid Unicode (a lone surrogate)") from None
+        ids = self.text.encode(line)
+        if len(ids) > limits.max_input_tokens:
+            raise HTTPException(413, f"{where}: {len(ids)} tokens; this server takes at most "
+                                     f"{limits.max_input_tokens}")
+        return ids
+
+    async def decode(self, sources: Sequence[list[int]], options: SearchOptions,
+                     seed: int | None, attention: bool) -> list[Hypothesis]:
+        """Each source's best hypothesis, through the batcher (429, 503 or 504 if not)."""
+        try:
+            future = self.batcher.submit(sources, options, seed=seed, attention=attention)
+        except QueueFull as e:
+            raise HTTPException(429, f"the server is busy ({e}); try again shortly",
+                                headers={"Retry-After": "1"}) from None
+        except ShuttingDown as e:
+            raise HTTPException(503, str(e)) from None
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.timeout_s)
+        except TimeoutError:
+            raise HTTPException(504, f"no answer within the server's timeout of "
+                                     f"{self.settings.timeout_s:g} s") from None
+
+    def chat_response(self, ids: list[int], hyp: Hypothesis, method: str,
+                      started: float) -> ChatResponse:
+        """The answer to message ``ids``: text, tokens, score and the heatmap's data."""
+        vocab = self.text.vocab
+        attention = [] if hyp.attention is None else [
+            [round(w, 4) for w in row] for row in hyp.attention.tolist()]
+        return ChatResponse(
+            reply=self.text.decode(hyp.tokens), tokens=vocab.decode(hyp.tokens),
+            score=_finite(hyp.score), latency_ms=(time.perf_counter() - started) * 1000,
+            source_tokens=vocab.decode(ids), attention=attention, finished=hyp.finished,
+            method=method,
+        )
+
+
+def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> None:
+    """``/v1/chat``, ``/v1/translate``, ``/v1/model`` and ``/healthz``."""
+
+    @app.post("/v1/chat", response_model=ChatResponse, summary="Answer one message")
+    async def chat(request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        options = service.options(request)
+        ids = service.encode(request.message, "message")
+        if not ids:
+            raise HTTPException(422, "message: no words to answer")
+        (hyp,) = await service.decode([ids], options, request.seed, attention=True)
+        return service.chat_response(ids, hyp, options.method, started)
+
+    @app.post("/v1/translate", response_model=TranslateResponse,
+              summary="Answer many lines, in input order")
+    async def translate(request: TranslateRequest) -> TranslateResponse:
+        started = time.perf_counter()
+        if len(request.lines) > service.settings.max_lines:
+            raise HTTPException(413, f"lines: {len(request.lines)} lines; this server takes at "
+                                     f"most {service.settings.max_lines} per request")
+        options = service.options(request)
+        sources = [service.encode(line, f"lines[{i}]") for i, line in enumerate(request.lines)]
+        translations = [""] * len(sources)  # nothing to decode when every line is empty
+        if any(sources):
+            hyps = await service.decode(sources, options, request.seed, attention=False)
+            translations = [service.text.decode(h.tokens) for h in hyps]
+        return TranslateResponse(translations=translations,
+                                 latency_ms=(time.perf_counter() - started) * 1000)
+
+    @app.get("/v1/model", summary="The model, its training and this server's limits")
+    async def model_info() -> dict[str, Any]:
+        return info
+
+    @app.get("/healthz", summary="Liveness, queue length and batching counters")
+    async def healthz() -> JSONResponse:
+        batcher = service.batcher
+        body = {"status": "draining" if batcher.draining else "ok", "queued": batcher.queued,
+                "in_flight": batcher.in_flight, **asdict(batcher.stats)}
+        return JSONResponse(body, status_code=503 if batcher.draining else 200)
+
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The web chat page: three files read once from the package, served by fixed routes."""
+    static = files("padless.serving") / "static"
+    for route, (name, media_type) in PAGE_FILES.items():
+        body = (static / name).read_bytes()
+
+        async def page(body: bytes = body, media_type: str = media_type) -> Response:
+            return Response(body, media_type=media_type, headers={
+                "Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"})
+
+        app.add_api_route(route, page, methods=["GET"], include_in_schema=False)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors as one-line JSON: ``{"detail": "..."}``."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        messages = []
+        for error in exc.errors():
+            loc, reason = error.get("loc", ()), (error.get("ctx") or {}).get("error")
+            if error.get("type") == "json_invalid":
+                messages.append(f"the body is not valid JSON ({reason}, at character "
+                                f"{loc[-1]})")
+                continue
+            where = ".".join(str(part) for part in loc)
+            detail = f"{error.get('msg', 'invalid')}" + (f" ({reason})" if reason else "")
+            messages.append(f"{where}: {detail}" if where else detail)
+        return JSONResponse({"detail": "; ".join(messages)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error (see the server's log)"},
+                            status_code=500)
+
+
+def create_app(
+    model: EncoderDecoder,
+    text: TextProcessor,
+    *,
+    defaults: SearchOptions | None = None,
+    settings: ServeSettings | None = None,
+    info: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The application: routes, error handlers and a :class:`DynamicBatcher` for ``model``.
+
+    Args:
+        model: in eval mode; decoded on the batcher's worker thread only.
+        text: the run's TextProcessor (encodes messages, decodes answers).
+        defaults: the search a request gets when it asks for none (and the fields requests
+            cannot set, such as ``max_length``); default ``SearchOptions()``.
+        settings: limits and batching; default ``ServeSettings()``.
+        info: what ``GET /v1/model`` reports (plain JSON values); the limits and defaults
+            are added to it.
+
+    The batcher starts with the application (its lifespan) and stops with it, after
+    decoding every request it took; ``app.state.batcher`` and ``app.state.settings`` are
+    the batcher and ``settings``.
+    """
+    defaults = defaults or SearchOptions()
+    settings = settings or ServeSettings()
+    batcher = DynamicBatcher(
+        model, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue, threads=settings.threads,
+        continuous=settings.continuous_batching,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await asyncio.to_thread(batcher.close)
+
+    app = FastAPI(title="padless", summary="Talk to a padless seq2seq model",
+                  lifespan=lifespan)
+    app.state.batcher, app.state.settings = batcher, settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+    info = {**(info or {}), "defaults": asdict(defaults), "limits": asdict(settings)}
+    _add_api_routes(app, _Service(batcher, text, defaults, settings), info)
+    _add_page_routes(app)
+    return app

@@ -1,0 +1,139 @@
+"""Running the application: :func:`load_app`, :func:`bind` and :func:`run_server`, the three
+steps of ``padless serve``.
+
+Shutting down: SIGTERM (or the first Ctrl-C) makes the server refuse new requests (503, and
+the listening socket closes), answer every request it has already taken, and return; after
+SIGTERM the process then exits 0. A second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from padless.data.text import TextProcessor
+from padless.decoding.search import SearchOptions
+from padless.models import EncoderDecoder
+from padless.runtime.devices import resolve_device
+from padless.runtime.errors import UserError
+from padless.serving.app import create_app
+from padless.serving.batcher import DynamicBatcher
+from padless.serving.settings import ServeSettings
+from padless.training.checkpoint import Checkpoint, checkpoint_path, load_model
+from padless.training.config import Config
+
+__all__ = ["bind", "describe_run", "load_app", "run_server"]
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such a value becomes None."""
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def describe_run(run_dir: str | os.PathLike, which: str, model: EncoderDecoder,
+                 text: TextProcessor, config: Config) -> dict[str, Any]:
+    """What ``GET /v1/model`` reports: architecture, sizes, vocabulary, training progress.
+
+    ``model``, ``text`` and ``config`` are what :func:`load_model` returned for the run.
+    """
+    checkpoint = Checkpoint.load(checkpoint_path(run_dir, which), map_location="cpu")
+    valid = {name: _finite(value) for name, value in (checkpoint.valid or {}).items()}
+    return {
+        "run": Path(run_dir).resolve().name,
+        "checkpoint": which,
+        "arch": config.model.arch,
+        "model": asdict(config.model),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(text.vocab),
+        "tokenizer": text.tokenizer.name,
+        "normalize": text.normalize,
+        "step": checkpoint.step,
+        "valid": valid or None,
+        "best_valid_loss": _finite(checkpoint.early_stopping.get("loss")),
+        "train_time_s": checkpoint.train_time_s,
+        "device": str(model.device),
+    }
+
+
+def load_app(
+    run_dir: str | os.PathLike,
+    *,
+    which: str = "best",
+    device: str = "auto",
+    defaults: SearchOptions | None = None,
+    settings: ServeSettings | None = None,
+) -> FastAPI:
+    """The application serving ``RUN_DIR``'s ``which`` checkpoint on ``device``
+    (``defaults`` and ``settings`` as in :func:`padless.serving.app.create_app`).
+
+    Raises:
+        ValueError: a bad run directory, checkpoint or device (one line naming it).
+    """
+    model, text, config = load_model(run_dir, which, resolve_device(device))
+    info = describe_run(run_dir, which, model, text, config)
+    return create_app(model, text, defaults=defaults, settings=settings, info=info)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port).
+
+    Raises:
+        UserError: the address cannot be used (in use, not this machine's, bad name).
+    """
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is outside 0-65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+        # proto must say TCP: asyncio sets TCP_NODELAY only on such sockets' connections, and
+        # without it every response waits ~40 ms for a delayed ACK (Nagle's algorithm)
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(socket.SOMAXCONN)
+        return sock
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another "
+                        "--host or --port") from None
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server; on SIGTERM or Ctrl-C the batcher refuses new requests at once."""
+
+    def __init__(self, config: uvicorn.Config, batcher: DynamicBatcher) -> None:
+        super().__init__(config)
+        self.batcher = batcher
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.batcher.draining = True  # a plain assignment: safe in a signal handler
+        super().handle_exit(sig, frame)
+
+
+def run_server(app: FastAPI, sock: socket.socket, *, access_log: bool = False,
+               log_level: str = "info") -> None:
+    """Serve ``app`` on ``sock`` until SIGTERM or Ctrl-C, then drain (see the module doc).
+
+    Returns normally after SIGTERM; raises KeyboardInterrupt after Ctrl-C.
+    """
+    settings: ServeSettings = app.state.settings
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=access_log, lifespan="on",
+        timeout_graceful_shutdown=math.ceil(settings.timeout_s) + 5,
+    )
+    server = _DrainingServer(config, app.state.batcher)
+    # uvicorn handles SIGTERM while serving, then raises it again under the handler that was
+    # there before: this one, so that a drained server returns and the process exits 0
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

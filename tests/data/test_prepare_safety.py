@@ -1,0 +1,191 @@
+"""``padless prepare`` never leaves a mix of two datasets, caps runaway lines, and refuses
+bad options and outputs in one line (exit 2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import padless.data.prepare as prepare_module
+from padless.cli import main
+from padless.data.dataset import PreparedData
+from padless.data.prepare import DEFAULT_MAX_LENGTH, PrepareOptions, prepare
+from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from padless.runtime.errors import UserError
+from padless.runtime.lock import exclusive_lock
+from tests.helpers import assert_one_line_error
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads and writes anything
+
+
+def corpus(path: Path, n: int = 150, extra: list[str] = ()) -> Path:
+    lines = [f"question {i} about w{i % 7}\tanswer {i} with w{i % 5}" for i in range(n)]
+    path.write_text("\n".join([*lines, *extra]) + "\n", encoding="utf-8")
+    return path
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["prepare", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     KeyboardInterrupt()])
+def test_a_prepare_that_fails_while_writing_leaves_the_old_dataset(
+        tmp_path, monkeypatch, failure) -> None:
+    """It used to write vocab.json and train.tsv over the old dataset, then stop: the old
+    valid/test/metadata beside the new vocabulary loaded without complaint."""
+    out = tmp_path / "data"
+    prepare([str(corpus(tmp_path / "a.tsv"))], out)
+    before = files(out)
+    written = []
+
+    def write_split_then_fail(path, pairs) -> None:
+        if written:
+            raise failure
+        written.append(path)
+        real_write_split(path, pairs)
+
+    real_write_split = prepare_module.write_split
+    monkeypatch.setattr(prepare_module, "write_split", write_split_then_fail)
+    other = corpus(tmp_path / "b.tsv", extra=["completely different\twords here"])
+    with pytest.raises(type(failure)):
+        prepare([str(other)], out, PrepareOptions(seed=5))
+    assert written and files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tsv", "b.tsv", "data"]
+
+
+def test_a_killed_prepares_leftovers_go_at_the_next_start(tmp_path) -> None:
+    out = tmp_path / "data"
+    for name in (".data.5f3a9b1c.tmp", ".data.5f3a9b1c.old.tmp"):  # what kill -9 leaves
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.tsv").write_text("x\ty\n" * 1000)
+    (tmp_path / ".other.5f3a9b1c.tmp").mkdir()  # another dataset's: not ours to delete
+    prepare([str(corpus(tmp_path / "a.tsv"))], out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.5f3a9b1c.tmp", "a.tsv", "data"]
+
+
+def test_a_second_prepare_into_the_same_dataset_is_refused(tmp_path, capsys) -> None:
+    out = tmp_path / "data"
+    with exclusive_lock(tmp_path / ".data.lock", f"dataset {out}", "padless prepare"):
+        code, _, err = cli(capsys, corpus(tmp_path / "a.tsv"), "--out", out)
+    assert_one_line_error(code, err, "prepare",
+                          f"dataset {out} is in use by another padless prepare "
+                          f"(pid {os.getpid()})")
+    assert not out.exists()
+    assert cli(capsys, tmp_path / "a.tsv", "--out", out)[0] == 0
+    assert not (tmp_path / ".data.lock").exists()
+
+
+def test_files_that_are_not_the_datasets_are_never_replaced(tmp_path, capsys) -> None:
+    out = tmp_path / "data"
+    prepare([str(corpus(tmp_path / "a.tsv"))], out)
+    (out / "notes.txt").write_text("mine")
+    code, _, err = cli(capsys, tmp_path / "a.tsv", "--out", out)
+    assert_one_line_error(code, err, "prepare", "holds notes.txt", "move it away")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_symlinked_dataset_is_replaced_where_it_lives(tmp_path) -> None:
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk" / "data")
+    prepare([str(corpus(tmp_path / "a.tsv"))], tmp_path / "link")
+    prepare([str(corpus(tmp_path / "a.tsv"))], tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+    assert PreparedData.load(tmp_path / "link").metadata["counts"]["kept"] == 150
+
+
+def test_a_runaway_line_is_dropped_by_the_default_cap(tmp_path, capsys) -> None:
+    """One 5 MB line became a million-token pair; the default --max-length drops it."""
+    long_line = " ".join(["word"] * (DEFAULT_MAX_LENGTH + 1)) + "\tshort answer"
+    path = corpus(tmp_path / "a.tsv", extra=[long_line])
+    code, out, err = cli(capsys, path, "--out", tmp_path / "capped")
+    assert code == 0
+    assert f"longer than {DEFAULT_MAX_LENGTH} tokens" in out
+    assert f"1 pairs longer than {DEFAULT_MAX_LENGTH} tokens on a side were dropped" in err
+    assert PreparedData.load(tmp_path / "capped").metadata["counts"]["kept"] == 150
+    assert cli(capsys, path, "--out", tmp_path / "all", "--max-length", "1000")[0] == 0
+    assert PreparedData.load(tmp_path / "all").metadata["counts"]["kept"] == 151
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--min-count", "-1"], ["argument --min-count: must be an integer >= 1, got '-1'"]),
+    (["--min-count", "1000000"], ["no training word is seen 1000000 times", "--min-count"]),
+    (["--tokenizer", "sentencepiece", "--vocab-size", "0"], ["argument --vocab-size"]),
+    (["--tokenizer", "sentencepiece", "--vocab-size", "-5"], ["argument --vocab-size"]),
+    (["--tokenizer", "sentencepiece", "--vocab-size", "5"],
+     ["sentencepiece cannot train a 5-piece vocabulary", "raise --vocab-size"]),
+    (["--valid-fraction", "nan"], ["argument --valid-fraction", "'nan'"]),
+    (["--valid-fraction", "0.5", "--test-fraction", "0.5"], ["must leave some training data"]),
+    (["--max-length", "0"], ["argument --max-length"]),
+    (["--max-pairs", "0"], ["argument --max-pairs"]),
+])
+def test_bad_options_are_one_line(tmp_path, capsys, argv, words) -> None:
+    code, out, err = cli(capsys, corpus(tmp_path / "a.tsv"), "--out", tmp_path / "d", *argv)
+    assert_one_line_error(code, err, "prepare", *words)
+    assert out == "" and not (tmp_path / "d").exists()
+
+
+def test_options_from_python_are_checked_by_name() -> None:
+    for kwargs, field in (({"min_count": 0}, "min_count"), ({"vocab_size": 2}, "vocab_size"),
+                          ({"max_length": 2.5}, "max_length"), ({"seed": -1}, "seed"),
+                          ({"test_fraction": float("nan")}, "test_fraction"),
+                          ({"tokenizer": "bpe"}, "tokenizer"), ({"format": "csv"}, "format")):
+        with pytest.raises(UserError, match=f"PrepareOptions.{field}"):
+            PrepareOptions(**kwargs)
+
+
+def test_many_unknown_words_get_a_warning(tmp_path, capsys) -> None:
+    code, _, err = cli(capsys, corpus(tmp_path / "a.tsv"), "--out", tmp_path / "d",
+                       "--min-count", "20")
+    assert code == 0 and "of the training tokens are <unk>" in err
+
+
+@pytest.mark.parametrize("second", ["b.tsv", "b.json"])
+def test_two_corpus_files_are_parallel_only_when_they_are_plain_text(tmp_path, capsys,
+                                                                     second) -> None:
+    a, b = corpus(tmp_path / "a.tsv"), corpus(tmp_path / second)
+    code, _, err = cli(capsys, a, b, "--out", tmp_path / "d")
+    assert_one_line_error(code, err, "prepare", "holds pairs already", "--format parallel")
+    # asked for explicitly, two such files are still read line by line
+    assert cli(capsys, a, b, "--out", tmp_path / "d", "--format", "parallel")[0] == 0
+
+
+def test_text_spelling_special_tokens_stays_text(tmp_path) -> None:
+    """Under --normalize none a corpus' literal <pad>, <s> and </s> used to become PAD, BOS
+    and EOS ids inside sequences."""
+    path = tmp_path / "a.tsv"
+    path.write_text("".join(f"say <pad> and </s> {i}\t<s> ok </s> {i}\n" for i in range(40)))
+    prepare([str(path)], tmp_path / "d", PrepareOptions(normalize="none"))
+    data = PreparedData.load(tmp_path / "d")
+    ids = [i for split in data.splits.values() for s, t in split for i in (*s, *t)]
+    assert UNK_ID in ids and not {PAD_ID, BOS_ID, EOS_ID} & set(ids)
+
+
+def test_an_out_under_a_file_is_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "afile").write_text("mine")
+    code, _, err = cli(capsys, corpus(tmp_path / "a.tsv"), "--out", tmp_path / "afile" / "d")
+    assert_one_line_error(code, err, "prepare", "afile: is a file, not a directory")
+
+
+@pytest.mark.skipif(ROOT, reason="root writes into read-only directories")
+def test_an_out_under_a_read_only_directory_is_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "ro").mkdir(mode=0o555)
+    code, _, err = cli(capsys, corpus(tmp_path / "a.tsv"), "--out", tmp_path / "ro" / "d")
+    assert_one_line_error(code, err, "prepare", "Permission denied")
+
+
+@pytest.mark.skipif(ROOT, reason="root reads unreadable files")
+def test_an_unreadable_corpus_is_one_line(tmp_path, capsys) -> None:
+    path = corpus(tmp_path / "a.tsv")
+    path.chmod(0o000)
+    code, _, err = cli(capsys, path, "--out", tmp_path / "d")
+    assert_one_line_error(code, err, "prepare", "a.tsv: Permission denied")

@@ -1,0 +1,67 @@
+"""``padless.cli.main``, the boundary where a command runs: expected failures become one line
+on stderr and an exit code; a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from padless import cli
+from padless.data.readers import CorpusError
+from padless.runtime.errors import UserError
+from padless.training.config import ConfigError
+
+
+def run_failing(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> int:
+    """``padless demo`` whose work raises ``error``."""
+    def run(args) -> int:
+        raise error
+
+    command = types.SimpleNamespace(add_arguments=lambda parser: None, run=run)
+    monkeypatch.setattr(cli, "_command", lambda name: command)
+    return cli.main(["demo"])
+
+
+@pytest.mark.parametrize("error", [
+    UserError("runs/x is in use by another padless train (pid 12); wait for it"),
+    ConfigError("train.lr: expected a finite number, got inf"),
+    CorpusError("data.tsv:3: expected 'source<TAB>target', found no TAB"),
+])
+def test_a_user_error_is_one_line_and_exit_2(monkeypatch, capsys, error) -> None:
+    assert run_failing(monkeypatch, error) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"padless demo: error: {error}\n" and captured.out == ""
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    (PermissionError(13, "Permission denied", "ro/.data.lock"), "ro/.data.lock: Permission denied"),
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (FileNotFoundError(2, "No such file or directory", "a", None, "b"), "a -> b: No such file"),
+])
+def test_an_os_error_names_the_file_and_exits_2(monkeypatch, capsys, error, line) -> None:
+    assert run_failing(monkeypatch, error) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"padless demo: error: {line}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("error", [ValueError("Invalid weight_decay value: nan"),
+                                   RuntimeError("a bug"), KeyError("x")])
+def test_anything_else_is_a_bug_and_keeps_its_traceback(monkeypatch, error) -> None:
+    """A ValueError padless did not raise on purpose (this one is torch's) is not a message
+    for the user: it propagates, so the console script prints the traceback (exit 1)."""
+    with pytest.raises(type(error)):
+        run_failing(monkeypatch, error)
+
+
+def test_interrupts_and_closed_pipes_have_their_exit_codes(monkeypatch, capsys) -> None:
+    assert run_failing(monkeypatch, KeyboardInterrupt()) == 130
+    assert run_failing(monkeypatch, BrokenPipeError(32, "Broken pipe")) == 141
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_usage_errors_return_2_and_help_returns_0(capsys) -> None:
+    assert cli.main(["train", "--max-steps", "0", "--data", "d", "--out", "o"]) == 2
+    assert "argument --max-steps: must be an integer >= 1, got '0'" in capsys.readouterr().err
+    assert cli.main(["nosuchcommand"]) == 2
+    assert cli.main(["prepare", "--help"]) == 0

@@ -1,0 +1,184 @@
+"""``padless train`` never mixes two runs, never loses a run to a bad value, and stops a run
+that diverged; every refusal is one line (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from padless.cli import main
+from padless.runtime.lock import exclusive_lock
+from padless.training.checkpoint import Checkpoint
+from padless.training.config import load_config
+from padless.training.guards import DivergenceGuard, usable_pairs
+from tests.helpers import TINY, assert_one_line_error, write_reversal_dataset
+
+SET = [a for option in TINY for a in ("--set", option)]
+
+
+def train_cli(data: Path, out: Path, *extra: str) -> int:
+    return main(["train", "--data", str(data), "--out", str(out), *SET, *extra])
+
+
+@pytest.fixture()
+def trained(reversal_data_dir: Path, tmp_path: Path) -> Path:
+    """A run of two steps with a validation (latest.pt, best.pt)."""
+    out = tmp_path / "run"
+    assert train_cli(reversal_data_dir, out, "--max-steps", "2",
+                     "--set", "train.valid_every=2") == 0
+    return out
+
+
+def test_a_second_run_on_the_same_directory_is_refused(reversal_data_dir, tmp_path,
+                                                       capsys) -> None:
+    out = tmp_path / "run"
+    with exclusive_lock(out / ".lock", f"run directory {out}", "padless train"):
+        code = train_cli(reversal_data_dir, out, "--max-steps", "1")
+        assert_one_line_error(code, capsys.readouterr().err, "train",
+                              f"run directory {out} is in use by another padless train "
+                              f"(pid {os.getpid()})")
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # it wrote nothing
+    assert train_cli(reversal_data_dir, out, "--max-steps", "1") == 0
+    assert not (out / ".lock").exists()
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--max-time", "inf"], ["argument --max-time", "'inf'"]),
+    (["--set", "train.max_time=.inf"], ["train.max_time: expected a finite number, got inf"]),
+    (["--set", "train.weight_decay=nan"], ["train.weight_decay: expected a finite number"]),
+    (["--set", "train.lr=inf"], ["train.lr: expected a finite number"]),
+    (["--set", "train.betas=[0.9, .nan]"], ["train.betas[1]: expected a finite number"]),
+    (["--set", "train.max_length=0"], ["train.max_length: must be >= 1"]),
+    (["--set", "train.seed=-1"], ["train.seed: must be in [0, 2**31)"]),
+])
+def test_values_that_are_not_finite_or_in_range_are_refused(
+        reversal_data_dir, tmp_path, capsys, extra, words) -> None:
+    code = train_cli(reversal_data_dir, tmp_path / "run", "--max-steps", "1", *extra)
+    assert_one_line_error(code, capsys.readouterr().err, "train", *words)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is there")
+def test_cuda_without_a_gpu_is_one_line(reversal_data_dir, tmp_path, capsys) -> None:
+    code = train_cli(reversal_data_dir, tmp_path / "run", "--set", "train.device=cuda")
+    assert_one_line_error(code, capsys.readouterr().err, "train",
+                          "train.device: device 'cuda' asked for, but CUDA is not available")
+
+
+def test_an_out_that_is_a_file_is_one_line(reversal_data_dir, tmp_path, capsys) -> None:
+    (tmp_path / "afile").write_text("mine")
+    code = train_cli(reversal_data_dir, tmp_path / "afile", "--max-steps", "1")
+    assert_one_line_error(code, capsys.readouterr().err, "train", "afile: is a file")
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_an_empty_training_split_is_one_line(reversal_data_dir, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(reversal_data_dir, data)
+    (data / "train.tsv").write_text("")
+    code = train_cli(data, tmp_path / "run", "--max-steps", "1")
+    assert_one_line_error(code, capsys.readouterr().err, "train",
+                          f"the training split of {data} is empty")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_resuming_from_a_damaged_checkpoint_is_one_line(trained, damage, capsys) -> None:
+    latest = trained / "latest.pt"
+    data = latest.read_bytes()
+    latest.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(4096))
+    code = train_cli(Path("unused"), trained, "--resume", "--max-steps", "3")
+    assert_one_line_error(code, capsys.readouterr().err, "train", f"{latest}:")
+
+
+def test_resuming_with_data_of_another_vocabulary_is_one_line(trained, qa_data_dir,
+                                                              capsys) -> None:
+    code = train_cli(qa_data_dir, trained, "--resume", "--max-steps", "3")
+    assert_one_line_error(code, capsys.readouterr().err, "train",
+                          "vocabulary differs from the checkpoint's")
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--set", "train.seed=5"], ["the state has seed 0, this sampler 5", "train.seed"]),
+    (["--set", "train.max_length=4"], ["this split has", "train.max_length"]),
+])
+def test_resuming_with_another_seed_or_split_is_one_line(reversal_data_dir, trained, extra,
+                                                          words, capsys) -> None:
+    code = train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "3", *extra)
+    assert_one_line_error(code, capsys.readouterr().err, "train", *words)
+
+
+@pytest.mark.parametrize("config_yaml", ["missing", "partial", "garbage"])
+def test_resuming_takes_the_config_from_the_checkpoint(reversal_data_dir, trained,
+                                                       config_yaml) -> None:
+    """config.yaml is a copy for reading: a partial one used to fall back to default train.*
+    values silently."""
+    path = trained / "config.yaml"
+    if config_yaml == "missing":
+        path.unlink()
+    else:
+        path.write_text("model:\n  hidden_size: 16\n" if config_yaml == "partial" else "{[")
+    assert train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "3") == 0
+    resumed = Checkpoint.load(trained / "latest.pt").run_config()
+    assert resumed.train.lr == 3e-3 and resumed.train.batch_size == 8  # TINY's, not defaults
+    assert load_config(str(path)) == resumed  # rewritten, whole
+
+
+def test_leftovers_of_killed_writes_are_removed_at_the_next_start(reversal_data_dir, trained,
+                                                                  capsys) -> None:
+    leftovers = [trained / ".latest.pt.a1b2c3d4.tmp", trained / "text" / ".vocab.json.zz9_x8y7.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"\0" * 1000)  # what `kill -9` during a checkpoint write leaves
+    assert train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "3") == 0
+    assert not any(path.exists() for path in leftovers)
+    assert "removed 2 temporary file(s)" in capsys.readouterr().out
+
+
+def test_a_diverging_run_stops_with_one_line(reversal_data_dir, tmp_path, capsys) -> None:
+    """lr 1e38 makes the weights inf within a few steps; then no gradient is finite again."""
+    code = train_cli(reversal_data_dir, tmp_path / "run", "--max-steps", "100",
+                     "--set", "train.lr=1e38", "--set", "train.clip=null")
+    assert_one_line_error(code, capsys.readouterr().err, "train",
+                          "training diverged", "10 steps in a row", "train.lr=1e+38")
+
+
+def test_the_divergence_guard_forgives_a_bad_batch_now_and_then() -> None:
+    guard = DivergenceGuard(limit=3)
+    for step, updated in enumerate([False, False, True, False, False, True], 1):
+        guard.update(updated, step, 1e-3, Path("run"))
+    with pytest.raises(ValueError, match="3 steps in a row"):
+        for step in range(7, 10):
+            guard.update(False, step, 1e-3, Path("run"))
+
+
+def test_pairs_over_the_length_cap_are_left_out_with_a_notice() -> None:
+    notices: list[str] = []
+    runaway = ([5] * 3000, [6] * 5)  # what one line without line ends becomes
+    splits = {"train": [runaway, ([7], [7]), ([8], [8])], "valid": [([5] * 30, [5])]}
+    train, valid = usable_pairs(splits, 20, 1, notices.append)
+    assert train == [([7], [7]), ([8], [8])] and valid == []
+    assert notices == ["left out 1 train pairs longer than 20 tokens (train.max_length)",
+                       "left out 1 valid pairs longer than 20 tokens (train.max_length)"]
+    assert usable_pairs(splits, None, 1, notices.append)[0] == splits["train"]
+    with pytest.raises(ValueError, match="2 usable pairs .* for 3 process"):
+        usable_pairs(splits, 20, 3, notices.append)
+
+
+def test_training_leaves_out_a_runaway_pair(tmp_path, capsys) -> None:
+    data = write_reversal_dataset(tmp_path / "data", n_train=40)
+    pairs = (data / "train.tsv").read_text().splitlines()
+    pairs.append(" ".join(["w1"] * 5000) + "\tw2")
+    (data / "train.tsv").write_text("\n".join(pairs) + "\n")
+    assert train_cli(data, tmp_path / "run", "--max-steps", "2") == 0
+    assert "left out 1 train pairs longer than 1000 tokens" in capsys.readouterr().out
+
+
+def test_a_huge_time_limit_does_not_break_the_log(reversal_data_dir, tmp_path) -> None:
+    """--max-time inf crashed at the first log row and lost the run; inf is refused now, and
+    a finite limit too large for a clock still logs."""
+    assert train_cli(reversal_data_dir, tmp_path / "run", "--max-steps", "2",
+                     "--max-time", "1e306") == 0
+    assert Checkpoint.load(tmp_path / "run" / "latest.pt").step == 2
