@@ -118,12 +118,13 @@ class SearchOptions:
     top_p: float = 1.0
     # What the commands do by default (the search functions themselves default to no
     # constraint): never an empty answer, never an <unk> in it, no 3-gram twice in one
-    # answer and a mild penalty on repeated words (greedy and beam search on a chit-chat
-    # model otherwise loop: "i like the the time i have to a good to the here").
+    # answer and a penalty on repeated words (greedy and beam search on a chit-chat model
+    # otherwise loop: "i like the the time i have to a good to the here"; with 1.2 a barely
+    # trained model still said "i have you you you a be?", with 1.5 "i have you a be?").
     min_length: int = 1
     allow_unk: bool = False
     no_repeat_ngram: int = 3
-    repetition_penalty: float = 1.2
+    repetition_penalty: float = 1.5
 
     def __post_init__(self) -> None:
         """Reject bad values before any decoding starts (e.g. at a command's start).

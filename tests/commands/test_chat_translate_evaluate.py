@@ -117,7 +117,7 @@ def test_repetition_options_reach_the_search(
     lines = ["what is your name ?", "hi", "tell me a joke"]
     model, text, _ = load_model(qa_run_dir, device="cpu")
     for flags, options in (
-        ([], SearchOptions()),  # the defaults: no 3-gram twice, penalty 1.2
+        ([], SearchOptions()),  # the defaults: no 3-gram twice, penalty 1.5
         (["--no-repeat-ngram", "1", "--repetition-penalty", "1.5"],
          SearchOptions(no_repeat_ngram=1, repetition_penalty=1.5)),
         (["--no-repeat-ngram", "0", "--repetition-penalty", "1"],

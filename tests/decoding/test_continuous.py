@@ -34,8 +34,8 @@ def sources(n: int, seed: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("options", [
-    SearchOptions(max_length=8),
-    SearchOptions(max_length=8, min_length=3),
+    SearchOptions(max_length=7),
+    SearchOptions(max_length=7, min_length=3),
     SearchOptions(max_length=6, min_length=0, allow_unk=True, no_repeat_ngram=0,
                   repetition_penalty=1.0),
     SearchOptions(max_length=7, no_repeat_ngram=2, repetition_penalty=2.0),
