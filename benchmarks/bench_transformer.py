@@ -84,16 +84,16 @@ class TorchTransformer(nn.Module):
     def _copy(self, model: Transformer) -> None:
         for mine, theirs in zip(self.transformer.encoder.layers, model.encoder_layers,
                                 strict=True):
-            _copy_attention(mine.self_attn, theirs.self_attention.qkv, theirs.self_attention.out)
+            _copy_attention(mine.self_attn, theirs.self_attention)
             _copy_rest(mine, theirs, ("norm1", "norm2"))
         for mine, theirs in zip(self.transformer.decoder.layers, model.decoder_layers,
                                 strict=True):
-            _copy_attention(mine.self_attn, theirs.self_attention.qkv, theirs.self_attention.out)
+            _copy_attention(mine.self_attn, theirs.self_attention)
             cross = theirs.cross_attention
             mine.multihead_attn.in_proj_weight.copy_(
                 torch.cat([cross.query.weight, cross.key_value.weight]))
             mine.multihead_attn.in_proj_bias.copy_(
-                torch.cat([cross.query.bias, cross.key_value.bias]))
+                torch.cat([cross.query.bias, cross.key_value_bias()]))
             mine.multihead_attn.out_proj.load_state_dict(cross.out.state_dict())
             _copy_rest(mine, theirs, ("norm1", "norm2", "norm3"))
         self.transformer.encoder.norm.load_state_dict(model.encoder_norm.state_dict())
@@ -117,10 +117,10 @@ class TorchTransformer(nn.Module):
                                ignore_index=PAD_ID, reduction="sum")
 
 
-def _copy_attention(attention: nn.MultiheadAttention, qkv: nn.Linear, out: nn.Linear) -> None:
-    attention.in_proj_weight.copy_(qkv.weight)
-    attention.in_proj_bias.copy_(qkv.bias)
-    attention.out_proj.load_state_dict(out.state_dict())
+def _copy_attention(attention: nn.MultiheadAttention, theirs: nn.Module) -> None:
+    attention.in_proj_weight.copy_(theirs.qkv.weight)
+    attention.in_proj_bias.copy_(theirs.in_bias())
+    attention.out_proj.load_state_dict(theirs.out.state_dict())
 
 
 def _copy_rest(mine: nn.Module, theirs: nn.Module, norms: Sequence[str]) -> None:

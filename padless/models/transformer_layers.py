@@ -71,18 +71,33 @@ def attention_with_weights(
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused ``H -> 3H`` query/key/value projection."""
+    """Multi-head self-attention with one fused ``H -> 3H`` query/key/value projection.
+
+    Keys have no bias: ``q . (k + b)`` adds the same ``q . b`` to every key's score, which
+    the softmax cancels, so such a bias only ever gets rounding noise as its gradient (and
+    Adam turns noise into steps of ``lr``). Queries and values keep theirs.
+    """
 
     def __init__(self, size: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(size, 3 * size)
+        self.qkv = nn.Linear(size, 3 * size, bias=False)
+        self.query_bias = nn.Parameter(torch.zeros(size))
+        self.value_bias = nn.Parameter(torch.zeros(size))
         self.out = nn.Linear(size, size)
+
+    def in_bias(self) -> Tensor:
+        """``[3H]``: the query, key (zero) and value biases of :attr:`qkv`."""
+        zeros = torch.zeros_like(self.query_bias)
+        return torch.cat((self.query_bias, zeros, self.value_bias))
+
+    def _qkv(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.qkv.weight, self.in_bias())
 
     def forward(self, x: Tensor, packing: Packing, *, causal: bool) -> Tensor:
         """``x [N, H]`` packed -> ``[N, H]``; causal (decoder) or key-padding masked (encoder)."""
         n, size = x.shape
-        blocks = packing.to_blocks(self.qkv(x))  # [B, L, 3H]
+        blocks = packing.to_blocks(self._qkv(x))  # [B, L, 3H]
         batch, length = blocks.shape[:2]
         q, k, v = blocks.view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(
@@ -98,25 +113,32 @@ class SelfAttention(nn.Module):
         value appended; it attends to all ``t + 1`` (every row is at the same step).
         """
         rows, size = x.shape
-        q, k, v = self.qkv(x).view(rows, 3, self.heads, 1, -1).unbind(1)  # [R, heads, 1, d]
+        q, k, v = self._qkv(x).view(rows, 3, self.heads, 1, -1).unbind(1)  # [R, heads, 1, d]
         cache = torch.cat((cache, torch.stack((k, v))), dim=3)
         out = F.scaled_dot_product_attention(q, cache[0], cache[1])
         return self.out(out.reshape(rows, size)), cache
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention from the decoder's tokens to the encoder's memory."""
+    """Multi-head attention from the decoder's tokens to the encoder's memory (keys without
+    a bias, as in :class:`SelfAttention`)."""
 
     def __init__(self, size: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads, self.dropout = heads, dropout
         self.query = nn.Linear(size, size)
-        self.key_value = nn.Linear(size, 2 * size)
+        self.key_value = nn.Linear(size, 2 * size, bias=False)
+        self.value_bias = nn.Parameter(torch.zeros(size))
         self.out = nn.Linear(size, size)
+
+    def key_value_bias(self) -> Tensor:
+        """``[2H]``: the key (zero) and value biases of :attr:`key_value`."""
+        return torch.cat((torch.zeros_like(self.value_bias), self.value_bias))
 
     def memory_blocks(self, memory: Tensor, packing: Packing) -> Tensor:
         """Keys and values of the packed memory ``[N_src, H]``: ``[2, B, heads, S, d]``."""
-        blocks = packing.to_blocks(self.key_value(memory))  # [B, S, 2H], zeros at pads
+        key_value = F.linear(memory, self.key_value.weight, self.key_value_bias())
+        blocks = packing.to_blocks(key_value)  # [B, S, 2H], zeros at pads
         batch, length = blocks.shape[:2]
         return blocks.view(batch, length, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
 

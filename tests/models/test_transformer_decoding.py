@@ -19,7 +19,7 @@ BOS, EOS, VOCAB = 1, 2, 13
 SOURCES = [[4, 5, 6, 7, 4], [7, 4], [5, 5, 6], [7], [6, 5, 4, 7, 8, 9]]
 
 
-def make_model(seed: int = 1, eos_bias: float = 0.75) -> Transformer:
+def make_model(seed: int = 3, eos_bias: float = 1.0) -> Transformer:
     """A seeded random float64 model. Its weights are doubled (a freshly initialised
     Transformer barely depends on its source) and ``eos_bias`` lets some answers finish
     early: the defaults and (4, 1.25) give answers of several lengths."""
@@ -78,7 +78,7 @@ SEARCHES = {
 }
 
 
-@pytest.mark.parametrize(("seed", "eos_bias"), [(1, 0.75), (4, 1.25)])
+@pytest.mark.parametrize(("seed", "eos_bias"), [(3, 1.0), (4, 1.25)])
 @pytest.mark.parametrize("method", SEARCHES)
 def test_cached_decoding_equals_rerunning_the_prefix(
     method: str, seed: int, eos_bias: float
