@@ -225,13 +225,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sentences", type=int, default=256, help="sentences decoded")
     parser.add_argument("--max-length", type=int, default=20, help="decoding steps at most")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 3 batches, 2 rounds, 32 sentences, nothing written")
+                        help="smoke run: 2 batches, 1 round, 16 sentences, nothing written")
     parser.add_argument("--results", type=Path,
                         default=Path(__file__).with_name("RESULTS.md"),
                         help="file whose bench_transformer section is rewritten (not --quick)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batches, args.rounds, args.sentences = 3, 2, 32
+        args.batches, args.rounds, args.sentences = 2, 1, 16
     return args
 
 

@@ -152,7 +152,8 @@ def test_loss_is_the_cross_entropy_of_the_reference_states() -> None:
 
 
 def test_garbage_at_pads_changes_nothing() -> None:
-    """Random and out-of-vocabulary ids at pads, a NaN pad embedding, an extra pad step."""
+    """Random and out-of-vocabulary ids at pads, NaN and inf pad embeddings, an extra pad
+    step."""
     model = make_model(shared_embeddings=False, tie_output=False)
     batch = make_batch()
     want, want_grads = states_and_grads(model, batch, packed_states)
@@ -162,9 +163,9 @@ def test_garbage_at_pads_changes_nothing() -> None:
         tgt_in=torch.where(batch.tgt_mask, batch.tgt_in,
                            torch.randint(VOCAB, 10**6, batch.tgt_in.shape)),
     )
-    with torch.no_grad():
-        for embedding in (model.src_embedding, model.tgt_embedding):
-            embedding.weight[PAD] = math.nan
+    with torch.no_grad():  # a pad's embedding, were it ever looked up
+        model.src_embedding.weight[PAD] = math.nan
+        model.tgt_embedding.weight[PAD] = math.inf
     got, got_grads = states_and_grads(model, noisy, packed_states)
     assert torch.equal(got, want)
     for name in want_grads:
