@@ -218,11 +218,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="transformer",
                         help="bundled config or YAML file whose model is measured")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--batches", type=int, default=16, help="batches per setting")
+    parser.add_argument("--batches", type=int, default=8, help="batches per setting")
     parser.add_argument("--max-tokens", type=int, default=2048,
                         help="padded tokens per bucketed batch")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sentences", type=int, default=256, help="sentences decoded")
+    parser.add_argument("--sentences", type=int, default=128, help="sentences decoded")
     parser.add_argument("--max-length", type=int, default=20, help="decoding steps at most")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 batches, 1 round, 16 sentences, nothing written")
