@@ -14,6 +14,8 @@ from padless.models.transformer import Transformer
 from padless.training.checkpoint import Checkpoint, load_model
 from tests.helpers import TINY_RUN
 
+pytestmark = pytest.mark.slow  # trains a model twice (about 15 s on a busy machine)
+
 TRANSFORMER = [*TINY_RUN, "model.arch=transformer", "model.num_heads=2", "model.ffn_size=32",
                "train.valid_every=2"]
 LINES = ["what is your name ?", "hi", "", "where do you live today my friend ?", "unknownword"]
