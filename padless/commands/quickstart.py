@@ -1,6 +1,7 @@
 """``padless quickstart [--minutes M]``: a working chatbot from a fresh install, in one command.
 
-:func:`quickstart` prepares the bundled chitchat corpus, trains the ``chatbot`` config for
+:func:`quickstart` prepares the bundled chitchat corpus, trains the ``chatbot`` config (or
+``--config``) for
 the time left of the budget (with its progress bar), evaluates the best checkpoint on part
 of the test split, shows a few conversations and a summary, and prints the ``padless chat``
 command to talk to the model. Running it again with the same ``--out`` resumes the training
@@ -32,7 +33,7 @@ from padless.training.checkpoint import (
     load_model,
     resumed_config,
 )
-from padless.training.config import load_config
+from padless.training.config import bundled_configs, load_config
 from padless.training.trainer import train
 
 __all__ = ["PROMPTS", "add_arguments", "quickstart", "run"]
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="data/chitchat", metavar="DIR",
                         help="where the prepared corpus goes (default data/chitchat; reused "
                              "when already prepared)")
+    parser.add_argument("--config", default="chatbot", metavar="NAME|FILE",
+                        help=f"bundled config ({', '.join(bundled_configs())}) or a YAML file "
+                             "(default chatbot; a resumed run keeps its own)")
     # for tests and experiments: a smaller corpus, model or run
     parser.add_argument("--max-pairs", type=integer(1), help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
@@ -76,6 +80,7 @@ def quickstart(
     run_dir: str | Path = "runs/quickstart",
     data_dir: str | Path = "data/chitchat",
     *,
+    config: str = "chatbot",
     max_pairs: int | None = None,
     overrides: list[str] = (),
     max_steps: int | None = None,
@@ -89,6 +94,8 @@ def quickstart(
             allows (up to ``EVAL_PAIRS`` test pairs).
         run_dir: the run; an existing one is resumed for another budget.
         data_dir: the prepared chitchat corpus; reused when already prepared.
+        config: the bundled config name or YAML file of a new run (``"transformer"`` trains
+            the Transformer); a resumed run keeps its own ``config.yaml``.
         max_pairs, overrides, max_steps: a smaller corpus (``PrepareOptions.max_pairs``),
             ``--set`` config overrides and a step limit, for tests and experiments.
 
@@ -115,9 +122,9 @@ def quickstart(
     overrides = [*overrides, f"train.max_time={train_minutes:.3f}"]
     if max_steps is not None:
         overrides.append(f"train.max_steps={max_steps}")
-    config = resumed_config(run_dir, overrides) if resume else load_config("chatbot", overrides)
+    run_config = resumed_config(run_dir, overrides) if resume else load_config(config, overrides)
     splits = {**data.splits, "valid": data.splits["valid"][:VALID_PAIRS]}
-    result = train(config, data.text, splits, run_dir, resume=resume, data_dir=data_dir)
+    result = train(run_config, data.text, splits, run_dir, resume=resume, data_dir=data_dir)
     print(describe_result(result, run_dir))
     if result.exit_code != 0:
         return result.exit_code
@@ -175,5 +182,5 @@ def run(args: argparse.Namespace) -> int:
     A corpus, config or checkpoint problem raises ``UserError``, which ``padless.cli.main``
     reports in one line (exit 2).
     """
-    return quickstart(args.minutes, args.out, args.data_dir, max_pairs=args.max_pairs,
-                      overrides=args.set, max_steps=args.max_steps)
+    return quickstart(args.minutes, args.out, args.data_dir, config=args.config,
+                      max_pairs=args.max_pairs, overrides=args.set, max_steps=args.max_steps)

@@ -14,6 +14,7 @@ __all__ = ["ARCHITECTURES", "DecoderState", "EncoderDecoder", "ModelConfig", "bu
 def build_model(config: ModelConfig, vocab_size: int, pad_id: int = 0) -> EncoderDecoder:
     """A freshly initialised model of ``config.arch`` over a ``vocab_size`` vocabulary."""
     from padless.models.seq2seq import Seq2Seq
+    from padless.models.transformer import Transformer
 
-    builders = {"gru": Seq2Seq}
+    builders = {"gru": Seq2Seq, "transformer": Transformer}
     return builders[config.arch](config, vocab_size, pad_id)

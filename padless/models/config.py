@@ -1,7 +1,8 @@
 """``ModelConfig``: the hyper-parameters of every architecture, one flat dataclass.
 
 ``arch`` picks the architecture (:func:`padless.models.build_model`); the other fields are
-its sizes. Fields an architecture does not use are ignored by it.
+its sizes. Most fields serve both architectures; a few are for one only (said in their
+description) and the other ignores them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from padless.models.encoder import MERGE_METHODS
 
 __all__ = ["ARCHITECTURES", "ModelConfig"]
 
-ARCHITECTURES = ("gru",)
+ARCHITECTURES = ("gru", "transformer")
 
 
 @dataclass
@@ -21,15 +22,25 @@ class ModelConfig:
     """Hyper-parameters of a model; the defaults are the PyTorch chatbot tutorial's.
 
     Attributes:
-        arch: the architecture, one of :data:`ARCHITECTURES`.
-        embedding_size: ``E``, size of the token embeddings.
-        hidden_size: ``H``, GRU size (per direction in the encoder) and attention size.
-        num_layers: GRU layers of the encoder and of the decoder.
-        attention: Luong score, ``"dot"``, ``"general"`` or ``"concat"``.
-        dropout: in ``[0, 1)``; on decoder embeddings and between GRU layers.
-        merge_directions: ``"sum"`` (the tutorial) or ``"project"`` (linear ``2H -> H``).
+        arch: the architecture, one of :data:`ARCHITECTURES`: ``"gru"`` (the tutorial's
+            GRU + Luong attention, :mod:`padless.models.seq2seq`) or ``"transformer"``
+            (:mod:`padless.models.transformer`).
+        embedding_size: ``E``, size of the token embeddings. Transformer: must equal
+            ``hidden_size``.
+        hidden_size: ``H``. GRU: GRU size (per direction in the encoder) and attention size.
+            Transformer: the model size ``d_model``.
+        num_layers: layers of the encoder and of the decoder (GRU or Transformer layers).
+        attention: GRU only: Luong score, ``"dot"``, ``"general"`` or ``"concat"``.
+        dropout: in ``[0, 1)``. GRU: on decoder embeddings and between GRU layers.
+            Transformer: on embeddings, attention weights, residual branches and
+            feed-forward activations.
+        merge_directions: GRU only: ``"sum"`` (the tutorial) or ``"project"`` (linear
+            ``2H -> H``).
         shared_embeddings: one embedding table for encoder and decoder (one joint vocabulary).
         tie_output: the output projection's weight is the decoder embedding (needs ``E == H``).
+        num_heads: Transformer only: attention heads; must divide ``hidden_size``.
+        ffn_size: Transformer only: inner size of the feed-forward layers; null means
+            ``4 * hidden_size``.
 
     Raises:
         ValueError: on a bad value, naming the field.
@@ -44,10 +55,19 @@ class ModelConfig:
     merge_directions: str = "sum"
     shared_embeddings: bool = True
     tie_output: bool = False
+    num_heads: int = 4
+    ffn_size: int | None = None
+
+    @property
+    def transformer_ffn_size(self) -> int:
+        """The Transformer's feed-forward size: ``ffn_size``, or ``4 * hidden_size``."""
+        return 4 * self.hidden_size if self.ffn_size is None else self.ffn_size
 
     def __post_init__(self) -> None:
-        for name in ("embedding_size", "hidden_size", "num_layers"):
+        for name in ("embedding_size", "hidden_size", "num_layers", "num_heads", "ffn_size"):
             value = getattr(self, name)
+            if value is None and name == "ffn_size":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
         choices = {
@@ -74,4 +94,18 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.tie_output needs embedding_size == hidden_size, got "
                 f"{self.embedding_size} and {self.hidden_size}"
+            )
+        if self.arch == "transformer":
+            self._check_transformer()
+
+    def _check_transformer(self) -> None:
+        if self.embedding_size != self.hidden_size:
+            raise ValueError(
+                f"ModelConfig.embedding_size must equal hidden_size for the transformer (its "
+                f"model size), got {self.embedding_size} and {self.hidden_size}"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"ModelConfig.num_heads must divide hidden_size, got {self.num_heads} heads "
+                f"for hidden_size {self.hidden_size}"
             )

@@ -146,6 +146,14 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        """What one section allows depends on the other."""
+        if self.model.arch == "transformer" and self.train.teacher_forcing_ratio != 1.0:
+            raise ConfigError(
+                "train.teacher_forcing_ratio: the transformer trains with teacher forcing "
+                f"only; set it to 1.0 (got {self.train.teacher_forcing_ratio})"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts/lists/numbers/strings (YAML- and ``weights_only``-safe)."""
         return _plain(dataclasses.asdict(self))

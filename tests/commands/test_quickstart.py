@@ -9,7 +9,7 @@ import pytest
 from padless.cli import main
 from padless.commands.quickstart import reserve_minutes
 from padless.decoding.metrics import has_repeated_ngram
-from padless.training.checkpoint import checkpoint_path
+from padless.training.checkpoint import Checkpoint, checkpoint_path
 
 TINY_MODEL = [
     "model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
@@ -33,15 +33,21 @@ def prepared(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "config",
+    [[], ["--config", "transformer", "--set=model.num_heads=2", "--set=model.ffn_size=32"]],
+    ids=["chatbot", "transformer"])
 def test_quickstart_trains_evaluates_and_tells_how_to_chat(
-    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    config: list[str], prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = tmp_path / "run"
     argv = ["quickstart", "--minutes", "0.3", "--out", str(run_dir), "--data-dir",
-            str(prepared), "--max-steps", "4", *(f"--set={kv}" for kv in TINY_MODEL)]
+            str(prepared), "--max-steps", "4", *(f"--set={kv}" for kv in TINY_MODEL), *config]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert checkpoint_path(run_dir, "latest").exists()
+    arch = "transformer" if config else "gru"
+    assert Checkpoint.load(checkpoint_path(run_dir, "latest")).run_config().model.arch == arch
     assert "BLEU" in out and "perplexity" in out
     assert "> do you like music ?" in out and "beam 5:" in out
     assert f"padless chat {run_dir}" in out

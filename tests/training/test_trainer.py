@@ -17,12 +17,14 @@ import torch
 
 from padless.cli import main as cli_main
 from padless.data.dataset import PreparedData
-from padless.models.seq2seq import Seq2Seq
+from padless.models import build_model
 from padless.training.checkpoint import Checkpoint
 from padless.training.config import load_config
 from padless.training.runlog import RunLog
 from padless.training.trainer import train
 from tests.helpers import TINY, WORDS
+
+TRANSFORMER = ("model.arch=transformer", "model.num_heads=2", "model.ffn_size=24")
 
 
 def run_config(*extra: str):
@@ -60,6 +62,21 @@ def test_resume_continues_exactly(reversal_data: PreparedData, tmp_path: Path) -
     with open(tmp_path / "split" / "log.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r["kind"] == "train"]
     assert steps == list(range(1, 9))
+
+
+def test_a_transformer_resumes_exactly(reversal_data: PreparedData, tmp_path: Path) -> None:
+    """Attention, residual and feed-forward dropout draw from the restored random states."""
+    extra = (*TRANSFORMER, "model.dropout=0.3", "train.accumulate=2", "train.valid_every=3",
+             "train.warmup_steps=2", "train.decay=inverse_sqrt", "train.max_steps=6")
+    train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "whole")
+    train(run_config(*extra, "train.max_steps=4"), reversal_data.text, reversal_data.splits,
+          tmp_path / "split")
+    train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "split",
+          resume=True)
+    a, b = model_state(tmp_path / "whole"), model_state(tmp_path / "split")
+    assert any("self_attention" in name for name in a)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
 
 
 def test_early_stopping_and_the_time_limit(reversal_data: PreparedData, tmp_path: Path) -> None:
@@ -221,11 +238,13 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", [(), TRANSFORMER], ids=["gru", "transformer"])
+def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path, arch: tuple) -> None:
     """torchrun with 2 gloo processes == 1 process on the same global batches."""
     steps = "4"
     # No dropout: masks drawn by two processes cannot match those of one.
-    common = ["train", "--data", str(reversal_data_dir), *[a for o in TINY for a in ("--set", o)],
+    common = ["train", "--data", str(reversal_data_dir),
+              *[a for o in (*TINY, *arch) for a in ("--set", o)],
               "--set", "model.dropout=0", "--set", "train.accumulate=2",
               "--set", "train.valid_every=2",
               "--max-steps", steps]
@@ -241,7 +260,8 @@ def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path) -> Non
 
     one, two = Checkpoint.load(single / "latest.pt"), Checkpoint.load(ddp / "latest.pt")
     assert two.world_size == 2 and len(two.rng) == 2
-    initial = Seq2Seq(load_config(None, TINY).model, len(WORDS) + 4)
+    torch.manual_seed(0)  # the trainer's seed: the weights the runs started from
+    initial = build_model(load_config(None, [*TINY, *arch]).model, len(WORDS) + 4)
     moved = 0.0
     for name, tensor in one.model.items():
         # Float error only: sums of gradients in a different order, through Adam.

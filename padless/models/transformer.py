@@ -1,0 +1,242 @@
+"""A pad-free encoder-decoder Transformer: :class:`Transformer` (``model.arch: transformer``).
+
+Pre-norm layers (:mod:`padless.models.transformer_layers`), sinusoidal positions, shared
+and/or tied embeddings, dropout. Pads cost nothing: the real tokens of a batch are packed to
+``[N, H]`` rows (:class:`padless.models.packing.Packing`) before the embedding, and every
+position-wise computation (embedding, query/key/value and output projections, feed-forward
+layers, layer norms, and the output projection + loss of :meth:`EncoderDecoder.loss`) runs
+on those rows only. Attention alone looks at padded per-sequence blocks, with masks that keep
+every token away from pads, from future target tokens and from other sequences.
+
+Positions are sinusoidal rather than learned: no parameters, any length works (answers
+longer than every training target included), and the length-bucketed batches that leave the
+long positions of a learned table rarely trained do not matter.
+
+Decoding is incremental: :class:`TransformerDecoderState` keeps every decoder layer's
+self-attention keys and values (one more per step, so a step costs ``O(t)``, not a re-run of
+the prefix) and the cross-attention keys and values of the encoder memory, computed once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from padless.data.batch import Batch
+from padless.masking import lengths_to_mask
+from padless.models.base import EncoderDecoder
+from padless.models.config import ModelConfig
+from padless.models.packing import Packing
+from padless.models.transformer_layers import DecoderLayer, EncoderLayer, sinusoids
+
+__all__ = ["Transformer", "TransformerDecoderState"]
+
+
+@dataclass(frozen=True)
+class TransformerDecoderState:
+    """The decoding state of ``R`` rows (hypotheses) after ``t`` steps.
+
+    Attributes:
+        self_kv: per decoder layer, ``[2, R, heads, t, d]``: the keys and values of the
+            ``t`` tokens fed so far.
+        memory: per decoder layer, ``[2, R, heads, S, d]``: cross-attention keys and values
+            of the encoder memory (zeros at source pads).
+        key_mask: ``[R, 1, 1, S]`` bool, True at real source tokens.
+        sources: ``[R]`` long, the source sentence each row decodes; rows with the same
+            source hold the same ``memory``, so :meth:`select` copies it only when the rows'
+            sources change (not when beam search reorders the beams of each sentence).
+    """
+
+    self_kv: tuple[Tensor, ...]
+    memory: tuple[Tensor, ...]
+    key_mask: Tensor
+    sources: Tensor
+
+    @property
+    def steps(self) -> int:
+        """``t``, the number of tokens fed so far."""
+        return self.self_kv[0].shape[3]
+
+    def select(self, rows: Tensor) -> TransformerDecoderState:
+        """The state of ``rows`` (see :class:`padless.models.base.DecoderState`)."""
+        sources = self.sources.index_select(0, rows)
+        memory, key_mask = self.memory, self.key_mask
+        if not torch.equal(sources, self.sources):
+            memory = tuple(kv.index_select(1, rows) for kv in memory)
+            key_mask = key_mask.index_select(0, rows)
+        self_kv = tuple(kv.index_select(1, rows) for kv in self.self_kv)
+        return TransformerDecoderState(self_kv, memory, key_mask, sources)
+
+
+class Transformer(EncoderDecoder):
+    """Encoder-decoder Transformer over packed real tokens.
+
+    Args:
+        config: ``hidden_size`` (the model size, also ``embedding_size``), ``num_layers``
+            (of the encoder and of the decoder), ``num_heads``, ``ffn_size``, ``dropout``
+            (embeddings, attention weights, residual branches, feed-forward activations),
+            ``shared_embeddings``, ``tie_output``.
+        vocab_size: ``V``, size of the (joint) vocabulary.
+        pad_id: the padding id (never embedded: pads are not packed).
+
+    Attributes:
+        src_embedding, tgt_embedding: ``nn.Embedding(V, H)`` (one module when shared),
+            scaled by ``sqrt(H)`` before the positions are added.
+        encoder_layers, decoder_layers: the pre-norm layers.
+        encoder_norm, decoder_norm: the final layer norms of the two stacks.
+        output: ``nn.Linear(H, V)``; its weight is ``tgt_embedding.weight`` when tied.
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int, pad_id: int = 0) -> None:
+        super().__init__()
+        if not 0 <= pad_id < vocab_size:
+            raise ValueError(
+                f"Transformer: pad_id {pad_id} is outside the vocabulary [0, {vocab_size})")
+        size, heads, ffn = config.hidden_size, config.num_heads, config.transformer_ffn_size
+        self.config, self.vocab_size, self.pad_id = config, vocab_size, pad_id
+        self.heads = heads
+        self.src_embedding = nn.Embedding(vocab_size, size, padding_idx=pad_id)
+        self.tgt_embedding = (
+            self.src_embedding if config.shared_embeddings
+            else nn.Embedding(vocab_size, size, padding_idx=pad_id))
+        layers = config.num_layers
+        self.encoder_layers = nn.ModuleList(
+            EncoderLayer(size, heads, ffn, config.dropout) for _ in range(layers))
+        self.decoder_layers = nn.ModuleList(
+            DecoderLayer(size, heads, ffn, config.dropout) for _ in range(layers))
+        self.encoder_norm, self.decoder_norm = nn.LayerNorm(size), nn.LayerNorm(size)
+        self.output = nn.Linear(size, vocab_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.scale = math.sqrt(size)
+        self._positions: Tensor | None = None  # a cache, not a buffer: see _embed
+        self._reset_parameters()
+        if config.tie_output:
+            self.output.weight = self.tgt_embedding.weight
+
+    def _reset_parameters(self) -> None:
+        """Xavier-uniform projections with zero biases (as ``nn.Transformer``), embeddings
+        ``N(0, 1/H)`` (their ``sqrt(H)`` scale brings them to unit size), pad rows 0."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=module.embedding_dim ** -0.5)
+                with torch.no_grad():
+                    module.weight[self.pad_id].zero_()
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"encoder": [...], "decoder": [...]}``, every parameter once; a shared embedding
+        (and so a tied output weight) is in the encoder's group."""
+        encoder = [*self.src_embedding.parameters(), *self.encoder_layers.parameters(),
+                   *self.encoder_norm.parameters()]
+        seen = {id(p) for p in encoder}
+        decoder = [p for p in self.parameters() if id(p) not in seen]
+        return {"encoder": encoder, "decoder": decoder}
+
+    # -- the packed forward pass ---------------------------------------------------------
+
+    def _embed(self, embedding: nn.Embedding, ids: Tensor, positions: Tensor,
+               length: int) -> Tensor:
+        """``[N, H]``: packed ``ids [N]`` embedded, scaled, plus the sinusoid of ``positions``
+        (all below ``length``), then dropout."""
+        table = self._positions
+        weight = embedding.weight
+        if (table is None or table.shape[0] < length or table.device != weight.device
+                or table.dtype != weight.dtype):
+            # A plain attribute, not a buffer: DDP broadcasts buffers and would stall on
+            # processes whose tables grew to different lengths.
+            rows = max(length, 256, 0 if table is None else table.shape[0])
+            table = sinusoids(rows, weight.shape[1]).to(weight.device, weight.dtype)
+            self._positions = table
+        return self.dropout(embedding(ids) * self.scale + table[positions])
+
+    def _encode(self, ids: Tensor, packing: Packing) -> Tensor:
+        """Packed source ids ``[N_src]`` -> the memory ``[N_src, H]``."""
+        x = self._embed(self.src_embedding, ids, packing.position, packing.length)
+        for layer in self.encoder_layers:
+            x = layer(x, packing)
+        return self.encoder_norm(x)
+
+    def _decode(self, ids: Tensor, packing: Packing, memory: Tensor,
+                src_packing: Packing) -> Tensor:
+        """Packed decoder inputs ``[N_tgt]`` -> the final states ``[N_tgt, H]``."""
+        x = self._embed(self.tgt_embedding, ids, packing.position, packing.length)
+        for layer in self.decoder_layers:
+            blocks = layer.cross_attention.memory_blocks(memory, src_packing)
+            x = layer(x, packing, blocks, src_packing.key_mask)
+        return self.decoder_norm(x)
+
+    def target_states(
+        self,
+        batch: Batch,
+        *,
+        teacher_forcing_ratio: float = 1.0,
+        teacher_forcing: str = "batch",
+    ) -> Tensor:
+        """``[batch.n_tokens, H]`` final decoder states at the real target tokens, in
+        ``batch.real_targets()`` order; computed on the real tokens only.
+
+        Args:
+            batch: a :class:`padless.data.batch.Batch` (either layout).
+            teacher_forcing_ratio: must be 1.0: the Transformer trains with teacher forcing
+                only (all target positions in one pass).
+            teacher_forcing: accepted for the trainer's sake; unused.
+        """
+        if teacher_forcing_ratio != 1.0:
+            raise ValueError(
+                "Transformer: teacher_forcing_ratio must be 1.0 (it trains with teacher "
+                f"forcing only), got {teacher_forcing_ratio}")
+        first = batch.batch_first
+        src_packing = Packing.from_mask(batch.src_mask, batch_first=first)
+        tgt_packing = Packing.from_mask(batch.tgt_mask, batch_first=first)
+        memory = self._encode(batch.src[batch.src_mask], src_packing)
+        return self._decode(batch.tgt_in[batch.tgt_mask], tgt_packing, memory, src_packing)
+
+    # -- incremental decoding ------------------------------------------------------------
+
+    def start_decoding(self, src: Tensor, src_lengths: Tensor) -> TransformerDecoderState:
+        """Encode ``src [S, B]`` (lengths ``[B]``, any device) and compute every decoder
+        layer's cross-attention keys and values once. A length of 0 is allowed: that row's
+        cross-attention gives a zero context."""
+        if src.dim() != 2 or src_lengths.shape != src.shape[1:]:
+            raise ValueError(
+                f"Transformer: src of shape {tuple(src.shape)} and src_lengths of shape "
+                f"{tuple(src_lengths.shape)} do not fit; they must be [S, B] and [B]")
+        mask = lengths_to_mask(src_lengths, src.shape[0]).to(src.device)  # [S, B]
+        packing = Packing.from_mask(mask)
+        memory = self._encode(src[mask], packing)
+        blocks = tuple(layer.cross_attention.memory_blocks(memory, packing).contiguous()
+                       for layer in self.decoder_layers)
+        batch = src.shape[1]
+        size = memory.shape[-1]
+        empty = memory.new_zeros(2, batch, self.heads, 0, size // self.heads)
+        return TransformerDecoderState(
+            tuple(empty for _ in self.decoder_layers), blocks, packing.key_mask,
+            torch.arange(batch, device=src.device))
+
+    def decode_step(
+        self, prev_tokens: Tensor, state: TransformerDecoderState
+    ) -> tuple[Tensor, TransformerDecoderState, Tensor]:
+        """One step for ``R`` rows: ``(log_probs [R, V] float32 at least, next state,
+        attention [R, S])``; the attention is the last layer's cross-attention averaged over
+        heads, exactly 0 at source pads."""
+        position = torch.full_like(prev_tokens, state.steps)
+        x = self._embed(self.tgt_embedding, prev_tokens, position, state.steps + 1)
+        caches, weights = [], None
+        last = len(self.decoder_layers) - 1
+        for i, layer in enumerate(self.decoder_layers):
+            x, cache, weights = layer.step(x, state.self_kv[i], state.memory[i],
+                                           state.key_mask, need_weights=i == last)
+            caches.append(cache)
+        logits = self.output(self.decoder_norm(x))
+        # float32 at least (bf16/fp16 upcast, float64 kept), as the masked losses do
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        log_probs = torch.log_softmax(logits, dim=-1, dtype=dtype)
+        next_state = TransformerDecoderState(tuple(caches), state.memory, state.key_mask,
+                                             state.sources)
+        return log_probs, next_state, weights.mean(dim=1)

@@ -1,0 +1,231 @@
+"""The layers of the pad-free Transformer: attention over packed tokens, pre-norm blocks.
+
+Every layer takes and returns packed rows ``[N, H]`` (the real tokens only, see
+:class:`padless.models.packing.Packing`), so projections, feed-forward layers and norms never
+see a pad. Attention alone scatters its packed queries, keys and values into padded
+per-sequence blocks ``[B, heads, L, d]`` (zeros at pads) for
+``F.scaled_dot_product_attention`` and gathers the real rows of its output back:
+
+- encoder self-attention masks the source pads (key padding mask);
+- decoder self-attention is causal only: with right padding every pad of a sequence comes
+  after its real tokens, so the causal mask already keeps real queries off pads;
+- cross-attention masks the source pads. A source without any real token gets a zero
+  context (``scaled_dot_product_attention`` returns 0 for a fully masked row), never NaN.
+
+Queries at pad positions of a block are computed and dropped; no real row depends on them.
+
+The blocks are pre-norm (``x + sublayer(norm(x))``), with the parameters of
+``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer`` with ``norm_first=True``:
+the same function, so the two can be compared weight for weight (the benchmark does).
+Each layer also has a ``step`` for incremental decoding of one new token per row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from padless.models.packing import Packing
+
+__all__ = [
+    "CrossAttention", "DecoderLayer", "EncoderLayer", "FeedForward", "SelfAttention",
+    "attention_with_weights", "sinusoids",
+]
+
+
+def sinusoids(length: int, size: int) -> Tensor:
+    """``[length, size]`` float64 sinusoidal position encodings (Vaswani et al., 2017).
+
+    Column ``2i`` is ``sin(p / 10000^(2i/size))`` and ``2i + 1`` its cosine.
+    """
+    position = torch.arange(length, dtype=torch.float64).unsqueeze(1)
+    frequency = torch.exp(
+        torch.arange(0, size, 2, dtype=torch.float64) * (-math.log(10000.0) / size))
+    table = torch.zeros(length, size + size % 2, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)
+    return table[:, :size]
+
+
+def attention_with_weights(
+    query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention that also returns its weights (for one decoding step).
+
+    Args:
+        query: ``[R, heads, T, d]``; key, value: ``[R, heads, S, d]``.
+        key_mask: ``[R, 1, 1, S]`` bool, True at real keys.
+
+    Returns:
+        ``(output [R, heads, T, d], weights [R, heads, T, S])``; weights are exactly 0 at
+        masked keys, and all 0 (with a zero output) where no key is real, as
+        ``F.scaled_dot_product_attention`` does.
+    """
+    scores = (query @ key.transpose(-1, -2)) * query.shape[-1] ** -0.5
+    scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1).masked_fill(~key_mask, 0.0)
+    return weights.to(value.dtype) @ value, weights
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused ``H -> 3H`` query/key/value projection.
+
+    Keys have no bias: ``q . (k + b)`` adds the same ``q . b`` to every key's score, which
+    the softmax cancels, so such a bias only ever gets rounding noise as its gradient (and
+    Adam turns noise into steps of ``lr``). Queries and values keep theirs.
+    """
+
+    def __init__(self, size: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(size, 3 * size, bias=False)
+        self.query_bias = nn.Parameter(torch.zeros(size))
+        self.value_bias = nn.Parameter(torch.zeros(size))
+        self.out = nn.Linear(size, size)
+
+    def in_bias(self) -> Tensor:
+        """``[3H]``: the query, key (zero) and value biases of :attr:`qkv`."""
+        zeros = torch.zeros_like(self.query_bias)
+        return torch.cat((self.query_bias, zeros, self.value_bias))
+
+    def _qkv(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.qkv.weight, self.in_bias())
+
+    def forward(self, x: Tensor, packing: Packing, *, causal: bool) -> Tensor:
+        """``x [N, H]`` packed -> ``[N, H]``; causal (decoder) or key-padding masked (encoder)."""
+        n, size = x.shape
+        blocks = packing.to_blocks(self._qkv(x))  # [B, L, 3H]
+        batch, length = blocks.shape[:2]
+        q, k, v = blocks.view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if causal else packing.key_mask,
+            dropout_p=self.dropout if self.training else 0.0, is_causal=causal,
+        )  # [B, heads, L, d]
+        return self.out(packing.from_blocks(out.transpose(1, 2)).reshape(n, size))
+
+    def step(self, x: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
+        """One decoding step: ``x [R, H]``, ``cache [2, R, heads, t, d]`` (keys, values).
+
+        Returns ``(output [R, H], cache [2, R, heads, t + 1, d])``: the new token's key and
+        value appended; it attends to all ``t + 1`` (every row is at the same step).
+        """
+        rows, size = x.shape
+        q, k, v = self._qkv(x).view(rows, 3, self.heads, 1, -1).unbind(1)  # [R, heads, 1, d]
+        cache = torch.cat((cache, torch.stack((k, v))), dim=3)
+        out = F.scaled_dot_product_attention(q, cache[0], cache[1])
+        return self.out(out.reshape(rows, size)), cache
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the decoder's tokens to the encoder's memory (keys without
+    a bias, as in :class:`SelfAttention`)."""
+
+    def __init__(self, size: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.query = nn.Linear(size, size)
+        self.key_value = nn.Linear(size, 2 * size, bias=False)
+        self.value_bias = nn.Parameter(torch.zeros(size))
+        self.out = nn.Linear(size, size)
+
+    def key_value_bias(self) -> Tensor:
+        """``[2H]``: the key (zero) and value biases of :attr:`key_value`."""
+        return torch.cat((torch.zeros_like(self.value_bias), self.value_bias))
+
+    def memory_blocks(self, memory: Tensor, packing: Packing) -> Tensor:
+        """Keys and values of the packed memory ``[N_src, H]``: ``[2, B, heads, S, d]``."""
+        key_value = F.linear(memory, self.key_value.weight, self.key_value_bias())
+        blocks = packing.to_blocks(key_value)  # [B, S, 2H], zeros at pads
+        batch, length = blocks.shape[:2]
+        return blocks.view(batch, length, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x: Tensor, packing: Packing, memory: Tensor, key_mask: Tensor) -> Tensor:
+        """``x [N_tgt, H]`` packed by ``packing``; ``memory`` from :meth:`memory_blocks`;
+        ``key_mask [B, 1, 1, S]`` True at real source tokens. Returns ``[N_tgt, H]``."""
+        n, size = x.shape
+        query = packing.to_blocks(self.query(x))  # [B, T, H]
+        query = query.view(*query.shape[:2], self.heads, -1).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            query, memory[0], memory[1], attn_mask=key_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(packing.from_blocks(out.transpose(1, 2)).reshape(n, size))
+
+    def step(
+        self, x: Tensor, memory: Tensor, key_mask: Tensor, *, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """One decoding step: ``x [R, H]`` -> ``(output [R, H], weights [R, heads, S] or None)``.
+
+        ``memory [2, R, heads, S, d]``, ``key_mask [R, 1, 1, S]``.
+        """
+        rows, size = x.shape
+        query = self.query(x).view(rows, self.heads, 1, -1)
+        if need_weights:
+            out, weights = attention_with_weights(query, memory[0], memory[1], key_mask)
+            return self.out(out.reshape(rows, size)), weights[:, :, 0]
+        out = F.scaled_dot_product_attention(query, memory[0], memory[1], attn_mask=key_mask)
+        return self.out(out.reshape(rows, size)), None
+
+
+class FeedForward(nn.Module):
+    """``Linear(H, F) -> ReLU -> dropout -> Linear(F, H)`` on packed rows."""
+
+    def __init__(self, size: int, ffn_size: int, dropout: float) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(size, ffn_size)
+        self.linear2 = nn.Linear(ffn_size, size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(torch.relu(self.linear1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm: ``x + self_attention(norm1(x))``, then ``x + feed_forward(norm2(x))``."""
+
+    def __init__(self, size: int, heads: int, ffn_size: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(size), nn.LayerNorm(size)
+        self.self_attention = SelfAttention(size, heads, dropout)
+        self.feed_forward = FeedForward(size, ffn_size, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, packing: Packing) -> Tensor:
+        """``x [N, H]`` packed -> ``[N, H]``."""
+        x = x + self.dropout(self.self_attention(self.norm1(x), packing, causal=False))
+        return x + self.dropout(self.feed_forward(self.norm2(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm: causal self-attention, cross-attention, feed-forward, each ``x + f(norm(x))``."""
+
+    def __init__(self, size: int, heads: int, ffn_size: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(size) for _ in range(3))
+        self.self_attention = SelfAttention(size, heads, dropout)
+        self.cross_attention = CrossAttention(size, heads, dropout)
+        self.feed_forward = FeedForward(size, ffn_size, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, packing: Packing, memory: Tensor, key_mask: Tensor) -> Tensor:
+        """``x [N_tgt, H]`` packed; ``memory`` from ``cross_attention.memory_blocks``."""
+        x = x + self.dropout(self.self_attention(self.norm1(x), packing, causal=True))
+        x = x + self.dropout(self.cross_attention(self.norm2(x), packing, memory, key_mask))
+        return x + self.dropout(self.feed_forward(self.norm3(x)))
+
+    def step(
+        self, x: Tensor, cache: Tensor, memory: Tensor, key_mask: Tensor, *, need_weights: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One decoding step of ``x [R, H]``: ``(output [R, H], cache, weights or None)``.
+
+        ``cache``: this layer's self-attention keys and values (see :meth:`SelfAttention.step`).
+        """
+        attended, cache = self.self_attention.step(self.norm1(x), cache)
+        x = x + self.dropout(attended)
+        attended, weights = self.cross_attention.step(
+            self.norm2(x), memory, key_mask, need_weights=need_weights)
+        x = x + self.dropout(attended)
+        return x + self.dropout(self.feed_forward(self.norm3(x))), cache, weights
