@@ -11,8 +11,9 @@ figures are medians over ``--rounds``.
 
 Settings: torch's default (one thread per core; libgomp spins ~300k iterations in every
 wait), ``OMP_WAIT_POLICY=PASSIVE``, a short spin (``GOMP_SPINCOUNT=10000``), one thread, and
-``padless``: what the ``padless`` command does (:mod:`padless.runtime.threads`: a passive
-wait policy, and one thread per core left free by the other programs at start).
+``padless``: what the ``padless`` command does (:mod:`padless.runtime.threads`: torch's own
+settings when every core is free at start, else passive waiting, with one thread per free
+core when some are free).
 
     python benchmarks/bench_threads.py                  # ~20 min; writes RESULTS.md
     python benchmarks/bench_threads.py --quick          # smoke run, nothing written

@@ -23,17 +23,30 @@ def openmp_settings(code: str, **env: str) -> str:
     return done.stderr
 
 
+def run_command(free: float) -> str:
+    """``padless demo`` in a fresh Python where ``free_cores()`` reports ``free`` cores."""
+    return ("import padless.runtime.threads as threads\n"
+            f"threads.free_cores = lambda *args, **kwargs: {free!r}\n"
+            "from padless.cli import main\nmain(['demo'])\n"
+            "import torch\nprint('threads', torch.get_num_threads())\n")
+
+
 @pytest.mark.slow
-def test_the_command_sets_a_passive_wait_policy_before_torch_loads() -> None:
+def test_beside_a_busy_core_the_command_waits_passively_on_the_free_ones() -> None:
     # spin count 0: waiting threads sleep at once (libgomp's default spins 300,000 times)
-    report = openmp_settings("from padless.cli import main; main(['demo'])")
+    report = openmp_settings(run_command(free=(os.cpu_count() or 2) - 1.0))
     assert "GOMP_SPINCOUNT = '0'" in report
 
 
 @pytest.mark.slow
+def test_on_an_idle_machine_torch_keeps_its_own_settings() -> None:
+    report = openmp_settings(run_command(free=float(os.cpu_count() or 2)))
+    assert "GOMP_SPINCOUNT = '300000'" in report
+
+
+@pytest.mark.slow
 def test_a_users_own_setting_is_kept() -> None:
-    report = openmp_settings("from padless.cli import main; main(['demo'])",
-                             OMP_WAIT_POLICY="ACTIVE")
+    report = openmp_settings(run_command(free=0.0), OMP_WAIT_POLICY="ACTIVE")
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in report
 
 
@@ -72,10 +85,11 @@ def test_too_late_once_torch_is_imported(monkeypatch) -> None:
     assert "OMP_WAIT_POLICY" not in os.environ
 
 
-def test_one_thread_per_free_core_unless_none_is_free() -> None:
+def test_the_plan_for_idle_partly_busy_and_busy_machines() -> None:
     from padless.runtime.threads import threads_for
 
-    assert threads_for(2.0, 2) == 2 and threads_for(1.6, 2) == 2  # idle
-    assert threads_for(1.0, 2) == 1 and threads_for(0.7, 2) == 1  # one program beside
-    assert threads_for(0.2, 2) == 2  # every core busy: a fair share on each
-    assert threads_for(None, 4) == 4 and threads_for(2.9, 4) == 3 and threads_for(9.0, 4) == 4
+    assert threads_for(2.0, 2) == threads_for(1.6, 2) == (2, False)  # idle: torch's own
+    assert threads_for(None, 4) == (4, False)  # unknown: torch's own
+    assert threads_for(1.0, 2) == threads_for(0.7, 2) == (1, True)  # one program beside
+    assert threads_for(2.9, 4) == (3, True)
+    assert threads_for(0.2, 2) == (2, True)  # every core busy: a fair share on each
