@@ -16,6 +16,7 @@ import sys
 from types import ModuleType
 
 from padless.runtime.errors import UserError
+from padless.runtime.threads import configure_threads
 
 # subcommand -> one-line help; padless.commands.<subcommand> has add_arguments(parser) and
 # run(args) -> int, and is imported only when needed
@@ -25,7 +26,8 @@ COMMANDS: dict[str, str] = {
     "train": "train the seq2seq model on a prepared dataset",
     "chat": "talk to a trained model (interactive, or one answer per line)",
     "translate": "decode a file: one output line per input line",
-    "evaluate": "loss, perplexity, BLEU, chrF and samples on a split",
+    "evaluate": "loss, perplexity, BLEU, chrF, dialogue metrics and samples on a split",
+    "average": "average a run's kept checkpoints into averaged.pt",
     "quickstart": "prepare, train, evaluate and try the default chatbot",
     "serve": "an HTTP API and a web chat page for a trained model",
 }
@@ -71,6 +73,7 @@ def _silence_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    configure_threads()  # before any command imports torch
     name = "padless"
     try:
         try:

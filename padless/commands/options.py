@@ -14,16 +14,19 @@ from padless.data.text import TextProcessor
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
 from padless.runtime.devices import resolve_device
-from padless.training.checkpoint import load_model
+from padless.training.checkpoint import CHECKPOINT_NAMES, load_model
 
 __all__ = ["add_decoding_arguments", "load_run", "search_options"]
+
+DEFAULTS = SearchOptions()  # the commands' defaults are SearchOptions' own
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False) -> None:
     """``RUN_DIR`` and the options choosing the checkpoint, the device and the search."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `padless train`")
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                        help="which checkpoint of the run (default: best)")
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_NAMES, default="best",
+                        help="which checkpoint of the run (default: best; averaged: the one "
+                             "`padless average` wrote)")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     method = parser.add_mutually_exclusive_group()
@@ -38,6 +41,14 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
                              "empty answer)")
     parser.add_argument("--allow-unk", action="store_true",
                         help="let answers contain <unk> (by default it is never generated)")
+    parser.add_argument("--no-repeat-ngram", type=integer(0), default=DEFAULTS.no_repeat_ngram,
+                        metavar="N",
+                        help="never the same N-gram twice in an answer (default "
+                             f"{DEFAULTS.no_repeat_ngram}; 0: allowed)")
+    parser.add_argument("--repetition-penalty", type=number(1),
+                        default=DEFAULTS.repetition_penalty, metavar="P",
+                        help="multiply the log-probability of words already in the answer by "
+                             f"P >= 1 (default {DEFAULTS.repetition_penalty:g}; 1: no penalty)")
     if sampling:
         method.add_argument("--sample", action="store_true",
                             help="sample the answer instead of searching for the likeliest")
@@ -61,7 +72,8 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     """
     common = {
         "max_length": args.max_length, "min_length": args.min_length,
-        "allow_unk": args.allow_unk,
+        "allow_unk": args.allow_unk, "no_repeat_ngram": args.no_repeat_ngram,
+        "repetition_penalty": args.repetition_penalty,
     }
     if getattr(args, "sample", False):
         return SearchOptions(

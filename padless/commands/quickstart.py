@@ -26,7 +26,13 @@ from padless.decoding.evaluation import Evaluation, evaluate
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
 from padless.runtime.devices import resolve_device
-from padless.training.checkpoint import Checkpoint, checkpoint_path, load_model, resumed_config
+from padless.training.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    kept_checkpoints,
+    load_model,
+    resumed_config,
+)
 from padless.training.config import bundled_configs, load_config
 from padless.training.trainer import train
 
@@ -39,7 +45,9 @@ PROMPTS = [
     "where are you from ?",
     "what is your favourite food ?",
 ]
-EVAL_PAIRS = 500  # test pairs evaluated: a rough BLEU in seconds on a CPU
+EVAL_PAIRS = 500  # test pairs evaluated at most: a rough BLEU in seconds on a CPU
+CONVERSATION_SECONDS = 20.0  # kept for the conversations and the summary after evaluating
+VALID_PAIRS = 1000  # validation pairs the training checks: picks the best checkpoint in seconds
 # Prepared for a short CPU run: words seen fewer than 3 times become UNK (a ~10k vocabulary
 # instead of ~38k, so a smaller output layer) and pairs longer than 20 tokens are left out.
 PREPARE_OPTIONS = PrepareOptions(min_count=3, max_length=20)
@@ -80,8 +88,10 @@ def quickstart(
     """Prepare, train, evaluate and converse within ``minutes``, printing as it goes.
 
     Args:
-        minutes: the whole budget; training gets what preparing leaves, minus a fifth (at
-            most 2 minutes) for the final validation, the evaluation and the samples.
+        minutes: the whole budget, kept also on a busy machine: training gets what preparing
+            leaves minus a reserve (:func:`reserve_minutes`) for the final validation, the
+            evaluation and the conversations; the evaluation decodes what the time left
+            allows (up to ``EVAL_PAIRS`` test pairs).
         run_dir: the run; an existing one is resumed for another budget.
         data_dir: the prepared chitchat corpus; reused when already prepared.
         config: the bundled config name or YAML file of a new run (``"transformer"`` trains
@@ -93,6 +103,7 @@ def quickstart(
         The exit code: 0, or the training's ``128 + signal`` if a signal stopped it.
     """
     start = time.monotonic()
+    deadline = start + minutes * 60
     data_dir, run_dir = Path(data_dir), Path(run_dir)
 
     _banner(f"1/4 preparing the chitchat corpus into {data_dir}")
@@ -104,7 +115,7 @@ def quickstart(
     data = PreparedData.load(data_dir)
 
     spent = (time.monotonic() - start) / 60
-    train_minutes = max(0.05, minutes - spent - min(2.0, 0.2 * minutes))
+    train_minutes = max(0.05, minutes - spent - reserve_minutes(minutes))
     resume = checkpoint_path(run_dir, "latest").exists()
     _banner(f"2/4 {'resuming' if resume else 'training'} the chatbot in {run_dir} for "
             f"{train_minutes:.1f} min")
@@ -112,8 +123,8 @@ def quickstart(
     if max_steps is not None:
         overrides.append(f"train.max_steps={max_steps}")
     run_config = resumed_config(run_dir, overrides) if resume else load_config(config, overrides)
-    result = train(run_config, data.text, data.splits, run_dir, resume=resume,
-                   data_dir=data_dir)
+    splits = {**data.splits, "valid": data.splits["valid"][:VALID_PAIRS]}
+    result = train(run_config, data.text, splits, run_dir, resume=resume, data_dir=data_dir)
     print(describe_result(result, run_dir))
     if result.exit_code != 0:
         return result.exit_code
@@ -122,13 +133,21 @@ def quickstart(
     which = "best" if checkpoint_path(run_dir, "best").exists() else "latest"
     model, text, _ = load_model(run_dir, which, resolve_device())
     pairs = data.splits["test"][:EVAL_PAIRS]
-    evaluation = evaluate(model, text, pairs, SearchOptions(),
-                          split=f"test ({len(pairs)} pairs)", n_samples=3)
+    left = deadline - time.monotonic() - CONVERSATION_SECONDS
+    evaluation = evaluate(model, text, pairs, SearchOptions(), split=f"test ({len(pairs)} pairs)",
+                          n_samples=3, max_seconds=max(0.0, left))
     print(evaluation.report())
 
     _show_conversations(model, text)
     _show_summary(run_dir, data_dir, which, evaluation, start)
     return 0
+
+
+def reserve_minutes(minutes: float) -> float:
+    """Minutes of a ``minutes`` budget kept from training for what follows it: the final
+    validation, loading the best checkpoint, the evaluation and the conversations (15 %,
+    within 0.5 to 2 minutes: on a busy machine each takes longer)."""
+    return min(2.0, max(0.5, 0.15 * minutes), 0.5 * minutes)
 
 
 def _show_conversations(model: EncoderDecoder, text: TextProcessor) -> None:
@@ -152,6 +171,9 @@ def _show_summary(
     print(f"\nTalk to it:      padless chat {run_dir}        (add --beam 5, or --sample)")
     print(f"Train it longer: padless quickstart --out {run_dir} --data-dir {data_dir} "
           "--minutes 30")
+    if len(kept_checkpoints(run_dir)) >= 3:
+        print(f"Average its 3 best checkpoints: padless average {run_dir} --best 3, then "
+              f"padless chat {run_dir} --checkpoint averaged")
 
 
 def run(args: argparse.Namespace) -> int:

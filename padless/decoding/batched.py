@@ -60,6 +60,7 @@ def run_search(
     common = dict(
         bos_id=BOS_ID, eos_id=EOS_ID, max_length=options.max_length,
         min_length=options.min_length, banned_ids=() if options.allow_unk else (UNK_ID,),
+        no_repeat_ngram=options.no_repeat_ngram, repetition_penalty=options.repetition_penalty,
         return_attention=return_attention,
     )
     if options.method == "greedy":

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from padless.decoding.repetition import penalize_repetitions
 from padless.decoding.search import (
     Hypothesis,
     SearchOptions,
@@ -34,6 +35,8 @@ def beam_search(
     n_best: int = 1,
     min_length: int = 0,
     banned_ids: Sequence[int] = (),
+    no_repeat_ngram: int = 0,
+    repetition_penalty: float = 1.0,
     return_attention: bool = False,
 ) -> SearchResult:
     """Batched beam search with the GNMT length penalty and exact stopping.
@@ -43,11 +46,13 @@ def beam_search(
     the first ``beam_size`` becomes a finished hypothesis; the ``beam_size`` best non-EOS
     continuations stay open. Up to ``beam_size`` finished hypotheses are kept per sentence.
 
-    A sentence stops only when it holds ``beam_size`` finished hypotheses and no open beam
-    can beat the worst of them: an open beam with log-probability ``L <= 0`` can reach at
-    most ``L / length_penalty(max_length, alpha)`` (log-probabilities only fall, the
-    penalty only grows). Otherwise it stops at ``max_length``, where open beams count as
-    unfinished hypotheses. With ``beam_size=1`` and ``alpha=0`` this is greedy search.
+    Beams are ranked by their summed scores: log-probabilities, with repeated tokens'
+    multiplied by ``repetition_penalty`` (see :mod:`padless.decoding.search`). A sentence
+    stops only when it holds ``beam_size`` finished hypotheses and no open beam can beat the
+    worst of them: an open beam with summed score ``L <= 0`` can reach at most
+    ``L / length_penalty(max_length, alpha)`` (scores only fall, the penalty only grows).
+    Otherwise it stops at ``max_length``, where open beams count as unfinished hypotheses.
+    With ``beam_size=1`` and ``alpha=0`` this is greedy search.
 
     Args:
         beam_size: open hypotheses per sentence (``k``).
@@ -60,7 +65,8 @@ def beam_search(
         ``hypotheses[b]``: up to ``n_best`` hypotheses, best score first.
     """
     SearchOptions(  # checks the values
-        "beam", max_length, beam_size=beam_size, n_best=n_best, min_length=min_length
+        "beam", max_length, beam_size=beam_size, n_best=n_best, min_length=min_length,
+        no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty,
     )
     k, batch_size, device = beam_size, src.size(1), src.device
     beams = _Beams.start(batch_size, k, bos_id, src.size(0), device, return_attention)
@@ -68,40 +74,45 @@ def beam_search(
         torch.arange(batch_size, device=device).repeat_interleave(k))
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
 
-    def finish(row: int, log_prob: float, length: int, done: bool,
-               last_attention: torch.Tensor | None = None) -> None:
+    def finish(row: int, summed: float, length: int, done: bool, last_log_prob: float = 0.0,
+               last_attention: torch.Tensor | None = None) -> None:  # + EOS's if done
         sentence = beams.active[row // k]
-        hyp = beams.hypothesis(row, log_prob, log_prob / length_penalty(length, alpha), done,
+        log_prob = float(beams.log_prob[row]) + last_log_prob
+        hyp = beams.hypothesis(row, log_prob, summed / length_penalty(length, alpha), done,
                                last_attention, int(src_lengths[sentence]))
         _insert_finished(finished[sentence], hyp, k)
 
     for step in range(max_length):
         n_active = len(beams.active)
         log_probs, state, attention = model.decode_step(beams.prev, state)
-        vocab = log_probs.size(1)
-        allowed = restrict(log_probs.float(), step, eos_id, min_length, banned_ids)
-        candidates = (beams.log_prob.view(-1, 1) + allowed).view(n_active, k * vocab)
-        top_log_prob, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # [n, 2k]
+        log_probs, vocab = log_probs.float(), log_probs.size(1)
+        scores = penalize_repetitions(log_probs, beams.tokens, repetition_penalty)
+        allowed = restrict(scores, step, eos_id, min_length, banned_ids, beams.tokens,
+                           no_repeat_ngram)
+        candidates = (beams.score.view(-1, 1) + allowed).view(n_active, k * vocab)
+        top_score, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # [n, 2k]
         top_beam, top_token = top_index // vocab, top_index % vocab
         is_eos = top_token == eos_id
 
         # EOS among the first k candidates: a finished hypothesis of length step + 1
-        for i, c in (is_eos[:, :k] & top_log_prob[:, :k].isfinite()).nonzero().tolist():
+        for i, c in (is_eos[:, :k] & top_score[:, :k].isfinite()).nonzero().tolist():
             row = i * k + int(top_beam[i, c])
-            finish(row, float(top_log_prob[i, c]), step + 1, True, attention[row])
+            finish(row, float(top_score[i, c]), step + 1, True, float(log_probs[row, eos_id]),
+                   attention[row])
 
         # the k best non-EOS candidates stay open
-        open_log_prob, chosen = top_log_prob.masked_fill(is_eos, -math.inf).topk(k, dim=1)
+        open_score, chosen = top_score.masked_fill(is_eos, -math.inf).topk(k, dim=1)
         rows = (torch.arange(n_active, device=device).unsqueeze(1) * k
                 + top_beam.gather(1, chosen)).view(-1)
-        beams.advance(rows, open_log_prob, top_token.gather(1, chosen).view(-1), attention)
+        tokens = top_token.gather(1, chosen).view(-1)
+        beams.advance(rows, open_score, log_probs[rows, tokens], tokens, attention)
         state = state.select(rows)
 
         if step == max_length - 1:  # out of length: open beams become unfinished hypotheses
-            for i, j in beams.log_prob.isfinite().nonzero().tolist():
-                finish(i * k + j, float(beams.log_prob[i, j]), max_length, False)
+            for i, j in beams.score.isfinite().nonzero().tolist():
+                finish(i * k + j, float(beams.score[i, j]), max_length, False)
             break
-        best_open = (beams.log_prob.max(dim=1).values / length_penalty(max_length, alpha))
+        best_open = (beams.score.max(dim=1).values / length_penalty(max_length, alpha))
         keep = [
             i for i, (sentence, best) in enumerate(zip(beams.active, best_open.tolist(),
                                                        strict=True))
@@ -124,7 +135,8 @@ class _Beams:
 
     k: int
     active: list[int]  # original index of each active sentence
-    log_prob: torch.Tensor  # [n, k] log-probabilities of the open beams (-inf: unused)
+    score: torch.Tensor  # [n, k] summed (penalised) scores of the open beams (-inf: unused)
+    log_prob: torch.Tensor  # [n * k] the model's log-probabilities of the open beams
     prev: torch.Tensor  # [n * k] the last token of each beam
     tokens: torch.Tensor  # [n * k, t] the tokens so far
     attention: torch.Tensor | None  # [n * k, t, S] their attention, if asked for
@@ -133,11 +145,11 @@ class _Beams:
     def start(cls, batch_size: int, k: int, bos_id: int, src_steps: int,
               device: torch.device, keep_attention: bool) -> _Beams:
         # only beam 0 is live at first, so the k beams do not start as k copies of one
-        log_prob = torch.full((batch_size, k), -math.inf, device=device)
-        log_prob[:, 0] = 0.0
+        score = torch.full((batch_size, k), -math.inf, device=device)
+        score[:, 0] = 0.0
         rows = batch_size * k
         return cls(
-            k, list(range(batch_size)), log_prob,
+            k, list(range(batch_size)), score, torch.zeros(rows, device=device),
             torch.full((rows,), bos_id, dtype=torch.long, device=device),
             torch.empty(rows, 0, dtype=torch.long, device=device),
             torch.empty(rows, 0, src_steps, device=device) if keep_attention else None,
@@ -154,10 +166,12 @@ class _Beams:
             attention = torch.stack(steps)[:, :src_length].float().cpu()
         return Hypothesis(self.tokens[row].tolist(), score, log_prob, finished, attention)
 
-    def advance(self, rows: torch.Tensor, log_prob: torch.Tensor, tokens: torch.Tensor,
-                step_attention: torch.Tensor) -> None:
-        """Beam ``r`` continues old row ``rows[r]`` with ``tokens[r]``."""
-        self.log_prob, self.prev = log_prob, tokens
+    def advance(self, rows: torch.Tensor, score: torch.Tensor, step_log_prob: torch.Tensor,
+                tokens: torch.Tensor, step_attention: torch.Tensor) -> None:
+        """Beam ``r`` continues old row ``rows[r]`` with ``tokens[r]``: its summed score is
+        now ``score.view(-1)[r]``, its log-probability grows by ``step_log_prob[r]``."""
+        self.score, self.prev = score, tokens
+        self.log_prob = self.log_prob.index_select(0, rows) + step_log_prob
         self.tokens = torch.cat([self.tokens.index_select(0, rows), tokens.unsqueeze(1)], dim=1)
         if self.attention is not None:
             self.attention = torch.cat([self.attention.index_select(0, rows),
@@ -169,7 +183,8 @@ class _Beams:
         keep_t = torch.tensor(keep, device=device)
         rows = (keep_t.unsqueeze(1) * self.k + torch.arange(self.k, device=device)).view(-1)
         self.active = [self.active[i] for i in keep]
-        self.log_prob = self.log_prob.index_select(0, keep_t)
+        self.score = self.score.index_select(0, keep_t)
+        self.log_prob = self.log_prob.index_select(0, rows)
         self.prev, self.tokens = self.prev.index_select(0, rows), self.tokens.index_select(0, rows)
         if self.attention is not None:
             self.attention = self.attention.index_select(0, rows)

@@ -7,8 +7,10 @@ call for every running sentence; a sentence that ends leaves at once with its an
 sentences given to :meth:`~ContinuousGreedy.add` join at the next step.
 
 Each sentence gets the answer greedy search gives it alone: the same tokens, the same score up
-to float rounding, the same restrictions (:func:`~padless.decoding.search.restrict` at the
-sentence's own step) and the same attention. It needs a model whose decoding state has
+to float rounding, the same restrictions and repetition control
+(:func:`~padless.decoding.search.restrict` and
+:func:`~padless.decoding.search.penalize_repetitions` at the sentence's own step) and the
+same attention. It needs a model whose decoding state has
 ``concat`` (see :class:`padless.models.base.DecoderState`).
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from padless.decoding.repetition import penalize_repetitions
 from padless.decoding.search import Hypothesis, SearchOptions, restrict
 from padless.masking import pad_batch
 from padless.models import EncoderDecoder
@@ -28,7 +31,8 @@ __all__ = ["ContinuousGreedy", "can_concat"]
 
 # the fields of SearchOptions this engine implements; any other field must be at its default,
 # and those of the other methods do not matter
-HANDLED = {"method", "max_length", "min_length", "allow_unk"}
+HANDLED = {"method", "max_length", "min_length", "allow_unk", "no_repeat_ngram",
+           "repetition_penalty"}
 OTHER_METHODS = {"beam_size", "alpha", "n_best", "temperature", "top_k", "top_p"}
 
 
@@ -48,6 +52,7 @@ class _Row:
     src_length: int
     tokens: list[int] = field(default_factory=list)
     log_prob: float = 0.0
+    score: float = 0.0  # the log-probability with the repetition penalty
     attention: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -105,24 +110,26 @@ class ContinuousGreedy:
             return []
         options = self.options
         log_probs, state, attention = self.model.decode_step(self._prev, self._state)
-        generated = torch.tensor([len(row.tokens) for row in self._rows], device=log_probs.device)
-        young = generated < options.min_length  # no EOS yet for these
-        late = restrict(log_probs, options.min_length, EOS_ID, options.min_length, self.banned)
-        if young.any():
-            early = restrict(log_probs, 0, EOS_ID, options.min_length, self.banned)
-            late = torch.where(young.unsqueeze(1), early, late)
-        token = late.argmax(dim=1)
+        # each row's tokens so far, left-aligned: rows are at different steps
+        history, lengths = pad_batch([row.tokens for row in self._rows], PAD_ID,
+                                     batch_first=True)
+        history, lengths = history.to(log_probs.device), lengths.to(log_probs.device)
+        scores = penalize_repetitions(log_probs, history, options.repetition_penalty, lengths)
+        token = restrict(scores, history.size(1), EOS_ID, options.min_length, self.banned,
+                         history, options.no_repeat_ngram, lengths).argmax(dim=1)
         chosen = log_probs.gather(1, token.unsqueeze(1)).squeeze(1).double().tolist()
+        chosen_scores = scores.gather(1, token.unsqueeze(1)).squeeze(1).double().tolist()
         attention = attention.float().cpu()
         finished, keep = [], []
         for r, (row, tok) in enumerate(zip(self._rows, token.tolist(), strict=True)):
             row.log_prob += chosen[r]
+            row.score += chosen_scores[r]
             row.attention.append(attention[r, : row.src_length])
             ended = tok == EOS_ID
             if not ended:
                 row.tokens.append(tok)
             if ended or len(row.tokens) == options.max_length:
-                hyp = Hypothesis(row.tokens, row.log_prob, row.log_prob, ended,
+                hyp = Hypothesis(row.tokens, row.score, row.log_prob, ended,
                                  torch.stack(row.attention))
                 finished.append((row.tag, hyp))
             else:

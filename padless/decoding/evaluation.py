@@ -2,34 +2,39 @@
 
 :func:`evaluate` reports the per-token loss and perplexity (teacher-forced, over real target
 tokens only), BLEU and chrF of the decoded answers against the references (``sacrebleu``, on
-detokenised text: the references are the prepared, normalised targets), and a few outputs
-beside their references.
+detokenised text: the references are the prepared, normalised targets), the dialogue metrics
+of the answers (:func:`padless.decoding.metrics.dialogue_scores`: distinct-1/2, answers with
+a repeated 3-gram, mean length against the references'), and a few outputs beside their
+references.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from padless.data.batch import IdPair, make_batches
+from padless.data.batch import IdPair
 from padless.data.text import TextProcessor
 from padless.decoding.batched import cap_sources, decode_ids
-from padless.decoding.metrics import text_scores
+from padless.decoding.metrics import DialogueScores, dialogue_scores, text_scores
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
-from padless.models.scoring import Scores, teacher_forced_scores
+from padless.models.scoring import corpus_scores
 from padless.runtime.errors import UserError
 from padless.runtime.files import atomic_write
 
-__all__ = ["Evaluation", "corpus_scores", "evaluate", "image_format_of", "plot_attention"]
+__all__ = ["Evaluation", "evaluate", "image_format_of", "plot_attention"]
 
 
 @dataclass
 class Evaluation:
     """Results on one split; ``samples`` holds ``(source, output, reference)`` texts.
 
-    ``n_truncated``: decoded sources cut to the input cap (the samples show them whole).
+    ``n_decoded`` answers were decoded (all of ``limit``, or fewer if ``max_seconds`` ran
+    out); BLEU, chrF and ``dialogue`` are over them. ``n_truncated``: decoded sources cut to
+    the input cap (the samples show them whole).
     """
 
     split: str
@@ -40,16 +45,22 @@ class Evaluation:
     n_decoded: int
     bleu: float
     chrf: float
+    dialogue: DialogueScores
     samples: list[tuple[str, str, str]] = field(default_factory=list)
     n_truncated: int = 0
 
     def report(self) -> str:
         """A few lines for the user."""
+        d = self.dialogue
         lines = [
             f"{self.split}: {self.n_pairs} pairs, {self.n_tokens} target tokens",
             f"  loss per token {self.loss:.4f}   perplexity {self.perplexity:.2f}",
             f"  BLEU {self.bleu:.2f}   chrF {self.chrf:.2f}   (sacrebleu, {self.n_decoded} "
             "decoded answers vs. their references)",
+            f"  distinct-1 {d.distinct_1:.3f}   distinct-2 {d.distinct_2:.3f}   answers with a "
+            f"repeated 3-gram {100 * d.repeated_3gram:.1f}%",
+            f"  mean answer length {d.mean_length:.1f} tokens (references "
+            f"{d.reference_mean_length:.1f})",
         ]
         if self.n_truncated:
             lines.append(f"  {self.n_truncated} sources longer than the input cap were cut "
@@ -57,20 +68,6 @@ class Evaluation:
         for source, output, reference in self.samples:
             lines += [f"  > {source}", f"    model:     {output}", f"    reference: {reference}"]
         return "\n".join(lines)
-
-
-def corpus_scores(
-    model: EncoderDecoder, pairs: Sequence[IdPair], *, batch_size: int = 64
-) -> Scores:
-    """Teacher-forced scores summed over the real target tokens of ``pairs`` (EOS included).
-
-    Pairs are batched by length so the batches carry little padding (padding costs nothing
-    in the loss, only in time); pairs with an empty source are left out.
-    """
-    ordered = sorted((p for p in pairs if p[0]), key=lambda p: (len(p[0]), len(p[1])))
-    index_lists = (range(start, min(start + batch_size, len(ordered)))
-                   for start in range(0, len(ordered), batch_size))
-    return teacher_forced_scores(model, make_batches(ordered, index_lists))
 
 
 def evaluate(
@@ -85,11 +82,16 @@ def evaluate(
     n_samples: int = 5,
     max_input_length: int | None = None,
     progress: bool = False,
+    max_seconds: float | None = None,
 ) -> Evaluation:
-    """Loss and perplexity on all ``pairs``; BLEU/chrF on the first ``limit`` (all if None).
+    """Loss and perplexity on all ``pairs``; BLEU, chrF and the dialogue metrics of the
+    answers to the first ``limit`` (all if None).
 
     Sources longer than ``max_input_length`` tokens are cut before decoding (counted in
     ``n_truncated``; None: no cap); the loss is computed on the pairs as they are.
+    ``max_seconds`` bounds the time: after the loss, pairs are decoded ``batch_size`` at a
+    time, in order, until the time is up (at least one batch); ``n_decoded`` says how many
+    were.
 
     Raises:
         UserError: on an empty split or a bad argument, before any work.
@@ -105,19 +107,30 @@ def evaluate(
     for name, (value, ok) in checks.items():
         if not ok:
             raise UserError(f"evaluate: bad {name}={value!r}")
+    started = time.monotonic()
     scores = corpus_scores(model, pairs, batch_size=batch_size)
-    decoded_pairs = list(pairs[:limit] if limit is not None else pairs)
-    sources, n_truncated = cap_sources([s for s, _ in decoded_pairs], max_input_length)
-    nbests = decode_ids(model, sources, options, batch_size=batch_size, progress=progress)
-    outputs = [text.decode(nbest[0].tokens) for nbest in nbests]
+    to_decode = list(pairs[:limit] if limit is not None else pairs)
+    sources, _ = cap_sources([s for s, _ in to_decode], max_input_length)
+    chunk = len(to_decode) if max_seconds is None else batch_size
+    answers: list[list[int]] = []
+    for start in range(0, len(to_decode), chunk):
+        if answers and time.monotonic() - started > max_seconds:
+            break
+        nbests = decode_ids(model, sources[start : start + chunk], options,
+                            batch_size=batch_size, progress=progress)
+        answers += [nbest[0].tokens for nbest in nbests]
+    decoded_pairs = to_decode[: len(answers)]
+    n_truncated = sum(len(s) != len(c) for (s, _), c in zip(decoded_pairs, sources, strict=False))
+    outputs = [text.decode(tokens) for tokens in answers]
     references = [text.decode(t) for _, t in decoded_pairs]
     bleu, chrf = text_scores(outputs, references)
+    dialogue = dialogue_scores(answers, [t for _, t in decoded_pairs])
     samples = [
         (text.decode(s), output, reference)
         for (s, _), output, reference in zip(decoded_pairs, outputs, references, strict=True)
     ][:n_samples]
     return Evaluation(split, len(pairs), scores.n_tokens, scores.loss, scores.perplexity,
-                      len(outputs), bleu, chrf, samples, n_truncated)
+                      len(outputs), bleu, chrf, dialogue, samples, n_truncated)
 
 
 def image_format_of(path: str | Path) -> str:

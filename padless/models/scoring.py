@@ -9,17 +9,17 @@ add up exactly: ``Scores.loss`` divides once at the end.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from padless.data.batch import Batch
+from padless.data.batch import Batch, IdPair, make_batches
 from padless.models.base import EncoderDecoder
 from padless.runtime.devices import autocast
 
-__all__ = ["Scores", "perplexity", "teacher_forced_scores"]
+__all__ = ["Scores", "corpus_scores", "perplexity", "teacher_forced_scores"]
 
 # Real tokens projected to the vocabulary at once: bounds the [rows, V] logits alive.
 SCORING_ROWS = 4096
@@ -88,3 +88,17 @@ def teacher_forced_scores(
     finally:
         model.train(was_training)
     return Scores(loss_sum, correct, n_tokens)
+
+
+def corpus_scores(
+    model: EncoderDecoder, pairs: Sequence[IdPair], *, batch_size: int = 64
+) -> Scores:
+    """Teacher-forced scores summed over the real target tokens of ``pairs`` (EOS included).
+
+    Pairs are batched by length so the batches carry little padding (padding costs nothing
+    in the loss, only in time); pairs with an empty source are left out.
+    """
+    ordered = sorted((p for p in pairs if p[0]), key=lambda p: (len(p[0]), len(p[1])))
+    index_lists = (range(start, min(start + batch_size, len(ordered)))
+                   for start in range(0, len(ordered), batch_size))
+    return teacher_forced_scores(model, make_batches(ordered, index_lists))

@@ -1,8 +1,13 @@
+# long: the format, the run directory's checkpoint files and their averaging stay together
 """The run directory's checkpoints: :class:`Checkpoint`, the only code that knows their format.
 
 A run directory holds ``latest.pt`` (the newest state, to resume from) and ``best.pt`` (the
 lowest validation loss), both full training states, plus ``text/`` (the TextProcessor, whose
 vocabulary and settings the checkpoints also record), ``config.yaml`` and ``run.json``.
+With ``train.keep_best`` / ``train.keep_last``, ``checkpoints/`` keeps the weights of the
+best / the most recent validations (:func:`keep_checkpoint`), which ``padless average``
+averages into ``averaged.pt`` (:func:`average_checkpoints`). :data:`CHECKPOINT_NAMES` are
+the names every command's ``--checkpoint`` takes.
 
 A checkpoint file is a dict of tensors and plain Python values, written atomically and read
 with ``torch.load(path, weights_only=True)``: loading a checkpoint from someone else cannot
@@ -18,7 +23,8 @@ import os
 import pickle
 import random
 import zipfile
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +40,16 @@ from padless.training.config import Config, ConfigError, apply_overrides
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAMES",
     "CHECKPOINT_VERSION",
     "Checkpoint",
+    "KeptCheckpoint",
     "TEXT_DIR",
+    "average_checkpoints",
     "checkpoint_path",
     "get_rng_state",
+    "keep_checkpoint",
+    "kept_checkpoints",
     "load_model",
     "read_run_info",
     "resumed_config",
@@ -50,6 +61,11 @@ CHECKPOINT_FORMAT = "padless-checkpoint"
 CHECKPOINT_VERSION = 1
 TEXT_DIR = "text"  # the TextProcessor, inside the run directory
 RUN_INFO = "run.json"  # facts about the run that are not config: where its data lives
+# What `--checkpoint` chooses, RUN_DIR/NAME.pt: the best validation loss, the newest state,
+# the average written by `padless average`. Commands take their choices from here.
+CHECKPOINT_NAMES = ("best", "latest", "averaged")
+KEPT_DIR = "checkpoints"  # train.keep_best / keep_last: RUN_DIR/checkpoints/step-N.pt
+KEPT_INDEX = "kept.json"  # ... and their steps and validation losses
 
 
 def _no_best() -> dict[str, Any]:
@@ -127,6 +143,10 @@ class Checkpoint:
     @property
     def vocab_size(self) -> int:
         return len(self.vocab["tokens"])
+
+    def weights_only(self) -> Checkpoint:
+        """The same checkpoint without what only resuming needs (optimiser, RNG, ...)."""
+        return replace(self, optimizer=None, scheduler=None, sampler=None, rng=None)
 
     def run_config(self) -> Config:
         """The run's config, checked (older checkpoints get defaults for newer keys)."""
@@ -241,9 +261,10 @@ def text_settings(text: TextProcessor) -> dict[str, str]:
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str = "latest") -> Path:
-    """``RUN_DIR/latest.pt`` or ``RUN_DIR/best.pt``."""
-    if which not in ("latest", "best"):
-        raise UserError(f"checkpoint: which must be 'latest' or 'best', got {which!r}")
+    """``RUN_DIR/WHICH.pt`` for ``which`` in :data:`CHECKPOINT_NAMES`."""
+    if which not in CHECKPOINT_NAMES:
+        raise UserError(f"checkpoint: which must be one of {', '.join(CHECKPOINT_NAMES)}, "
+                         f"got {which!r}")
     return Path(run_dir) / f"{which}.pt"
 
 
@@ -256,7 +277,8 @@ def load_model(
 
     Args:
         run_dir: the ``--out`` directory of ``padless train``.
-        which: ``"best"`` (lowest validation loss) or ``"latest"``.
+        which: ``"best"`` (lowest validation loss), ``"latest"`` or ``"averaged"`` (see
+            :data:`CHECKPOINT_NAMES`).
         device: where to put the model; default CUDA when available, else CPU.
 
     Raises:
@@ -276,6 +298,98 @@ def load_model(
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     return model, text, checkpoint.run_config()
+
+
+@dataclass(frozen=True)
+class KeptCheckpoint:
+    """A checkpoint kept by ``train.keep_best`` / ``keep_last``: its step, validation loss
+    and file (weights only)."""
+
+    step: int
+    loss: float
+    path: Path
+
+
+def kept_checkpoints(run_dir: str | os.PathLike) -> list[KeptCheckpoint]:
+    """The run's kept checkpoints, oldest first (empty if none were kept)."""
+    index = Path(run_dir) / KEPT_DIR / KEPT_INDEX
+    if not index.is_file():
+        return []
+    try:
+        entries = json.loads(index.read_text(encoding="utf-8"))
+        kept = [KeptCheckpoint(int(e["step"]), float(e["loss"]),
+                               index.parent / f"step-{int(e['step']):08d}.pt") for e in entries]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{index}: a damaged index of kept checkpoints ({e})") from None
+    return sorted(kept, key=lambda k: k.step)
+
+
+def keep_checkpoint(
+    run_dir: str | os.PathLike,
+    checkpoint: Checkpoint,
+    *,
+    keep_best: int,
+    keep_last: int,
+) -> None:
+    """Add ``checkpoint`` (validated: ``checkpoint.valid`` holds its loss) to the kept ones,
+    weights only, and delete those that are neither among the ``keep_best`` lowest
+    validation losses nor among the ``keep_last`` newest.
+
+    Kept checkpoints from a later step than ``checkpoint`` are forgotten first: they come
+    from a run that was interrupted and resumed from an earlier state.
+    """
+    if checkpoint.valid is None:
+        raise ValueError("keep_checkpoint: the checkpoint has no validation loss")
+    directory = Path(run_dir) / KEPT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    kept = [k for k in kept_checkpoints(run_dir) if k.step < checkpoint.step]
+    new = KeptCheckpoint(checkpoint.step, float(checkpoint.valid["loss"]),
+                         directory / f"step-{checkpoint.step:08d}.pt")
+    checkpoint.weights_only().save(new.path)
+    kept.append(new)
+    best = sorted(kept, key=lambda k: (k.loss, -k.step))[:keep_best]
+    last = kept[-keep_last:] if keep_last else []
+    chosen = {k.step for k in best + last}
+    write_json_atomic(directory / KEPT_INDEX,
+                      [{"step": k.step, "loss": k.loss} for k in kept if k.step in chosen])
+    for path in directory.glob("step-*.pt"):  # dropped ones, and any a crash left behind
+        if path not in {k.path for k in kept if k.step in chosen}:
+            path.unlink(missing_ok=True)
+
+
+def average_checkpoints(paths: Sequence[str | os.PathLike]) -> Checkpoint:
+    """One checkpoint whose weights are the mean of the ``paths`` ' weights (float64 sums,
+    cast back), as fairseq's ``average_checkpoints`` does; weights only.
+
+    The others' fields (config, vocabulary, step, time) are the newest checkpoint's.
+
+    Raises:
+        UserError: naming a file that cannot be read, or whose model, vocabulary or text
+            settings differ from the first's.
+    """
+    if not paths:
+        raise UserError("average_checkpoints: no checkpoint to average")
+    total: dict[str, torch.Tensor] = {}
+    newest = first = None
+    for path in paths:
+        checkpoint = Checkpoint.load(path)
+        if first is None:
+            first = checkpoint
+        elif (checkpoint.run_config().model != first.run_config().model
+              or checkpoint.vocab != first.vocab or checkpoint.text != first.text
+              or checkpoint.model.keys() != first.model.keys()):
+            raise UserError(f"{path}: another model, vocabulary or text than {paths[0]}; "
+                             "only checkpoints of one run can be averaged")
+        for name, tensor in checkpoint.model.items():
+            if tensor.is_floating_point():
+                total[name] = total.get(name, 0) + tensor.double()
+            else:  # integer buffers (counters) are not averaged: the newest is kept
+                total[name] = tensor
+        if newest is None or checkpoint.step >= newest.step:
+            newest = checkpoint
+    model = {name: (t / len(paths)).to(first.model[name].dtype)
+             if first.model[name].is_floating_point() else t for name, t in total.items()}
+    return replace(newest.weights_only(), model=model, valid=None)
 
 
 def write_run_info(run_dir: str | os.PathLike, **info: str) -> None:

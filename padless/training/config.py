@@ -71,9 +71,14 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     max_steps: int = 10000
     max_time: float | None = None  # minutes of training in this invocation; null: no limit
-    valid_every: int = 500  # steps between validations (and `latest` checkpoints)
+    valid_every: int | Literal["auto"] = 500  # steps between validations (and `latest`
+    # checkpoints); auto: half an epoch, within 50 to 500 steps (small data: often)
     log_every: int = 50  # steps between CSV/TensorBoard rows
     patience: int | None = None  # stop after this many validations without improvement
+    plateau_factor: float | None = None  # multiply the lr by this at every validation
+    # without a new best (a schedule that adapts to over-fitting); null: never
+    keep_best: int = 0  # keep the weights of the K best validations (padless average --best)
+    keep_last: int = 0  # ... and of the K most recent ones (padless average --last)
     seed: int = 0
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     # Pairs with more tokens than this on a side are left out of training and validation (a
@@ -99,7 +104,7 @@ class TrainConfig:
                     "valid_every", "log_every", "patience", "max_length")
         for name in positive:
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise ConfigError(f"train.{name}: must be >= 1, got {value}")
         for name in ("lr", "decoder_lr_ratio", "clip", "max_time"):
             value = getattr(self, name)
@@ -108,7 +113,7 @@ class TrainConfig:
         for name in ("min_lr_ratio", "teacher_forcing_ratio", "label_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.{name}: must be in [0, 1], got {getattr(self, name)}")
-        for name in ("warmup_steps", "weight_decay"):
+        for name in ("warmup_steps", "weight_decay", "keep_best", "keep_last"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**31:  # the trainer derives per-rank seeds from it
@@ -120,8 +125,18 @@ class TrainConfig:
                 raise ConfigError(
                     f"train.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}"
                 ) from None
+        if self.plateau_factor is not None and not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(
+                f"train.plateau_factor: must be in (0, 1) or null, got {self.plateau_factor}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
+
+
+    def valid_steps(self, batches_per_epoch: int) -> int:
+        """``valid_every`` in steps: ``auto`` is half an epoch, within 50 to 500 steps."""
+        if self.valid_every != "auto":
+            return self.valid_every
+        return min(500, max(50, batches_per_epoch // self.accumulate // 2))
 
 
 @dataclass

@@ -17,7 +17,6 @@ import math
 import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -42,6 +41,7 @@ from padless.training.checkpoint import (
     Checkpoint,
     checkpoint_path,
     get_rng_state,
+    keep_checkpoint,
     set_rng_state,
     text_settings,
     write_run_info,
@@ -50,6 +50,7 @@ from padless.training.config import Config
 from padless.training.distributed import World, all_reduce, setup_world, teardown_world
 from padless.training.guards import DivergenceGuard, run_directory_lock, usable_pairs
 from padless.training.runlog import RunLog, plot_losses
+from padless.training.signals import StopSignals
 from padless.training.step import StepLoss, accumulate_gradients, lr_factor, make_optimizer
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "train"]
@@ -74,17 +75,18 @@ class TrainState:
     best_loss: float = math.inf  # lowest validation loss so far ...
     best_step: int = 0  # ... and its step
     bad_validations: int = 0  # validations since the best one
+    lr_scale: float = 1.0  # train.plateau_factor ** (validations that did not improve)
 
     def early_stopping(self) -> dict[str, Any]:
-        """The checkpoint's record of the best validation."""
+        """The checkpoint's record of the best validation (and of the plateau schedule)."""
         return {"loss": self.best_loss, "step": self.best_step,
-                "bad_validations": self.bad_validations}
+                "bad_validations": self.bad_validations, "lr_scale": self.lr_scale}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> TrainState:
         best = checkpoint.early_stopping
         return cls(checkpoint.step, checkpoint.train_time_s, best["loss"], best["step"],
-                   best["bad_validations"])
+                   best["bad_validations"], best.get("lr_scale", 1.0))
 
 
 def train(
@@ -150,8 +152,9 @@ class Trainer:
         torch.manual_seed((tc.seed << 16) + 1 + world.rank)
         random.seed((tc.seed << 16) + 1 + world.rank)
         self.optimizer = make_optimizer(self.model, tc, device)
+        self.state = TrainState()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, tc))
+            self.optimizer, lambda s: lr_factor(s, tc) * self.state.lr_scale)
 
         limits = {"batch_size": tc.batch_size, "max_tokens": tc.max_tokens,
                   "num_shards": world.world_size, "shard_index": world.rank}
@@ -171,9 +174,9 @@ class Trainer:
             self.say("warning: no validation split: no validation, early stopping or best "
                      "checkpoint")
 
-        self.state = TrainState()
         if checkpoint is not None:
             self._resume_from(checkpoint)
+        self.valid_every = tc.valid_steps(len(self.sampler))
         self._write_run_files(data_dir)
         self.log = RunLog(run_dir, enabled=world.is_main,
                           resume_step=self.state.step if resume else None)
@@ -208,29 +211,35 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train until ``max_steps``, ``max_time``, early stopping or a signal."""
-        tc, state = self.config.train, self.state
-        self.started = time.monotonic()
-        self.bar = tqdm(total=tc.max_steps, initial=state.step, unit="step",
-                        disable=not self.world.is_main, dynamic_ncols=True, mininterval=1.0,
-                        file=sys.stderr)
-        reason = "max_steps"
-        with self.bar, _StopSignals() as signals:  # the bar closes before any error shows
-            while state.step < tc.max_steps:
-                if requested := self.stop_requested(signals):
-                    reason = requested
-                    break
-                self.train_step()
-                if state.step % tc.log_every == 0:
-                    self.log_training()
-                if state.step % tc.valid_every == 0 and self.validate():
-                    reason = "early_stopping"
-                    break
+        self.start()
+        reason = None
+        with self.bar, StopSignals() as signals:  # the bar closes before any error shows
+            while reason is None:
+                done = self.state.step >= self.config.train.max_steps
+                reason = "max_steps" if done else self.stop_requested(signals) or self.advance()
             self.finish(reason)
         signum = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}.get(reason)
-        best = state.best_loss if math.isfinite(state.best_loss) else None
-        return TrainResult(state.step, reason, best, 128 + signum if signum else 0)
+        best = self.state.best_loss if math.isfinite(self.state.best_loss) else None
+        return TrainResult(self.state.step, reason, best, 128 + signum if signum else 0)
 
-    def stop_requested(self, signals: _StopSignals) -> str | None:
+    def start(self, *, progress: bool = True) -> None:
+        """Start the clock of ``max_time`` and the progress bar (``run`` does it)."""
+        self.started = time.monotonic()
+        self.bar = tqdm(total=self.config.train.max_steps, initial=self.state.step, unit="step",
+                        disable=not (progress and self.world.is_main), dynamic_ncols=True,
+                        mininterval=1.0, file=sys.stderr)
+
+    def advance(self) -> str | None:
+        """One optimiser step, its log row and validation when due: ``"early_stopping"`` if
+        that ends the run, else None (``start``, ``advance`` until a reason, ``finish``)."""
+        self.train_step()
+        if self.state.step % self.config.train.log_every == 0:
+            self.log_training()
+        if self.state.step % self.valid_every == 0 and self.validate():
+            return "early_stopping"
+        return None
+
+    def stop_requested(self, signals: StopSignals) -> str | None:
         """``"SIGINT"``/``"SIGTERM"``/``"max_time"`` if any process must stop (a collective)."""
         max_time = self.config.train.max_time
         timed_out = max_time is not None and time.monotonic() - self.started > max_time * 60
@@ -281,7 +290,7 @@ class Trainer:
 
     def validate(self) -> bool:
         """Validate, save the checkpoints, and say whether early stopping ends the run."""
-        state, patience = self.state, self.config.train.patience
+        state, tc = self.state, self.config.train
         self.validated_at = state.step
         metrics = self.valid_metrics()
         improved = metrics is not None and metrics["loss"] < state.best_loss
@@ -291,12 +300,14 @@ class Trainer:
                     metrics["loss"], state.step, 0)
             else:
                 state.bad_validations += 1
+                if tc.plateau_factor is not None:  # applies from the next step on
+                    state.lr_scale *= tc.plateau_factor
             self.log.log("valid", state.step, epoch=self.sampler.epoch, **metrics)
             self.say(f"step {state.step}: valid loss {metrics['loss']:.4f} ppl "
                      f"{metrics['ppl']:.2f} acc {metrics['accuracy']:.3f}"
                      + (" (best)" if improved else ""))
         self.save(metrics, as_best=improved or not self.valid_batches)
-        return patience is not None and state.bad_validations >= patience
+        return tc.patience is not None and state.bad_validations >= tc.patience
 
     def valid_metrics(self) -> dict[str, float] | None:
         """Loss, perplexity and accuracy on the valid split, over all ranks (a collective)."""
@@ -327,6 +338,10 @@ class Trainer:
         checkpoint.save(checkpoint_path(self.run_dir, "latest"))
         if as_best:
             checkpoint.save(checkpoint_path(self.run_dir, "best"))
+        tc = self.config.train
+        if valid is not None and (tc.keep_best or tc.keep_last):
+            keep_checkpoint(self.run_dir, checkpoint, keep_best=tc.keep_best,
+                            keep_last=tc.keep_last)
 
     def finish(self, reason: str) -> None:
         """Log the last steps, save (or validate and save), close the files, plot."""
@@ -365,29 +380,6 @@ def _endless(sampler: BucketBatchSampler) -> Iterator[list[int]]:
     """Index lists across epochs; the sampler itself advances its epoch at each end."""
     while True:
         yield from sampler
-
-
-class _StopSignals:
-    """SIGINT and SIGTERM set a flag the loop reads between steps; a second Ctrl-C aborts."""
-
-    def __init__(self) -> None:
-        self.received: int = 0
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _gather_rng(world: World) -> list[dict[str, Any]]:

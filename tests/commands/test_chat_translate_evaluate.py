@@ -70,6 +70,7 @@ def test_evaluate_command_reports_and_plots_attention(
     )
     assert code == 0
     assert "BLEU" in out and "chrF" in out and "perplexity" in out
+    assert "distinct-1" in out and "mean answer length" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -98,7 +99,8 @@ def test_evaluate_without_recorded_data_says_what_is_missing(
 @pytest.mark.parametrize("option", [["--temperature", "0"], ["--top-p", "1.5"],
                                     ["--max-length", "0"], ["--temperature", "inf"],
                                     ["--top-p", "nan"], ["--seed", "-1"],
-                                    ["--max-input-length", "0"], ["--top-k", "-3"]])
+                                    ["--max-input-length", "0"], ["--top-k", "-3"],
+                                    ["--repetition-penalty", "0.5"], ["--no-repeat-ngram", "-2"]])
 def test_chat_rejects_bad_search_options_before_starting(
     qa_run_dir: Path, option: list[str], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -107,3 +109,26 @@ def test_chat_rejects_bad_search_options_before_starting(
                              capsys)
     assert code == 2 and out == ""
     assert f"argument {option[0]}: must be" in err and repr(option[1]) in err
+
+
+def test_repetition_options_reach_the_search(
+    qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["what is your name ?", "hi", "tell me a joke"]
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    for flags, options in (
+        ([], SearchOptions()),  # the defaults: no 3-gram twice, penalty 1.5
+        (["--no-repeat-ngram", "1", "--repetition-penalty", "1.5"],
+         SearchOptions(no_repeat_ngram=1, repetition_penalty=1.5)),
+        (["--no-repeat-ngram", "0", "--repetition-penalty", "1"],
+         SearchOptions(no_repeat_ngram=0, repetition_penalty=1.0)),
+    ):
+        code, out, _ = run_cli(["translate", str(qa_run_dir), "--max-length", "12", *flags],
+                               "\n".join(lines) + "\n", monkeypatch, capsys)
+        expected = decode_texts(model, text, lines, SearchOptions(
+            max_length=12, no_repeat_ngram=options.no_repeat_ngram,
+            repetition_penalty=options.repetition_penalty))
+        assert code == 0 and out.splitlines() == expected
+        if options.no_repeat_ngram == 1:  # no word twice in an answer
+            assert all(len(set(text.encode(a))) == len(text.encode(a)) for a in expected)
+    assert SearchOptions().no_repeat_ngram == 3

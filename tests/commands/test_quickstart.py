@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from padless.cli import main
+from padless.commands.quickstart import reserve_minutes
+from padless.decoding.metrics import has_repeated_ngram
 from padless.training.checkpoint import Checkpoint, checkpoint_path
 
 TINY_MODEL = [
@@ -49,3 +51,13 @@ def test_quickstart_trains_evaluates_and_tells_how_to_chat(
     assert "BLEU" in out and "perplexity" in out
     assert "> do you like music ?" in out and "beam 5:" in out
     assert f"padless chat {run_dir}" in out
+    # a 4-step model answers with random words, yet no answer shown repeats a 3-gram
+    answers = [line.split(":", 1)[1].split() for line in out.splitlines()
+               if line.strip().startswith(("greedy:", "beam 5:", "model:"))]
+    assert len(answers) >= 10 and any(len(a) >= 6 for a in answers)  # 5 prompts x 2, samples
+    assert not any(has_repeated_ngram(a, 3) for a in answers)
+
+
+def test_the_budget_keeps_time_for_what_follows_training() -> None:
+    assert reserve_minutes(5) == pytest.approx(0.75)
+    assert reserve_minutes(60) == 2.0 and reserve_minutes(0.5) == 0.25

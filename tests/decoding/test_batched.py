@@ -51,8 +51,9 @@ def test_commands_never_answer_empty_or_with_unk_unless_asked() -> None:
     for method in ("greedy", "beam"):
         default = decode_ids(model, sources, SearchOptions(method=method, max_length=5))
         assert all(nbest[0].tokens and UNK_ID not in nbest[0].tokens for nbest in default)
-        free = decode_ids(model, sources, SearchOptions(method=method, max_length=5,
-                                                        min_length=0, allow_unk=True))
+        free = decode_ids(model, sources, SearchOptions(
+            method=method, max_length=5, min_length=0, allow_unk=True, no_repeat_ngram=0,
+            repetition_penalty=1.0))
         assert all(nbest[0].tokens == [UNK_ID] * 5 for nbest in free)
 
 

@@ -34,10 +34,13 @@ def sources(n: int, seed: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("options", [
-    SearchOptions(max_length=8),
-    SearchOptions(max_length=8, min_length=3),
-    SearchOptions(max_length=6, min_length=0, allow_unk=True),
-], ids=["default", "min-length-3", "unrestricted"])
+    SearchOptions(max_length=7),
+    SearchOptions(max_length=7, min_length=3),
+    SearchOptions(max_length=6, min_length=0, allow_unk=True, no_repeat_ngram=0,
+                  repetition_penalty=1.0),
+    SearchOptions(max_length=7, no_repeat_ngram=2, repetition_penalty=2.0),
+    SearchOptions(max_length=7, no_repeat_ngram=1, repetition_penalty=1.0),
+], ids=["default", "min-length-3", "unrestricted", "no-repeat-2-penalty-2", "no-repeat-1"])
 def test_sentences_joining_at_any_step_get_the_answer_greedy_gives_alone(options) -> None:
     model = model_with_short_answers()
     engine = ContinuousGreedy(model, options)
@@ -57,6 +60,7 @@ def test_sentences_joining_at_any_step_get_the_answer_greedy_gives_alone(options
         got = answers[i]
         assert got.tokens == expected.tokens and got.finished == expected.finished
         assert got.score == pytest.approx(expected.score, abs=1e-9)
+        assert got.log_prob == pytest.approx(expected.log_prob, abs=1e-9)
         torch.testing.assert_close(got.attention, expected.attention)
 
 

@@ -12,8 +12,9 @@ import torch
 from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
-from padless.decoding.evaluation import corpus_scores, evaluate, image_format_of
+from padless.decoding.evaluation import evaluate, image_format_of
 from padless.decoding.search import SearchOptions
+from padless.models.scoring import corpus_scores
 from padless.training.checkpoint import load_model
 
 
@@ -64,3 +65,23 @@ def test_plot_paths_are_checked_before_any_work(tmp_path: Path) -> None:
         image_format_of(tmp_path / "missing" / "a.png")
     with pytest.raises(ValueError, match="not an image file name"):
         image_format_of(tmp_path / "a.txt")
+
+
+def test_evaluate_reports_dialogue_metrics_of_the_answers_within_its_time(
+    qa_data_dir: Path, qa_run_dir: Path
+) -> None:
+    from padless.decoding.metrics import dialogue_scores
+
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    pairs = PreparedData.load(qa_data_dir).splits["test"]
+    options = SearchOptions(no_repeat_ngram=0, repetition_penalty=1.0)
+    result = evaluate(model, text, pairs, options, batch_size=2)
+    answers = [nb[0].tokens for nb in decode_ids(model, [s for s, _ in pairs], options)]
+    assert result.dialogue == dialogue_scores(answers, [t for _, t in pairs])
+    assert "distinct-2" in result.report() and "repeated 3-gram" in result.report()
+
+    # out of time at once: one batch (2 pairs) is decoded, and said so
+    hurried = evaluate(model, text, pairs, options, batch_size=2, max_seconds=0.0)
+    assert len(pairs) > 2 and hurried.n_decoded == 2 and hurried.n_pairs == len(pairs)
+    assert hurried.dialogue == dialogue_scores(answers[:2], [t for _, t in pairs[:2]])
+    assert "2 decoded answers" in hurried.report()

@@ -96,6 +96,40 @@ def test_early_stopping_and_the_time_limit(reversal_data: PreparedData, tmp_path
     assert Checkpoint.load(tmp_path / "timed" / "latest.pt").valid is not None
 
 
+def train_lrs(run_dir: Path) -> dict[int, float]:
+    with open(run_dir / "log.csv") as f:
+        return {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f) if r["kind"] == "train"}
+
+
+def test_plateau_schedule_halves_the_lr_at_each_validation_without_a_new_best(
+    reversal_data: PreparedData, tmp_path: Path
+) -> None:
+    # lr 1e-30: the loss never changes, so every validation after the first is not a best
+    extra = ("train.lr=1e-30", "train.valid_every=2", "train.plateau_factor=0.5",
+             "train.max_steps=8")
+    train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "whole")
+    lrs = train_lrs(tmp_path / "whole")
+    # validations at steps 2 (best), 4, 6 (not): the lr halves from the step after each
+    expected = {1: 1, 2: 1, 3: 1, 4: 1, 5: 0.5, 6: 0.5, 7: 0.25, 8: 0.25}
+    assert lrs == pytest.approx({s: 1e-30 * f for s, f in expected.items()}, rel=1e-6, abs=0)
+    assert Checkpoint.load(tmp_path / "whole" / "latest.pt").early_stopping["lr_scale"] == 0.125
+
+    # a run stopped at a validation and resumed goes on with the reduced rate
+    train(run_config(*extra, "train.max_steps=4"), reversal_data.text, reversal_data.splits,
+          tmp_path / "split")
+    train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "split",
+          resume=True)
+    assert train_lrs(tmp_path / "split") == pytest.approx(lrs, rel=1e-6, abs=0)
+
+
+def test_valid_every_auto_is_half_an_epoch_within_bounds() -> None:
+    tc = run_config("train.valid_every=auto", "train.accumulate=2").train
+    assert [tc.valid_steps(n) for n in (40, 400, 1000, 4000)] == [50, 100, 250, 500]
+    assert run_config("train.valid_every=7").train.valid_steps(400) == 7
+    with pytest.raises(ValueError, match="train.valid_every"):
+        run_config("train.valid_every=sometimes")
+
+
 def test_tensorboard_events_when_tensorboard_imports(tmp_path: Path, monkeypatch) -> None:
     calls: list = []
 

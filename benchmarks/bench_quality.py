@@ -1,0 +1,276 @@
+"""Validation loss against training time: the bundled configs next to the tutorial's
+algorithm, on the tutorial's trimming of chitchat and on a longer-sentence set.
+
+Candidates: ``tutorial-algorithm`` (the PyTorch tutorial's own training, from
+``bench_train.py``: random batches, per-step loss, its model) and every bundled config
+(``padless/training/configs/*.yaml``, so a config added there becomes a candidate), each
+trained by padless's :class:`~padless.training.trainer.Trainer` as ``padless train`` would:
+its own validations, plateau schedule, early stopping. Candidates train in turns of
+``--slice-seconds`` in one process (the order rotating) until each has had ``--minutes`` of
+training or stopped; every ``--eval-every`` seconds of its training time, each is scored on
+the same validation pairs (per-token loss over real target tokens with EOS, fp32, dropout
+off). Training time counts optimiser steps (batches included), not the validations.
+
+Data sets: ``tutorial`` (``--normalize tutorial --max-length 10 --min-count 3
+--drop-unk-pairs``, ~15k training pairs) and ``long`` (``--max-length 30 --min-count 3``,
+~85k pairs), prepared into ``benchmarks/data`` when missing.
+
+Goals: on ``tutorial``, the default config's best validation loss is at least 0.3 nats below
+the tutorial algorithm's at the end; every padless run stops, or adapts its schedule, before
+its validation loss rises more than 0.1 above its best.
+
+    python benchmarks/bench_quality.py                        # 2 x 10 min per candidate
+    python benchmarks/bench_quality.py --datasets tutorial --candidates chatbot tutorial-algorithm
+    python benchmarks/bench_quality.py --quick                # smoke run, nothing written
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from bench_train import load_data, machine, make_tutorial
+from results_file import write_section
+
+from padless.data.dataset import PreparedData
+from padless.models.scoring import corpus_scores
+from padless.training.config import bundled_configs, load_config
+from padless.training.distributed import World
+from padless.training.trainer import Trainer
+
+DATASETS = {  # name -> (directory under benchmarks/data, `padless prepare chitchat` options)
+    "tutorial": ("chitchat-tutorial",
+                 "--normalize tutorial --max-length 10 --min-count 3 --drop-unk-pairs"),
+    "long": ("chitchat-max30", "--max-length 30 --min-count 3"),
+}
+TUTORIAL = "tutorial-algorithm"
+DEFAULT_CONFIG = "chatbot"
+RISE_LIMIT, MARGIN = 0.1, 0.3
+
+
+@dataclass
+class Run:
+    """One candidate on one data set: how to train a slice, how to score, what it did."""
+
+    name: str
+    train_for: Callable[[float], None]  # train for about this many seconds
+    trained: Callable[[], float]  # training seconds so far
+    valid_loss: Callable[[], float]
+    steps: Callable[[], int]
+    stopped: str | None = None  # why a padless run ended early (early_stopping)
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (minutes, loss)
+    last_eval: float = -math.inf
+
+    def best(self) -> float:
+        return min(loss for _, loss in self.curve)
+
+    def max_rise(self) -> float:
+        """Largest rise of the validation loss above its best so far."""
+        best, rise = math.inf, 0.0
+        for _, loss in self.curve:
+            best = min(best, loss)
+            rise = max(rise, loss - best)
+        return rise
+
+
+def tutorial_run(data: PreparedData, valid: list, device: torch.device, seed: int) -> Run:
+    candidate = make_tutorial(data.splits["train"], valid, len(data.vocab), device, seed)
+    batches = [list(range(i, min(i + 64, len(valid)))) for i in range(0, len(valid), 64)]
+    order = sorted(range(len(valid)), key=lambda i: (len(valid[i][0]), len(valid[i][1])))
+    batches = [[order[i] for i in b] for b in batches]  # similar lengths together
+    return Run(TUTORIAL, candidate.train_for, lambda: candidate.train_seconds,
+               lambda: candidate.evaluate(batches), lambda: candidate.steps)
+
+
+def padless_run(name: str, data: PreparedData, valid: list, device: torch.device,
+                run_dir: Path, seed: int) -> Run:
+    config = load_config(name, [f"train.seed={seed}", "train.max_time=null",
+                                "train.max_steps=100000000"])
+    name = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+    world = World(rank=0, world_size=1, local_rank=0, device=device)
+    trainer = Trainer(config, data.text, data.splits, run_dir, world)
+    trainer.say = lambda *_: None
+    trainer.start(progress=False)
+    run = Run(name, lambda s: None, lambda: trainer.state.train_time_s,
+              lambda: corpus_scores(trainer.model, valid).loss, lambda: trainer.state.step)
+
+    def train_for(seconds: float) -> None:
+        if run.stopped:
+            return
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            reason = trainer.advance()
+            if reason is not None:
+                trainer.finish(reason)
+                run.stopped = reason
+                return
+
+    run.train_for = train_for
+    return run
+
+
+def race(runs: list[Run], args: argparse.Namespace) -> None:
+    """Train the runs in turns; score each every ``eval_every`` seconds of its training."""
+    budget, turn, wall = args.minutes * 60, 0, time.perf_counter()
+    for run in runs:
+        run.curve.append((0.0, run.valid_loss()))
+        run.last_eval = 0.0
+    while any(r.trained() < budget and not r.stopped for r in runs):
+        for run in runs[turn % len(runs):] + runs[: turn % len(runs)]:
+            left = budget - run.trained()
+            if left <= 0 or run.stopped:
+                continue
+            run.train_for(min(args.slice_seconds, left, args.eval_every))
+            if run.trained() - run.last_eval >= args.eval_every or run.stopped or (
+                    run.trained() >= budget):
+                run.last_eval = run.trained()
+                run.curve.append((run.trained() / 60, run.valid_loss()))
+        turn += 1
+        status = "; ".join(f"{r.name} {r.steps()} steps {r.curve[-1][1]:.3f}"
+                           + (" (stopped)" if r.stopped else "") for r in runs)
+        print(f"[{(time.perf_counter() - wall) / 60:5.1f} min] {status}", flush=True)
+
+
+def at_minute(run: Run, minute: float) -> float | None:
+    """The last score at or before ``minute`` of training (None before the first after 0)."""
+    points = [loss for m, loss in run.curve if 0 < m <= minute + 1e-9]
+    return points[-1] if points else None
+
+
+def table(runs: list[Run], minutes: float) -> list[str]:
+    marks = [m for m in (minutes * f / 5 for f in range(1, 6))]
+    head = "| candidate | steps | " + " | ".join(f"{m:.3g} min" for m in marks)
+    rows = [head + " | best | max rise above best | ended |",
+            "|---|---:|" + "---:|" * len(marks) + "---:|---:|---|"]
+    for run in runs:
+        cells = [at_minute(run, m) for m in marks[:-1]] + [run.curve[-1][1]]  # last: the end
+        shown = " | ".join("" if c is None else f"{c:.3f}" for c in cells)
+        ended = run.stopped or "time"
+        rows.append(f"| {run.name} | {run.steps()} | {shown} | {run.best():.3f} "
+                    f"| {run.max_rise():.3f} | {ended} |")
+    return rows
+
+
+def verdicts(name: str, runs: list[Run]) -> list[str]:
+    by_name = {r.name: r for r in runs}
+    lines = []
+    if name == "tutorial" and TUTORIAL in by_name and DEFAULT_CONFIG in by_name:
+        tutorial = by_name[TUTORIAL].curve[-1][1]
+        best = by_name[DEFAULT_CONFIG].best()
+        met = best <= tutorial - MARGIN
+        lines.append(f"- Default config's best {best:.3f} vs the tutorial algorithm's "
+                     f"{tutorial:.3f} at the end: {tutorial - best:+.3f} nats below "
+                     f"(goal {MARGIN}): **{'met' if met else 'missed'}**.")
+    for run in runs:
+        if run.name != TUTORIAL:
+            ok = run.max_rise() <= RISE_LIMIT
+            lines.append(f"- {run.name}: rose at most {run.max_rise():.3f} above its best "
+                         f"(goal {RISE_LIMIT}): **{'met' if ok else 'missed'}**.")
+    return lines
+
+
+def plot(results: dict[str, list[Run]], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6 * len(results), 4.5), layout="tight")
+    FigureCanvasAgg(fig)
+    for ax, (name, runs) in zip(fig.subplots(1, len(results), squeeze=False)[0],
+                                results.items(), strict=True):
+        for run in runs:
+            ax.plot(*zip(*run.curve[1:], strict=True), marker=".", label=run.name)
+        ax.set_title(f"chitchat, {name} ({DATASETS[name][1]})", fontsize=8)
+        ax.set_xlabel("training minutes")
+        ax.set_ylabel("validation loss per token")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=110)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    candidates = [TUTORIAL, *bundled_configs()]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--candidates", nargs="+", default=candidates, metavar="NAME",
+                        help=f"any of: {', '.join(candidates)}, or a config YAML file")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training per candidate")
+    parser.add_argument("--slice-seconds", type=float, default=30.0)
+    parser.add_argument("--eval-every", type=float, default=60.0,
+                        help="seconds of a candidate's training between its scores")
+    parser.add_argument("--valid-pairs", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: as the issue measured; steady on a shared machine)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 0.5 min per candidate, scores every 10 s, no files")
+    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    args = parser.parse_args(argv)
+    for name in args.candidates:
+        if name not in candidates and not Path(name).is_file():
+            parser.error(f"--candidates: {name!r} is neither {', '.join(candidates)} nor a file")
+    if args.quick:
+        args.minutes, args.slice_seconds, args.eval_every, args.valid_pairs = 0.5, 10, 10, 300
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    load_before, started = os.getloadavg(), time.perf_counter()
+    results: dict[str, list[Run]] = {}
+    with tempfile.TemporaryDirectory() as runs_dir:
+        for name in args.datasets:
+            directory, prepare_args = DATASETS[name]
+            data = load_data(Path(__file__).with_name("data") / directory, prepare_args)
+            valid = data.splits["valid"][: args.valid_pairs]
+            print(f"== {name}: {data}; scoring on {len(valid)} validation pairs", flush=True)
+            runs = [tutorial_run(data, valid, device, args.seed) if c == TUTORIAL else
+                    padless_run(c, data, valid, device, Path(runs_dir) / f"{name}-{i}", args.seed)
+                    for i, c in enumerate(args.candidates)]
+            race(runs, args)
+            results[name] = runs
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    png = args.results.with_name("bench_quality.png")
+    lines = [
+        "## Validation loss against training time (`benchmarks/bench_quality.py`)",
+        "",
+        f"- Date: {now}. Machine: {machine()}. Command: "
+        f"`{shlex.join(['python', 'benchmarks/bench_quality.py', *argv])}` "
+        f"({(time.perf_counter() - started) / 60:.0f} min).",
+        f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
+        f"after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        f"- {args.minutes:g} min of training per candidate in turns of {args.slice_seconds:g} s, "
+        f"scored every {args.eval_every:g} s of its training on up to {args.valid_pairs} "
+        "validation pairs (per-token loss, fp32). Curves: "
+        f"[{png.name}]({png.name}).",
+    ]
+    for name, runs in results.items():
+        lines += ["", f"Data `{name}` (`padless prepare chitchat {DATASETS[name][1]}`):", "",
+                  *table(runs, args.minutes), "", *verdicts(name, runs)]
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if args.quick:  # the plot is drawn, where it is not taken for a result
+        png = Path(tempfile.gettempdir()) / "bench_quality-quick.png"
+        plot(results, png)
+        print(f"smoke run: nothing written to {args.results}; curves in {png}")
+    else:
+        plot(results, png)
+        write_section(args.results, "bench_quality", text)
+        print(f"wrote {args.results} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
