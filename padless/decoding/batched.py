@@ -47,6 +47,12 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
+def banned_ids(options: SearchOptions) -> tuple[int, ...]:
+    """Ids an answer never holds: PAD and BOS (never outputs, though an untrained model may
+    prefer them), and UNK unless ``options.allow_unk``."""
+    return (PAD_ID, BOS_ID) if options.allow_unk else (PAD_ID, BOS_ID, UNK_ID)
+
+
 def run_search(
     model: EncoderDecoder,
     src: torch.Tensor,
@@ -59,7 +65,7 @@ def run_search(
     """Run the search ``options.method`` names on ``src [S, B]``, ``src_lengths [B]``."""
     common = dict(
         bos_id=BOS_ID, eos_id=EOS_ID, max_length=options.max_length,
-        min_length=options.min_length, banned_ids=() if options.allow_unk else (UNK_ID,),
+        min_length=options.min_length, banned_ids=banned_ids(options),
         no_repeat_ngram=options.no_repeat_ngram, repetition_penalty=options.repetition_penalty,
         return_attention=return_attention,
     )

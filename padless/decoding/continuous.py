@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from padless.decoding.batched import banned_ids
 from padless.decoding.repetition import penalize_repetitions
 from padless.decoding.search import Hypothesis, SearchOptions, restrict
 from padless.masking import pad_batch
@@ -69,7 +70,7 @@ class ContinuousGreedy:
             raise ValueError(f"ContinuousGreedy: plain greedy search only, got {options}")
         self.model = model
         self.options = options
-        self.banned = () if options.allow_unk else (UNK_ID,)
+        self.banned = banned_ids(options)
         self._rows: list[_Row] = []
         self._state = None
         self._prev: torch.Tensor | None = None  # [R] the last token of each row

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from padless.data.vocabulary import EOS_ID, UNK_ID
+from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from padless.decoding.batched import (
     InputsTruncated,
     cap_sources,
@@ -55,6 +55,21 @@ def test_commands_never_answer_empty_or_with_unk_unless_asked() -> None:
             method=method, max_length=5, min_length=0, allow_unk=True, no_repeat_ngram=0,
             repetition_penalty=1.0))
         assert all(nbest[0].tokens == [UNK_ID] * 5 for nbest in free)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
+def test_answers_never_hold_pad_or_bos(method: str) -> None:
+    """PAD and BOS are not outputs, even for a model that prefers them (untrained ones do)."""
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(embedding_size=8, hidden_size=8, dropout=0.0), 10).eval()
+    with torch.no_grad():
+        model.decoder.out.bias[PAD_ID] += 20.0
+        model.decoder.out.bias[BOS_ID] += 19.0
+    options = SearchOptions(method=method, max_length=5, allow_unk=True, no_repeat_ngram=0,
+                            repetition_penalty=1.0)
+    generator = torch.Generator().manual_seed(0)
+    for (hyp,) in decode_ids(model, [[4, 5, 6], [7, 8]], options, generator=generator):
+        assert hyp.tokens and not {PAD_ID, BOS_ID} & set(hyp.tokens), hyp.tokens
 
 
 def test_cap_sources_cuts_and_counts() -> None:
