@@ -31,6 +31,7 @@ its validation loss rises more than 0.1 above its best.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import math
 import os
@@ -74,6 +75,7 @@ class Run:
     valid_loss: Callable[[], float]
     steps: Callable[[], int]
     stopped: str | None = None  # why a padless run ended early (early_stopping)
+    finish: Callable[[], None] = lambda: None  # write the run's final files
     curve: list[tuple[float, float]] = field(default_factory=list)  # (minutes, loss)
     last_eval: float = -math.inf
 
@@ -121,7 +123,11 @@ def padless_run(name: str, data: PreparedData, valid: list, device: torch.device
                 run.stopped = reason
                 return
 
-    run.train_for = train_for
+    def finish() -> None:
+        if not run.stopped:  # the budget ended it: validate and save, as a --max-time run does
+            trainer.finish("max_time")
+
+    run.train_for, run.finish = train_for, finish
     return run
 
 
@@ -219,6 +225,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: as the issue measured; steady on a shared machine)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-runs", type=Path, metavar="DIR",
+                        help="keep the padless run directories here (e.g. to `padless evaluate` "
+                             "them); default: a temporary directory")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 0.5 min per candidate, scores every 10 s, no files")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
@@ -238,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     load_before, started = os.getloadavg(), time.perf_counter()
     results: dict[str, list[Run]] = {}
-    with tempfile.TemporaryDirectory() as runs_dir:
+    keep = contextlib.nullcontext(args.keep_runs) if args.keep_runs else None
+    with keep or tempfile.TemporaryDirectory() as runs_dir:
         for name in args.datasets:
             directory, prepare_args = DATASETS[name]
             data_dir = Path(__file__).with_name("data") / directory
@@ -251,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                     padless_run(c, data, valid, device, Path(runs_dir) / f"{name}-{i}", args.seed)
                     for i, c in enumerate(args.candidates)]
             race(runs, args)
+            for run in runs:
+                run.finish()
             results[name] = runs
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = "bench_quality-" + "-".join(args.datasets)
