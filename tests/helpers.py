@@ -83,6 +83,19 @@ def tiny_model(dropout: float = 0.0) -> Seq2Seq:
     return Seq2Seq(config, len(WORDS) + 4).double()
 
 
+def fit(model: torch.nn.Module, batch: Batch, lr: float, steps: int) -> list[float]:
+    """Train ``model`` on one batch with Adam; the mean loss per token before each step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.loss(batch, reduction="mean").loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def grads(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
             for p in model.parameters()]

@@ -11,6 +11,7 @@ from padless.data.batch import Batch
 from padless.models.attention import LuongAttention
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Encoded, GRUDecoderState, Seq2Seq
+from tests.helpers import fit
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB = 23
@@ -298,12 +299,5 @@ def test_tiny_model_overfits() -> None:
     torch.manual_seed(0)
     model = Seq2Seq(ModelConfig(embedding_size=32, hidden_size=32, dropout=0.0), VOCAB)
     batch = make_batch()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(100):
-        optimizer.zero_grad()
-        loss = model.loss(batch, reduction="mean").loss
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, batch, lr=1e-2, steps=100)
     assert losses[-1] < 0.05 * losses[0], losses[::10]

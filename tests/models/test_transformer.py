@@ -22,6 +22,7 @@ from padless.models.packing import Packing
 from padless.models.transformer import Transformer
 from padless.models.transformer_layers import sinusoids
 from padless.training.config import ConfigError, load_config
+from tests.helpers import fit
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB, HIDDEN, HEADS, FFN = 23, 10, 2, 14
@@ -347,12 +348,5 @@ def test_a_transformer_config_refuses_teacher_forcing_below_one() -> None:
 def test_tiny_model_overfits() -> None:
     model = make_model(torch.float32, hidden_size=32, embedding_size=32, ffn_size=64)
     batch = make_batch()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        optimizer.zero_grad()
-        loss = model.loss(batch, reduction="mean").loss
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, batch, lr=3e-3, steps=60)
     assert losses[-1] < 0.05 * losses[0], losses[::10]
