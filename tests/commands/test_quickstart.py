@@ -35,8 +35,8 @@ def prepared(tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "config",
-    [[], ["--config", "transformer", "--set=model.num_heads=2", "--set=model.ffn_size=32"]],
-    ids=["chatbot", "transformer"])
+    [["--set=model.num_heads=2", "--set=model.ffn_size=32"], ["--config", "chatbot"]],
+    ids=["transformer (default)", "chatbot"])
 def test_quickstart_trains_evaluates_and_tells_how_to_chat(
     config: list[str], prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -46,7 +46,7 @@ def test_quickstart_trains_evaluates_and_tells_how_to_chat(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert checkpoint_path(run_dir, "latest").exists()
-    arch = "transformer" if config else "gru"
+    arch = "gru" if "chatbot" in config else "transformer"
     assert Checkpoint.load(checkpoint_path(run_dir, "latest")).run_config().model.arch == arch
     assert "BLEU" in out and "perplexity" in out
     assert "> do you like music ?" in out and "beam 5:" in out
