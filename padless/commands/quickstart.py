@@ -1,10 +1,10 @@
 """``padless quickstart [--minutes M]``: a working chatbot from a fresh install, in one command.
 
 :func:`quickstart` prepares the bundled chitchat corpus, trains the ``transformer`` config
-(or ``--config``; :data:`DEFAULT_CONFIG` says why) for the time left of the budget (with its progress bar), evaluates the best checkpoint on part
-of the test split, shows a few conversations and a summary, and prints the ``padless chat``
-command to talk to the model. Running it again with the same ``--out`` resumes the training
-for another budget.
+(or ``--config``; :data:`DEFAULT_CONFIG` says why) for the time left of the budget (with its
+progress bar), evaluates the best checkpoint on part of the test split, shows a few
+conversations and a summary, and prints the ``padless chat`` command to talk to the model.
+Running it again with the same ``--out`` resumes the training for another budget.
 """
 
 from __future__ import annotations
