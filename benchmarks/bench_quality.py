@@ -247,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     load_before, started = os.getloadavg(), time.perf_counter()
     results: dict[str, list[Run]] = {}
-    keep = contextlib.nullcontext(args.keep_runs) if args.keep_runs else None
-    with keep or tempfile.TemporaryDirectory() as runs_dir:
+    runs_home = (contextlib.nullcontext(args.keep_runs) if args.keep_runs
+                 else tempfile.TemporaryDirectory())
+    with runs_home as runs_dir:
         for name in args.datasets:
             directory, prepare_args = DATASETS[name]
             data_dir = Path(__file__).with_name("data") / directory
