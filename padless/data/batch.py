@@ -96,6 +96,27 @@ class Batch:
         """
         return self.tgt_out[self.tgt_mask]
 
+    def with_word_dropout(self, rate: float, unk_id: int) -> Batch:
+        """A copy whose real source tokens and decoder inputs are each UNK with prob ``rate``.
+
+        Word dropout (Gal & Ghahramani 2016; Sennrich & Zhang 2019 for small corpora): the
+        model cannot lean on any one word, which regularises it where dropout on activations
+        is not enough. BOS (the first decoder input), pads and the targets are never changed,
+        so the loss still scores every real target token. Draws from torch's global RNG.
+        """
+        if rate == 0.0:
+            return self
+        first = self.tgt_in.new_zeros(self.tgt_in.shape, dtype=torch.bool)
+        first[(slice(None), 0) if self.batch_first else 0] = True
+        tgt_inputs = self.tgt_mask & ~first  # decoder inputs y_1 .. y_n
+
+        def dropped(ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+            drop = where & (torch.rand(ids.shape, device=ids.device) < rate)
+            return ids.masked_fill(drop, unk_id)
+
+        return replace(self, src=dropped(self.src, self.src_mask),
+                       tgt_in=dropped(self.tgt_in, tgt_inputs))
+
     def to(self, device: torch.device | str) -> Batch:
         """A copy on ``device``; ``src_lengths`` stays on CPU."""
         return replace(

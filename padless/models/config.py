@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from padless.models.attention import ATTENTION_METHODS
 from padless.models.encoder import MERGE_METHODS
 
-__all__ = ["ARCHITECTURES", "ModelConfig"]
+__all__ = ["ARCHITECTURES", "DROPOUT_SCOPES", "ModelConfig"]
 
 ARCHITECTURES = ("gru", "transformer")
+DROPOUT_SCOPES = ("tutorial", "full")
 
 
 @dataclass
@@ -31,9 +32,12 @@ class ModelConfig:
             Transformer: the model size ``d_model``.
         num_layers: layers of the encoder and of the decoder (GRU or Transformer layers).
         attention: GRU only: Luong score, ``"dot"``, ``"general"`` or ``"concat"``.
-        dropout: in ``[0, 1)``. GRU: on decoder embeddings and between GRU layers.
-            Transformer: on embeddings, attention weights, residual branches and
-            feed-forward activations.
+        dropout: in ``[0, 1)``. GRU: where ``dropout_scope`` says. Transformer: on
+            embeddings, attention weights, residual branches and feed-forward activations.
+        dropout_scope: GRU only: ``"tutorial"``, dropout on the decoder's embeddings and
+            between GRU layers, as in the tutorial; ``"full"``, also on the encoder's
+            embeddings and on the attentional states before the output layer (as JoeyNMT's
+            ``emb_dropout`` and ``hidden_dropout``), which a small corpus needs.
         merge_directions: GRU only: ``"sum"`` (the tutorial) or ``"project"`` (linear
             ``2H -> H``).
         shared_embeddings: one embedding table for encoder and decoder (one joint vocabulary).
@@ -52,6 +56,7 @@ class ModelConfig:
     num_layers: int = 2
     attention: str = "dot"
     dropout: float = 0.1
+    dropout_scope: str = "tutorial"
     merge_directions: str = "sum"
     shared_embeddings: bool = True
     tie_output: bool = False
@@ -72,7 +77,7 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
         choices = {
             "arch": ARCHITECTURES, "attention": ATTENTION_METHODS,
-            "merge_directions": MERGE_METHODS,
+            "merge_directions": MERGE_METHODS, "dropout_scope": DROPOUT_SCOPES,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

@@ -32,6 +32,8 @@ class Decoder(nn.Module):
         dropout: dropout on the embeddings and between GRU layers (none between layers with
             one layer, as in the tutorial).
         tie_output: share :attr:`out`'s weight with the embedding (needs ``E == H``).
+        output_dropout: dropout on the attentional states before :attr:`out` (the tutorial
+            has none).
 
     Attributes:
         out: ``nn.Linear(H, V)``, the output projection to the vocabulary.
@@ -45,6 +47,7 @@ class Decoder(nn.Module):
         attention: str,
         dropout: float,
         tie_output: bool,
+        output_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         vocab_size, embedding_size = embedding.weight.shape
@@ -61,6 +64,7 @@ class Decoder(nn.Module):
         )
         self.attention = LuongAttention(attention, hidden_size)
         self.concat = nn.Linear(2 * hidden_size, hidden_size)
+        self.output_dropout = nn.Dropout(output_dropout)
         self.out = nn.Linear(hidden_size, vocab_size)
         if tie_output:
             self.out.weight = embedding.weight
@@ -85,4 +89,5 @@ class Decoder(nn.Module):
         rnn_out, hidden = self.rnn(embedded, hidden)  # [T, B, H]
         context, weights = self.attention(rnn_out, memory, src_mask)  # [T, B, H], [B, T, S]
         states = torch.tanh(self.concat(torch.cat((rnn_out, context), dim=-1)))
+        states = self.output_dropout(states)
         return states, hidden, weights

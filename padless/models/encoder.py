@@ -28,6 +28,7 @@ class Encoder(nn.Module):
         hidden_size: ``H``, per direction and after merging.
         num_layers: GRU layers.
         dropout: dropout between GRU layers (none with one layer, as in the tutorial).
+        embedding_dropout: dropout on the source embeddings (the tutorial has none).
         merge_directions: ``"sum"`` adds the forward and backward states (the tutorial);
             ``"project"`` concatenates them and maps ``2H -> H`` with a linear layer (``tanh``
             for the decoder's initial state).
@@ -40,6 +41,7 @@ class Encoder(nn.Module):
         num_layers: int,
         dropout: float,
         merge_directions: str,
+        embedding_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if merge_directions not in MERGE_METHODS:
@@ -48,6 +50,7 @@ class Encoder(nn.Module):
                 f"{', '.join(MERGE_METHODS)}"
             )
         self.embedding = embedding
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.merge_directions = merge_directions
@@ -82,7 +85,7 @@ class Encoder(nn.Module):
             )
         lengths = src_lengths.cpu()
         steps = src.shape[0]
-        embedded = self.embedding(src)  # [S, B, E]
+        embedded = self.embedding_dropout(self.embedding(src))  # [S, B, E]
         # Packing needs lengths >= 1; an empty row reads one (pad) step and is zeroed below.
         packed = pack_padded_sequence(embedded, lengths.clamp(min=1), enforce_sorted=False)
         outputs, final = self.rnn(packed)

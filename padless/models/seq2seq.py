@@ -126,13 +126,14 @@ class Seq2Seq(EncoderDecoder):
             if config.shared_embeddings
             else nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id)
         )
+        full = config.dropout if config.dropout_scope == "full" else 0.0
         self.encoder = Encoder(
             src_embedding, config.hidden_size, config.num_layers, config.dropout,
-            config.merge_directions,
+            config.merge_directions, embedding_dropout=full,
         )
         self.decoder = Decoder(
             tgt_embedding, config.hidden_size, config.num_layers, config.attention,
-            config.dropout, config.tie_output,
+            config.dropout, config.tie_output, output_dropout=full,
         )
 
     @property

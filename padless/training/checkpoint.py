@@ -75,7 +75,7 @@ def _no_best() -> dict[str, Any]:
 # The types a checkpoint's fields must have; anything else is a damaged or foreign file.
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "step": int, "config": dict, "vocab": dict, "text": dict, "model": dict, "world_size": int,
-    "early_stopping": dict, "train_time_s": (int, float),
+    "early_stopping": dict, "train_time_s": (int, float), "optimized": (dict, type(None)),
 }
 
 
@@ -117,7 +117,10 @@ class Checkpoint:
         config: the run's :class:`padless.training.config.Config` as plain dicts.
         vocab: the vocabulary (:meth:`padless.data.vocabulary.Vocabulary.to_dict`).
         text: the text settings, ``{"normalize": ..., "tokenizer": ...}``.
-        model: the model's ``state_dict``.
+        model: the model's ``state_dict``: the weights every command decodes with (their
+            moving average when the run keeps one, ``train.ema_decay``).
+        optimized: with ``train.ema_decay``, the optimiser's own weights, which a resumed
+            run goes on training (None otherwise, and in a weights-only file).
         optimizer, scheduler, sampler: their ``state_dict`` s (None in a weights-only file).
         rng: every process's random states, in rank order (:func:`get_rng_state`).
         world_size: processes that trained it.
@@ -131,6 +134,7 @@ class Checkpoint:
     vocab: dict[str, Any]
     text: dict[str, str]
     model: dict[str, torch.Tensor]
+    optimized: dict[str, torch.Tensor] | None = None
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     sampler: dict[str, Any] | None = None
@@ -146,7 +150,12 @@ class Checkpoint:
 
     def weights_only(self) -> Checkpoint:
         """The same checkpoint without what only resuming needs (optimiser, RNG, ...)."""
-        return replace(self, optimizer=None, scheduler=None, sampler=None, rng=None)
+        return replace(self, optimized=None, optimizer=None, scheduler=None, sampler=None,
+                       rng=None)
+
+    def weight_average(self) -> dict[str, torch.Tensor] | None:
+        """The moving average of the weights, if the run kept one (``train.ema_decay``)."""
+        return None if self.optimized is None else self.model
 
     def run_config(self) -> Config:
         """The run's config, checked (older checkpoints get defaults for newer keys)."""
@@ -245,7 +254,7 @@ class Checkpoint:
         Raises:
             UserError: if the sampler's position belongs to another training split or seed.
         """
-        model.load_state_dict(self.model)
+        model.load_state_dict(self.model if self.optimized is None else self.optimized)
         optimizer.load_state_dict(self.optimizer)
         scheduler.load_state_dict(self.scheduler)
         try:

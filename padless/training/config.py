@@ -68,6 +68,8 @@ class TrainConfig:
     teacher_forcing_ratio: float = 1.0
     teacher_forcing: Literal["batch", "token"] = "batch"
     label_smoothing: float = 0.0
+    word_dropout: float = 0.0  # each real source token and decoder input is UNK with this
+    # probability during training (Batch.with_word_dropout); a regulariser for small corpora
     precision: Literal["fp32", "bf16"] = "fp32"
     max_steps: int = 10000
     max_time: float | None = None  # minutes of training in this invocation; null: no limit
@@ -77,6 +79,8 @@ class TrainConfig:
     patience: int | None = None  # stop after this many validations without improvement
     plateau_factor: float | None = None  # multiply the lr by this at every validation
     # without a new best (a schedule that adapts to over-fitting); null: never
+    ema_decay: float | None = None  # validate, save and decode with the moving average of
+    # the weights at this decay (padless.training.ema); null: the weights themselves
     keep_best: int = 0  # keep the weights of the K best validations (padless average --best)
     keep_last: int = 0  # ... and of the K most recent ones (padless average --last)
     seed: int = 0
@@ -87,7 +91,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         floats = ("lr", "decoder_lr_ratio", "weight_decay", "clip", "min_lr_ratio",
-                  "teacher_forcing_ratio", "label_smoothing", "max_time")
+                  "teacher_forcing_ratio", "label_smoothing", "word_dropout", "max_time",
+                  "ema_decay")
         for name in floats:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -110,7 +115,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"train.{name}: must be > 0, got {value}")
-        for name in ("min_lr_ratio", "teacher_forcing_ratio", "label_smoothing"):
+        for name in ("min_lr_ratio", "teacher_forcing_ratio", "label_smoothing", "word_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.{name}: must be in [0, 1], got {getattr(self, name)}")
         for name in ("warmup_steps", "weight_decay", "keep_best", "keep_last"):
@@ -128,6 +133,8 @@ class TrainConfig:
         if self.plateau_factor is not None and not 0.0 < self.plateau_factor < 1.0:
             raise ConfigError(
                 f"train.plateau_factor: must be in (0, 1) or null, got {self.plateau_factor}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay: must be in (0, 1) or null, got {self.ema_decay}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"train.betas: each must be in [0, 1), got {list(self.betas)}")
 

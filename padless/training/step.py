@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from padless.data.batch import Batch
+from padless.data.vocabulary import UNK_ID
 from padless.models import EncoderDecoder
 from padless.runtime.devices import autocast
 from padless.training.config import TrainConfig
@@ -38,7 +39,7 @@ class StepLoss(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.model.loss(
-            batch,
+            batch.with_word_dropout(self.tc.word_dropout, UNK_ID),
             reduction="sum",
             teacher_forcing_ratio=self.tc.teacher_forcing_ratio,
             teacher_forcing=self.tc.teacher_forcing,

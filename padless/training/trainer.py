@@ -48,6 +48,7 @@ from padless.training.checkpoint import (
 )
 from padless.training.config import Config
 from padless.training.distributed import World, all_reduce, setup_world, teardown_world
+from padless.training.ema import WeightAverage
 from padless.training.guards import DivergenceGuard, run_directory_lock, usable_pairs
 from padless.training.runlog import RunLog, plot_losses
 from padless.training.signals import StopSignals
@@ -176,6 +177,9 @@ class Trainer:
 
         if checkpoint is not None:
             self._resume_from(checkpoint)
+        saved_average = None if checkpoint is None else checkpoint.weight_average()
+        self.average = None if tc.ema_decay is None else WeightAverage(
+            self.model, tc.ema_decay, updates=self.state.step, saved=saved_average)
         self.valid_every = tc.valid_steps(len(self.sampler))
         self._write_run_files(data_dir)
         self.log = RunLog(run_dir, enabled=world.is_main,
@@ -264,6 +268,8 @@ class Trainer:
             self.say(f"step {self.state.step + 1}: gradient norm {grad_norm}; update skipped")
         self.divergence.update(math.isfinite(grad_norm), self.state.step + 1, tc.lr, self.run_dir)
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update()
         self.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
         self.state.step += 1
@@ -311,8 +317,9 @@ class Trainer:
 
     def valid_metrics(self) -> dict[str, float] | None:
         """Loss, perplexity and accuracy on the valid split, over all ranks (a collective)."""
-        local = teacher_forced_scores(self.model, self.valid_batches,
-                                      precision=self.config.train.precision)
+        with nullcontext() if self.average is None else self.average.applied():
+            local = teacher_forced_scores(self.model, self.valid_batches,
+                                          precision=self.config.train.precision)
         loss_sum, correct, tokens = all_reduce(
             self.world, [local.loss_sum, local.correct, local.n_tokens])
         if tokens == 0:
@@ -329,7 +336,9 @@ class Trainer:
         checkpoint = Checkpoint(
             step=self.state.step, config=self.config.to_dict(),
             vocab=self.text.vocab.to_dict(), text=text_settings(self.text),
-            model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+            model=(self.model if self.average is None else self.average).state_dict(),
+            optimized=None if self.average is None else self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), sampler=self.sampler.state_dict(),
             rng=rng, world_size=self.world.world_size,
             early_stopping=self.state.early_stopping(), valid=valid,

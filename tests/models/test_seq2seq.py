@@ -301,3 +301,37 @@ def test_tiny_model_overfits() -> None:
     batch = make_batch()
     losses = fit(model, batch, lr=1e-2, steps=100)
     assert losses[-1] < 0.05 * losses[0], losses[::10]
+
+
+def test_full_dropout_scope_also_drops_source_embeddings_and_attentional_states() -> None:
+    """``dropout_scope: full`` adds dropout where the tutorial has none; in eval mode (and in
+    the weights it saves) the model is the same as with ``tutorial``."""
+    batch = make_batch()
+    tutorial = make_model(dropout=0.5, num_layers=1)  # one layer: no dropout between layers
+    full = make_model(dropout=0.5, num_layers=1, dropout_scope="full")
+    full.load_state_dict(tutorial.state_dict())  # same keys: no new weights
+    assert full.encoder.embedding_dropout.p == full.decoder.output_dropout.p == 0.5
+    assert tutorial.encoder.embedding_dropout.p == tutorial.decoder.output_dropout.p == 0.0
+    tutorial.eval(), full.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(full.loss(batch).loss, tutorial.loss(batch).loss)
+    full.train()
+    torch.manual_seed(1)
+    memory_a, _ = full.encoder(batch.src, batch.src_lengths)
+    torch.manual_seed(2)
+    memory_b, _ = full.encoder(batch.src, batch.src_lengths)
+    assert not torch.allclose(memory_a, memory_b)  # the source embeddings were dropped out
+    tutorial.train()
+    memory_c, _ = tutorial.encoder(batch.src, batch.src_lengths)
+    memory_d, _ = tutorial.encoder(batch.src, batch.src_lengths)
+    torch.testing.assert_close(memory_c, memory_d)  # one layer, tutorial scope: nothing to drop
+    encoded = full.encode(batch.src, batch.src_lengths)
+    torch.manual_seed(3)
+    states_a, _, _ = full.decoder(batch.tgt_in, encoded.hidden, encoded.memory, encoded.src_mask)
+    dropped = (states_a == 0) & batch.tgt_mask.unsqueeze(-1)
+    assert 0.3 < dropped.float().sum().item() / (batch.n_tokens * 8) < 0.7  # tanh is never 0
+
+
+def test_dropout_scope_is_checked() -> None:
+    with pytest.raises(ValueError, match="dropout_scope must be one of tutorial, full"):
+        ModelConfig(dropout_scope="everywhere")

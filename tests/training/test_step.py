@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from padless.data.vocabulary import UNK_ID
 from padless.training.config import load_config
 from padless.training.step import StepLoss, accumulate_gradients, lr_factor
 from tests.helpers import CPU, TINY, grads, make_batch, reversal_id_pairs, tiny_model
@@ -54,3 +55,19 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     assert lr_factor(15, tc) == pytest.approx(0.5)  # sqrt(4 / 16)
     tc.decay = "constant"
     assert lr_factor(100, tc) == 1.0
+
+
+def test_word_dropout_feeds_unk_in_training_only() -> None:
+    """``train.word_dropout`` 1.0: the training loss is that of all-UNK inputs; validation
+    (``model.loss`` outside StepLoss) still reads the real inputs."""
+    tc = load_config(None, [*TINY, "train.word_dropout=1.0"]).train
+    batch = make_batch(reversal_id_pairs(6, seed=4))
+    model = tiny_model().eval()  # no activation dropout: only word dropout can differ
+    unk = batch.with_word_dropout(1.0, UNK_ID)
+    assert (unk.src[batch.src_mask] == UNK_ID).all()
+    with torch.no_grad():
+        trained_on = StepLoss(model, tc)(batch)
+        want = model.loss(unk, reduction="sum").loss
+        real = model.loss(batch, reduction="sum").loss
+    assert trained_on.item() == pytest.approx(want.item(), rel=1e-9)
+    assert abs(trained_on.item() - real.item()) > 1e-3

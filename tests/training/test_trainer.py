@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from padless.cli import main as cli_main
+from padless.data.batch import make_batches
 from padless.data.dataset import PreparedData
 from padless.models import build_model
+from padless.models.scoring import teacher_forced_scores
 from padless.training.checkpoint import Checkpoint
 from padless.training.config import load_config
 from padless.training.runlog import RunLog
@@ -77,6 +79,34 @@ def test_a_transformer_resumes_exactly(reversal_data: PreparedData, tmp_path: Pa
     assert any("self_attention" in name for name in a)
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_a_moving_average_is_validated_saved_and_resumed(
+    reversal_data: PreparedData, tmp_path: Path
+) -> None:
+    """``train.ema_decay``: best.pt holds the averaged weights that scored the logged loss; a
+    resumed run goes on training the optimiser's own weights and the same average."""
+    extra = ("model.dropout=0.3", "train.ema_decay=0.9", "train.valid_every=3",
+             "train.max_steps=7")
+    train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "whole")
+    latest = Checkpoint.load(tmp_path / "whole" / "latest.pt")
+    assert latest.optimized is not None and latest.weight_average() is latest.model
+    assert any(not torch.equal(latest.model[k], latest.optimized[k]) for k in latest.model)
+    assert latest.weights_only().optimized is None
+    model = latest.build_model()  # what every command decodes with: the average
+    batches = list(make_batches(reversal_data.splits["valid"],
+                                [list(range(len(reversal_data.splits["valid"])))]))
+    score = teacher_forced_scores(model, batches)
+    assert score.loss == pytest.approx(latest.valid["loss"], rel=1e-5)
+
+    train(run_config(*extra, "train.max_steps=4"), reversal_data.text, reversal_data.splits,
+          tmp_path / "split")
+    train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "split",
+          resume=True)
+    resumed = Checkpoint.load(tmp_path / "split" / "latest.pt")
+    for name in latest.model:
+        assert torch.equal(latest.model[name], resumed.model[name]), name
+        assert torch.equal(latest.optimized[name], resumed.optimized[name]), name
 
 
 def test_early_stopping_and_the_time_limit(reversal_data: PreparedData, tmp_path: Path) -> None:
