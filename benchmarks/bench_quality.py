@@ -109,8 +109,14 @@ def padless_run(name: str, data: PreparedData, valid: list, device: torch.device
     trainer = Trainer(config, data.text, data.splits, run_dir, world)
     trainer.say = lambda *_: None
     trainer.start(progress=False)
-    run = Run(name, lambda s: None, lambda: trainer.state.train_time_s,
-              lambda: corpus_scores(trainer.model, valid).loss, lambda: trainer.state.step)
+
+    def valid_loss() -> float:  # the weights the run validates and saves: their average if kept
+        average = trainer.average
+        with contextlib.nullcontext() if average is None else average.applied():
+            return corpus_scores(trainer.model, valid).loss
+
+    run = Run(name, lambda s: None, lambda: trainer.state.train_time_s, valid_loss,
+              lambda: trainer.state.step)
 
     def train_for(seconds: float) -> None:
         if run.stopped:

@@ -272,10 +272,11 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(
 def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path, arch: tuple) -> None:
     """torchrun with 2 gloo processes == 1 process on the same global batches."""
     steps = "4"
-    # No dropout: masks drawn by two processes cannot match those of one.
+    # No dropout, word dropout either: masks drawn by two processes cannot match one's.
     common = ["train", "--data", str(reversal_data_dir),
               *[a for o in (*TINY, *arch) for a in ("--set", o)],
-              "--set", "model.dropout=0", "--set", "train.accumulate=2",
+              "--set", "model.dropout=0", "--set", "train.word_dropout=0",
+              "--set", "train.accumulate=2", "--set", "train.ema_decay=0.5",
               "--set", "train.valid_every=2",
               "--max-steps", steps]
     single = tmp_path / "single"
@@ -293,9 +294,11 @@ def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path, arch: 
     torch.manual_seed(0)  # the trainer's seed: the weights the runs started from
     initial = build_model(load_config(None, [*TINY, *arch]).model, len(WORDS) + 4)
     moved = 0.0
-    for name, tensor in one.model.items():
+    for name, tensor in one.model.items():  # the moving average, and the weights themselves
         # Float error only: sums of gradients in a different order, through Adam.
         torch.testing.assert_close(two.model[name], tensor, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(two.optimized[name], one.optimized[name], rtol=1e-5,
+                                   atol=1e-6)
         moved = max(moved, (tensor - initial.state_dict()[name]).abs().max().item())
     assert moved > 1e-3  # the parameters did move
     # Adam hides a constant gradient factor; the logged gradient norm (before clipping)
