@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from padless.runtime.files import write_text_atomic
 
 
 def write_section(path: Path, name: str, text: str) -> None:
@@ -21,6 +22,4 @@ def write_section(path: Path, name: str, text: str) -> None:
         updated = head + block + ("\n" + tail if tail else "")
     else:
         updated = current.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, updated)

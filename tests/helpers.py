@@ -21,6 +21,7 @@ from padless.data.text import TextProcessor
 from padless.data.vocabulary import Vocabulary
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
+from padless.runtime.precision import Precision
 from padless.training.distributed import World
 
 WORDS = [f"w{i}" for i in range(12)]
@@ -44,6 +45,7 @@ TINY = ["model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
         "train.warmup_steps=0", "train.decay=constant", "train.label_smoothing=0.0",
         "train.patience=null", "train.log_every=1"]
 CPU = World(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+FP32 = Precision("fp32", "fp32", "as asked", "test")
 
 
 def reversal_pairs(n: int, seed: int) -> list[tuple[list[str], list[str]]]:

@@ -8,12 +8,15 @@ same search options; :func:`search_options` turns the parsed options into the
 from __future__ import annotations
 
 import argparse
+import sys
 
 from padless.commands.inputs import integer, number
 from padless.data.text import TextProcessor
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
+from padless.models.precision import for_decoding
 from padless.runtime.devices import resolve_device
+from padless.runtime.precision import PRECISIONS
 from padless.training.checkpoint import CHECKPOINT_NAMES, load_model
 
 __all__ = ["add_decoding_arguments", "load_run", "search_options"]
@@ -29,6 +32,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
                              "`padless average` wrote)")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    add_precision_argument(parser, "decode in")
     method = parser.add_mutually_exclusive_group()
     method.add_argument("--beam", type=integer(1), metavar="K",
                         help="beam search with K beams (default: greedy)")
@@ -64,6 +68,15 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
                             help="seed of the sampler (default: a fresh seed each run)")
 
 
+def add_precision_argument(parser: argparse.ArgumentParser, what: str,
+                           default: str | None = "auto") -> None:
+    """``--precision auto|fp32|bf16|fp16`` (:mod:`padless.runtime.precision`)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help=f"what to {what}: auto picks bf16 or fp16 where this device runs "
+                             "it fast, else fp32; fp16 needs CUDA (default: "
+                             f"{default or 'as the config says'})")
+
+
 def search_options(args: argparse.Namespace) -> SearchOptions:
     """The :class:`SearchOptions` the parsed options ask for.
 
@@ -86,7 +99,13 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(method="greedy", **common)
 
 
-def load_run(args: argparse.Namespace) -> tuple[EncoderDecoder, TextProcessor]:
-    """The model (eval mode, on ``--device``) and TextProcessor of ``RUN_DIR``."""
+def load_run(args: argparse.Namespace, rows: int = 1) -> tuple[EncoderDecoder, TextProcessor]:
+    """The model (eval mode, on ``--device``, in ``--precision`` for decoding ``rows``
+    sentences at a time) and TextProcessor of ``RUN_DIR``; the precision line goes to
+    stderr."""
     model, text, _ = load_model(args.run_dir, args.checkpoint, resolve_device(args.device))
+    chosen = for_decoding(model, args.precision, rows)
+    print(chosen.describe(), file=sys.stderr)
+    if chosen.warning is not None:
+        print(f"warning: {chosen.warning}", file=sys.stderr)
     return model, text

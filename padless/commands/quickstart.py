@@ -24,6 +24,7 @@ from padless.decoding.batched import reply
 from padless.decoding.evaluation import Evaluation, evaluate
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
+from padless.models.precision import for_decoding
 from padless.runtime.devices import resolve_device
 from padless.training.checkpoint import (
     Checkpoint,
@@ -135,6 +136,7 @@ def quickstart(
     _banner("3/4 evaluating the best checkpoint")
     which = "best" if checkpoint_path(run_dir, "best").exists() else "latest"
     model, text, _ = load_model(run_dir, which, resolve_device())
+    print(for_decoding(model, "auto", rows=64).describe())
     pairs = data.splits["test"][:EVAL_PAIRS]
     left = deadline - time.monotonic() - CONVERSATION_SECONDS
     evaluation = evaluate(model, text, pairs, SearchOptions(), split=f"test ({len(pairs)} pairs)",

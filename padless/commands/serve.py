@@ -88,12 +88,16 @@ def run(args: argparse.Namespace) -> int:
     defaults = search_options(args)
     settings = _settings(args)
     app = load_app(args.run_dir, which=args.checkpoint, device=args.device,
-                   defaults=defaults, settings=settings)
+                   defaults=defaults, settings=settings, precision=args.precision)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     print(f"padless serve: {args.run_dir} at {url}/ (chat page), {url}/docs (API); "
           "Ctrl-C or SIGTERM stops it", flush=True)
+    chosen = app.state.precision
+    print(f"padless serve: {chosen.describe()}", flush=True)
+    if chosen.warning is not None:
+        print(f"padless serve: warning: {chosen.warning}", file=sys.stderr)
     if not _is_loopback(args.host):
         print(f"padless serve: listening on {args.host}: anyone who can reach this machine "
               "can use the model", file=sys.stderr)

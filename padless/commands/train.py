@@ -4,7 +4,7 @@
 
     padless train --data DATA_DIR --out RUN_DIR [--config chatbot|tutorial|FILE]
                   [--set key=value ...] [--max-steps N] [--max-time MINUTES]
-                  [--accumulate K] [--precision fp32|bf16] [--resume]
+                  [--accumulate K] [--precision auto|fp32|bf16|fp16] [--resume]
 
 Runs unchanged under ``torchrun --nproc_per_node=N -m padless train ...``. The work is
 :func:`padless.training.trainer.train`; this module resolves the config and the data.
@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from padless.commands.inputs import integer, number
+from padless.commands.options import add_precision_argument
 from padless.data.dataset import PreparedData
 from padless.training.checkpoint import checkpoint_path, resumed_config
 from padless.training.config import Config, ConfigError, bundled_configs, load_config
@@ -43,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(then validate and save, as at --max-steps)")
     parser.add_argument("--accumulate", type=integer(1), metavar="K",
                         help="micro-batches per optimiser step (train.accumulate)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"),
-                        help="bf16 runs the forward pass under autocast (train.precision)")
+    add_precision_argument(parser, "train in (train.precision; bf16 and fp16 under "
+                           "autocast, fp16 with a gradient scaler)", default=None)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its latest checkpoint, with "
                              "the config it holds (--set may change train.* keys)")

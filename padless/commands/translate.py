@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """
     options = search_options(args)
     lines = stdin_lines()
-    model, text = load_run(args)
+    model, text = load_run(args, rows=args.batch_size)
     lines = list(lines)  # all of it first: a bad line stops the command before any output
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputsTruncated)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from padless.data.batch import Batch
 from padless.losses import LossOutput, masked_linear_cross_entropy
+from padless.models.config import ModelConfig
 
 __all__ = ["DecoderState", "EncoderDecoder"]
 
@@ -41,11 +42,12 @@ class DecoderState(Protocol):
 class EncoderDecoder(nn.Module):
     """Base class of the seq2seq architectures.
 
-    Subclasses set :attr:`vocab_size`, :attr:`pad_id` and :attr:`output` (the ``H -> V``
-    projection) and implement :meth:`target_states`, :meth:`start_decoding` and
+    Subclasses set :attr:`config`, :attr:`vocab_size`, :attr:`pad_id` and :attr:`output`
+    (the ``H -> V`` projection) and implement :meth:`target_states`, :meth:`start_decoding` and
     :meth:`decode_step`.
     """
 
+    config: ModelConfig
     vocab_size: int
     pad_id: int
     output: nn.Linear

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from padless.models.attention import ATTENTION_METHODS
 from padless.models.encoder import MERGE_METHODS
+from padless.runtime.precision import Workload
 
 __all__ = ["ARCHITECTURES", "DROPOUT_SCOPES", "ModelConfig"]
 
@@ -67,6 +68,15 @@ class ModelConfig:
     def transformer_ffn_size(self) -> int:
         """The Transformer's feed-forward size: ``ffn_size``, or ``4 * hidden_size``."""
         return 4 * self.hidden_size if self.ffn_size is None else self.ffn_size
+
+    def workload(self, rows: int, *, training: bool) -> Workload:
+        """The matrix shapes that decide this model's precision on a CPU
+        (:func:`padless.runtime.precision.choose_precision`): ``rows`` tokens through its
+        widest layer (the Transformer's feed-forward, the GRU's ``2H -> H`` attentional layer).
+        """
+        if self.arch == "transformer":
+            return Workload(rows, self.hidden_size, self.transformer_ffn_size, training)
+        return Workload(rows, 2 * self.hidden_size, self.hidden_size, training)
 
     def __post_init__(self) -> None:
         for name in ("embedding_size", "hidden_size", "num_layers", "num_heads", "ffn_size"):

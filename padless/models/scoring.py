@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from padless.data.batch import Batch, IdPair, make_batches
 from padless.models.base import EncoderDecoder
-from padless.runtime.devices import autocast
+from padless.runtime.precision import Precision
 
 __all__ = ["Scores", "corpus_scores", "perplexity", "teacher_forced_scores"]
 
@@ -59,7 +60,7 @@ class Scores:
 
 @torch.no_grad()
 def teacher_forced_scores(
-    model: EncoderDecoder, batches: Iterable[Batch], *, precision: str = "fp32"
+    model: EncoderDecoder, batches: Iterable[Batch], *, precision: Precision | None = None
 ) -> Scores:
     """Loss and accuracy sums over the real target tokens of ``batches``, in eval mode.
 
@@ -67,7 +68,8 @@ def teacher_forced_scores(
         model: any :class:`padless.models.base.EncoderDecoder`; it is put in eval mode for
             the pass and back in its previous mode afterwards.
         batches: batches on any device (moved to the model's).
-        precision: ``"bf16"`` runs the model under autocast; the loss is float32 either way.
+        precision: run the model under its autocast (None: as the weights are); the loss is
+            float32 either way.
     """
     was_training = model.training
     model.eval()
@@ -77,7 +79,7 @@ def teacher_forced_scores(
         for batch in batches:
             batch = batch.to(device)
             targets = batch.real_targets()
-            with autocast(device, precision):
+            with nullcontext() if precision is None else precision.autocast(device):
                 states = model.target_states(batch)  # [N, H], real tokens only
                 for start in range(0, states.shape[0], SCORING_ROWS):
                     logits = model.output(states[start : start + SCORING_ROWS])

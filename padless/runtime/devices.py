@@ -6,7 +6,7 @@ import torch
 
 from padless.runtime.errors import UserError
 
-__all__ = ["autocast", "resolve_device"]
+__all__ = ["resolve_device"]
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -34,7 +34,3 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
 
-
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """bf16 autocast on ``device`` when ``precision == "bf16"``, a disabled one for ``"fp32"``."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from padless.data.text import TextProcessor
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
+from padless.models.precision import for_decoding
 from padless.runtime.devices import resolve_device
 from padless.runtime.errors import UserError
 from padless.serving.app import create_app
@@ -71,16 +72,23 @@ def load_app(
     device: str = "auto",
     defaults: SearchOptions | None = None,
     settings: ServeSettings | None = None,
+    precision: str = "auto",
 ) -> FastAPI:
-    """The application serving ``RUN_DIR``'s ``which`` checkpoint on ``device``
-    (``defaults`` and ``settings`` as in :func:`padless.serving.app.create_app`).
+    """The application serving ``RUN_DIR``'s ``which`` checkpoint on ``device`` in
+    ``precision`` (chosen for batches of ``settings.max_batch_size``; ``app.state.precision``
+    says what it became), ``defaults`` and ``settings`` as in
+    :func:`padless.serving.app.create_app`.
 
     Raises:
-        ValueError: a bad run directory, checkpoint or device (one line naming it).
+        ValueError: a bad run directory, checkpoint, device or precision (one line naming it).
     """
+    settings = settings or ServeSettings()
     model, text, config = load_model(run_dir, which, resolve_device(device))
-    info = describe_run(run_dir, which, model, text, config)
-    return create_app(model, text, defaults=defaults, settings=settings, info=info)
+    chosen = for_decoding(model, precision, rows=settings.max_batch_size)
+    info = {**describe_run(run_dir, which, model, text, config), "precision": chosen.to_dict()}
+    app = create_app(model, text, defaults=defaults, settings=settings, info=info)
+    app.state.precision = chosen
+    return app
 
 
 def bind(host: str, port: int) -> socket.socket:

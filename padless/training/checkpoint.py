@@ -76,6 +76,7 @@ def _no_best() -> dict[str, Any]:
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "step": int, "config": dict, "vocab": dict, "text": dict, "model": dict, "world_size": int,
     "early_stopping": dict, "train_time_s": (int, float), "optimized": (dict, type(None)),
+    "scaler": (dict, type(None)),
 }
 
 
@@ -122,6 +123,7 @@ class Checkpoint:
         optimized: with ``train.ema_decay``, the optimiser's own weights, which a resumed
             run goes on training (None otherwise, and in a weights-only file).
         optimizer, scheduler, sampler: their ``state_dict`` s (None in a weights-only file).
+        scaler: the fp16 gradient scaler's ``state_dict`` (None without one).
         rng: every process's random states, in rank order (:func:`get_rng_state`).
         world_size: processes that trained it.
         early_stopping: ``{"loss": best validation loss, "step", "bad_validations"}``.
@@ -138,6 +140,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     sampler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
     rng: list[dict[str, Any]] | None = None
     world_size: int = 1
     early_stopping: dict[str, Any] = field(default_factory=_no_best)
@@ -151,7 +154,7 @@ class Checkpoint:
     def weights_only(self) -> Checkpoint:
         """The same checkpoint without what only resuming needs (optimiser, RNG, ...)."""
         return replace(self, optimized=None, optimizer=None, scheduler=None, sampler=None,
-                       rng=None)
+                       scaler=None, rng=None)
 
     def weight_average(self) -> dict[str, torch.Tensor] | None:
         """The moving average of the weights, if the run kept one (``train.ema_decay``)."""
@@ -248,8 +251,9 @@ class Checkpoint:
         return model.to(device).eval()
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: Any, sampler: Any) -> None:
-        """Load the training state into a fresh model, optimiser, scheduler and sampler.
+                scheduler: Any, sampler: Any, scaler: torch.amp.GradScaler | None = None) -> None:
+        """Load the training state into a fresh model, optimiser, scheduler, sampler (and
+        fp16 gradient scaler: a run that had none starts it afresh).
 
         Raises:
             UserError: if the sampler's position belongs to another training split or seed.
@@ -257,6 +261,8 @@ class Checkpoint:
         model.load_state_dict(self.model if self.optimized is None else self.optimized)
         optimizer.load_state_dict(self.optimizer)
         scheduler.load_state_dict(self.scheduler)
+        if scaler is not None and self.scaler is not None:
+            scaler.load_state_dict(self.scaler)
         try:
             sampler.load_state_dict(self.sampler)
         except ValueError as e:  # the sampler's own check: resuming would repeat or skip pairs
@@ -401,16 +407,17 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> Checkpoint:
     return replace(newest.weights_only(), model=model, valid=None)
 
 
-def write_run_info(run_dir: str | os.PathLike, **info: str) -> None:
-    """Record plain facts about a run (``data_dir=...``) in ``RUN_DIR/run.json``."""
+def write_run_info(run_dir: str | os.PathLike, **info: Any) -> None:
+    """Record plain facts about a run (``data_dir=...``, ``precision={...}``) in
+    ``RUN_DIR/run.json`` (JSON values)."""
     write_json_atomic(Path(run_dir) / RUN_INFO, info)
 
 
-def read_run_info(run_dir: str | os.PathLike) -> dict[str, str]:
+def read_run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What :func:`write_run_info` recorded; empty for a run without ``run.json``.
 
     Raises:
-        UserError: if the file is not a JSON object of strings.
+        UserError: if the file is not a JSON object, or its ``data_dir`` not a string.
     """
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
@@ -422,8 +429,8 @@ def read_run_info(run_dir: str | os.PathLike) -> dict[str, str]:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); {fix}") from None
     except RecursionError:
         raise UserError(f"{path}: not valid run information; {fix}") from None
-    if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
-        raise UserError(f"{path}: expected a JSON object of strings; {fix}")
+    if not isinstance(info, dict) or not isinstance(info.get("data_dir", ""), str):
+        raise UserError(f"{path}: expected a JSON object with a data_dir string; {fix}")
     return info
 
 

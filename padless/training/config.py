@@ -70,7 +70,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     word_dropout: float = 0.0  # each real source token and decoder input is UNK with this
     # probability during training (Batch.with_word_dropout); a regulariser for small corpora
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: chosen for the device
+    # at start (padless.runtime.precision); fp16 (CUDA only) trains with a gradient scaler
     max_steps: int = 10000
     max_time: float | None = None  # minutes of training in this invocation; null: no limit
     valid_every: int | Literal["auto"] = 500  # steps between validations (and `latest`

@@ -16,7 +16,7 @@ __all__ = ["LOG_FIELDS", "RunLog", "plot_losses"]
 
 LOG_FIELDS = (
     "kind", "step", "epoch", "lr", "loss", "ppl", "accuracy", "tokens", "tokens_per_s",
-    "grad_norm", "elapsed_s", "time",
+    "grad_norm", "elapsed_s", "precision", "time",
 )
 
 
@@ -63,7 +63,7 @@ class RunLog:
         writer.writerows(rows)
         write_text_atomic(self.path, out.getvalue())
 
-    def log(self, kind: str, step: int, **values: float | int | None) -> None:
+    def log(self, kind: str, step: int, **values: float | int | str | None) -> None:
         """Write one row (and its scalars to TensorBoard as ``kind/name``)."""
         if not self.enabled:
             return

@@ -22,11 +22,11 @@ from torch.nn.parallel import DistributedDataParallel
 from padless.data.batch import Batch
 from padless.data.vocabulary import UNK_ID
 from padless.models import EncoderDecoder
-from padless.runtime.devices import autocast
+from padless.runtime.precision import Precision
 from padless.training.config import TrainConfig
 from padless.training.distributed import World, all_reduce
 
-__all__ = ["StepLoss", "accumulate_gradients", "lr_factor", "make_optimizer"]
+__all__ = ["StepLoss", "accumulate_gradients", "lr_factor", "make_optimizer", "update_weights"]
 
 
 class StepLoss(nn.Module):
@@ -48,13 +48,18 @@ class StepLoss(nn.Module):
 
 
 def accumulate_gradients(
-    step_loss: nn.Module, micro_batches: Sequence[Batch], tc: TrainConfig, world: World
+    step_loss: nn.Module,
+    micro_batches: Sequence[Batch],
+    world: World,
+    precision: Precision,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Back-propagate one optimiser step's micro-batches into ``.grad``.
 
     Afterwards ``.grad`` is the gradient of (summed token loss of the global step) / (real
     target tokens of the global step): K micro-batches, or N processes, give the gradient
-    of one big batch.
+    of one big batch (times the ``scaler``'s scale, if any: ``scaler.unscale_`` removes it).
+    The forward passes run under ``precision``'s autocast.
 
     Returns:
         ``(this process's summed loss, detached; the step's global token count)``.
@@ -67,11 +72,42 @@ def accumulate_gradients(
         # Gradients are all-reduced once per step, on the last micro-batch's backward.
         defer = isinstance(step_loss, DistributedDataParallel) and i < len(micro_batches) - 1
         with step_loss.no_sync() if defer else nullcontext():
-            with autocast(world.device, tc.precision):
+            with precision.autocast(world.device):
                 loss = step_loss(batch.to(world.device))
-            (loss * scale).backward()
+            scaled = loss * scale
+            (scaled if scaler is None else scaler.scale(scaled)).backward()
         loss_sum += loss.detach().float()
     return loss_sum, int(step_tokens)
+
+
+def update_weights(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    clip: float | None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
+    """Clip the gradient to norm ``clip`` (None: no clipping) and take the optimiser step,
+    unless the gradient is inf/NaN (an overflow or a bad batch would poison every weight):
+    then the step is skipped (the same on every process: gradients are all-reduced).
+
+    With an fp16 ``scaler``, the gradient is unscaled first and the scaler's scale is then
+    updated (lowered after an overflow, raised after a run of good steps).
+
+    Returns:
+        the gradient norm before clipping (inf or NaN: the step was skipped).
+    """
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = float(torch.nn.utils.clip_grad_norm_(
+        model.parameters(), clip if clip is not None else math.inf))  # inf: norm only
+    if math.isfinite(norm):
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+    if scaler is not None:
+        scaler.update()
+    return norm
 
 
 def lr_factor(step: int, tc: TrainConfig) -> float:

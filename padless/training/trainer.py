@@ -1,3 +1,4 @@
+# long: until the trainer is split by issue 19 (run directory layer, one loop)
 """The training loop behind ``padless train``: :func:`train` and the :class:`Trainer` it runs.
 
 Per optimiser step: take ``accumulate`` micro-batches, back-propagate them so the gradient
@@ -36,12 +37,14 @@ from padless.data.text import TextProcessor
 from padless.models import build_model
 from padless.models.scoring import Scores, perplexity, teacher_forced_scores
 from padless.runtime.files import write_text_atomic
+from padless.runtime.precision import Precision, choose_precision
 from padless.training.checkpoint import (
     TEXT_DIR,
     Checkpoint,
     checkpoint_path,
     get_rng_state,
     keep_checkpoint,
+    read_run_info,
     set_rng_state,
     text_settings,
     write_run_info,
@@ -52,7 +55,13 @@ from padless.training.ema import WeightAverage
 from padless.training.guards import DivergenceGuard, run_directory_lock, usable_pairs
 from padless.training.runlog import RunLog, plot_losses
 from padless.training.signals import StopSignals
-from padless.training.step import StepLoss, accumulate_gradients, lr_factor, make_optimizer
+from padless.training.step import (
+    StepLoss,
+    accumulate_gradients,
+    lr_factor,
+    make_optimizer,
+    update_weights,
+)
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "train"]
 
@@ -145,6 +154,10 @@ class Trainer:
             path = checkpoint_path(run_dir, "latest")
             checkpoint = Checkpoint.load(path, map_location=device)
             checkpoint.check_compatible(config, text, path)
+        self.precision = self._choose_precision(checkpoint)
+        self.say(self.precision.describe())
+        if self.precision.warning is not None:
+            self.say(f"warning: {self.precision.warning}")
 
         # Same seed on every rank for the weights (DDP also broadcasts rank 0's); dropout and
         # teacher-forcing coins then draw from a per-rank stream.
@@ -153,6 +166,7 @@ class Trainer:
         torch.manual_seed((tc.seed << 16) + 1 + world.rank)
         random.seed((tc.seed << 16) + 1 + world.rank)
         self.optimizer = make_optimizer(self.model, tc, device)
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision.scaled else None
         self.state = TrainState()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, tc) * self.state.lr_scale)
@@ -191,8 +205,25 @@ class Trainer:
         self.window = _Window()
         self.validated_at = -1
 
+    def _choose_precision(self, checkpoint: Checkpoint | None) -> Precision:
+        """``train.precision`` for this device; a resumed run keeps its own choice on the same
+        hardware, and where this one runs the run's precision badly, it goes on in fp32."""
+        tc, previous = self.config.train, None
+        inherited = checkpoint is not None and (
+            checkpoint.run_config().train.precision == tc.precision)
+        if checkpoint is not None:
+            previous = Precision.from_dict(read_run_info(self.run_dir).get("precision"))
+        rows = tc.max_tokens if tc.max_tokens is not None else 16 * tc.batch_size
+        workload = self.config.model.workload(rows, training=True)
+        chosen = [choose_precision(tc.precision, self.world.device, workload,
+                                   inherited=inherited, previous=previous)]
+        if self.world.distributed:  # a measured choice could differ between processes
+            dist.broadcast_object_list(chosen, src=0)
+        return chosen[0]
+
     def _resume_from(self, checkpoint: Checkpoint) -> None:
-        checkpoint.restore(self.model, self.optimizer, self.scheduler, self.sampler)
+        checkpoint.restore(self.model, self.optimizer, self.scheduler, self.sampler,
+                           self.scaler)
         self.state = TrainState.from_checkpoint(checkpoint)
         if checkpoint.world_size == self.world.world_size:
             set_rng_state(checkpoint.rng[self.world.rank])
@@ -208,8 +239,12 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
         self.text.save(self.run_dir / TEXT_DIR)
+        info: dict[str, Any] = {"precision": self.precision.to_dict()}
         if data_dir is not None:
-            write_run_info(self.run_dir, data_dir=str(Path(data_dir).resolve()))
+            info["data_dir"] = str(Path(data_dir).resolve())
+        elif "data_dir" in (recorded := read_run_info(self.run_dir)):
+            info["data_dir"] = recorded["data_dir"]
+        write_run_info(self.run_dir, **info)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -258,14 +293,12 @@ class Trainer:
         started = time.perf_counter()
         micro_batches = [next(self.batches) for _ in range(tc.accumulate)]
         loss_sum, step_tokens = accumulate_gradients(
-            self.step_loss, micro_batches, tc, self.world)
-        # The norm before clipping (max_norm inf: no clipping), logged either way.
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), tc.clip if tc.clip is not None else math.inf))
-        if math.isfinite(grad_norm):  # the same on every rank: gradients are all-reduced
-            self.optimizer.step()
-        else:  # one inf/NaN gradient (overflow, a bad batch) would poison every weight
-            self.say(f"step {self.state.step + 1}: gradient norm {grad_norm}; update skipped")
+            self.step_loss, micro_batches, self.world, self.precision, self.scaler)
+        grad_norm = update_weights(self.model, self.optimizer, tc.clip, self.scaler)
+        if not math.isfinite(grad_norm):  # one inf/NaN gradient would poison every weight
+            why = "fp16 overflow: the gradient scale is lowered" if self.scaler else (
+                f"gradient norm {grad_norm}")
+            self.say(f"step {self.state.step + 1}: {why}; update skipped")
         self.divergence.update(math.isfinite(grad_norm), self.state.step + 1, tc.lr, self.run_dir)
         self.scheduler.step()
         if self.average is not None:
@@ -285,7 +318,7 @@ class Trainer:
         self.log.log("train", self.state.step, epoch=self.sampler.epoch,
                      lr=self.scheduler.get_last_lr()[0], loss=loss, ppl=perplexity(loss),
                      tokens=window.tokens, tokens_per_s=speed, grad_norm=window.grad_norm,
-                     elapsed_s=self.state.train_time_s)
+                     elapsed_s=self.state.train_time_s, precision=self.precision.name)
         postfix = {"loss": f"{loss:.3f}", "tok_s": f"{speed:,.0f}"}
         left = None if tc.max_time is None else tc.max_time * 60 - (time.monotonic() - self.started)
         if left is not None and math.isfinite(left):  # the bar's ETA counts max_steps only
@@ -319,7 +352,7 @@ class Trainer:
         """Loss, perplexity and accuracy on the valid split, over all ranks (a collective)."""
         with nullcontext() if self.average is None else self.average.applied():
             local = teacher_forced_scores(self.model, self.valid_batches,
-                                          precision=self.config.train.precision)
+                                          precision=self.precision)
         loss_sum, correct, tokens = all_reduce(
             self.world, [local.loss_sum, local.correct, local.n_tokens])
         if tokens == 0:
@@ -340,6 +373,7 @@ class Trainer:
             optimized=None if self.average is None else self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), sampler=self.sampler.state_dict(),
+            scaler=None if self.scaler is None else self.scaler.state_dict(),
             rng=rng, world_size=self.world.world_size,
             early_stopping=self.state.early_stopping(), valid=valid,
             train_time_s=self.state.train_time_s,

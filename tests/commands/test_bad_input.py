@@ -68,13 +68,14 @@ def test_bad_options_stop_before_any_work(qa_run_dir, argv, words, tmp_path, mon
     assert out == ""  # no report, no answer: the check came first
 
 
-def test_a_run_json_that_is_not_strings_is_one_line(qa_run_dir, tmp_path, monkeypatch,
+def test_a_run_json_whose_data_dir_is_no_string_is_one_line(qa_run_dir, tmp_path, monkeypatch,
                                                     capsys) -> None:
     run = tmp_path / "run"
     shutil.copytree(qa_run_dir, run)
     (run / "run.json").write_text(json.dumps({"data_dir": 5}))
     code, _, err = run_cli(["evaluate", str(run)], "", monkeypatch, capsys)
-    assert_one_line_error(code, err, "evaluate", "run.json: expected a JSON object of strings")
+    assert_one_line_error(code, err, "evaluate",
+                          "run.json: expected a JSON object with a data_dir string")
 
 
 def test_translate_caps_long_inputs_with_a_notice(qa_run_dir, monkeypatch, capsys) -> None:

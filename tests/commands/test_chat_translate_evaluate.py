@@ -6,11 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from padless.decoding.batched import decode_texts
 from padless.decoding.search import SearchOptions
 from padless.training.checkpoint import load_model, read_run_info
-from tests.helpers import run_cli
+from tests.helpers import assert_one_line_error, run_cli
 
 
 def test_chat_answers_unknown_words_and_empty_lines_one_line_each(
@@ -78,7 +79,7 @@ def test_evaluate_finds_the_data_the_run_was_trained_on(
     qa_data_dir: Path, qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert read_run_info(qa_run_dir) == {"data_dir": str(qa_data_dir.resolve())}
+    assert read_run_info(qa_run_dir)["data_dir"] == str(qa_data_dir.resolve())
     code, out, _ = run_cli(["evaluate", str(qa_run_dir), "--limit", "2"], "", monkeypatch, capsys)
     assert code == 0
     assert "test:" in out and "BLEU" in out
@@ -132,3 +133,27 @@ def test_repetition_options_reach_the_search(
         if options.no_repeat_ngram == 1:  # no word twice in an answer
             assert all(len(set(text.encode(a))) == len(text.encode(a)) for a in expected)
     assert SearchOptions().no_repeat_ngram == 3
+
+
+def test_decoding_in_bf16_casts_the_model_and_says_so(
+    qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["what is your name ?", "hi", "good morning"]
+    code, out, err = run_cli(["translate", str(qa_run_dir), "--precision", "bf16",
+                              "--no-progress"], "\n".join(lines) + "\n", monkeypatch, capsys)
+    assert code == 0, err
+    assert "precision: bf16" in err
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    model.to(torch.bfloat16)
+    assert out.splitlines() == decode_texts(model, text, lines, SearchOptions())
+
+
+def test_fp16_on_a_cpu_is_a_one_line_error(
+    qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["chat", str(qa_run_dir), "--precision", "fp16", "--device", "cpu"],
+                           "hi\n", monkeypatch, capsys)
+    assert_one_line_error(code, err, "chat", "fp16 needs a CUDA GPU")
+    code, _, err = run_cli(["translate", str(qa_run_dir), "--precision", "half"], "hi\n",
+                           monkeypatch, capsys)
+    assert code == 2 and "invalid choice: 'half'" in err and "'auto', 'fp32', 'bf16', 'fp16'" in err

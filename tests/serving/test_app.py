@@ -34,7 +34,8 @@ def run(qa_run_dir: Path):
 
 @pytest.fixture(scope="module")
 def client(qa_run_dir: Path) -> Iterator[TestClient]:
-    app = load_app(qa_run_dir, device="cpu", defaults=OPTIONS, settings=LIMITS)
+    app = load_app(qa_run_dir, device="cpu", defaults=OPTIONS, settings=LIMITS,
+                   precision="fp32")  # answers compared with the fp32 model's own
     with TestClient(app) as client:  # runs the lifespan: the batcher's worker
         yield client
 
@@ -96,6 +97,7 @@ def test_model_describes_the_run_and_the_server(client, run) -> None:
     assert info["model"]["hidden_size"] == 16
     assert info["best_valid_loss"] == pytest.approx(info["valid"]["loss"])
     assert info["limits"]["max_lines"] == 5 and info["defaults"]["max_length"] == 10
+    assert info["precision"]["name"] == "fp32" and info["precision"]["hardware"].startswith("cpu")
 
 
 def test_healthz_counts_the_work(client) -> None:

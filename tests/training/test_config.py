@@ -52,7 +52,7 @@ def test_overrides_parse_values_as_yaml() -> None:
         (["model.hidden_size=true"], "model.hidden_size"),
         (["train.lr=fast"], "train.lr"),
         (["train.lr=-1"], "train.lr"),
-        (["train.precision=fp16"], "train.precision"),
+        (["train.precision=fp8"], "train.precision"),
         (["train.decay=exp"], "train.decay"),
         (["train.accumulate=0"], "train.accumulate"),
         (["train.label_smoothing=2"], "train.label_smoothing"),

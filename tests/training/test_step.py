@@ -8,7 +8,7 @@ import torch
 from padless.data.vocabulary import UNK_ID
 from padless.training.config import load_config
 from padless.training.step import StepLoss, accumulate_gradients, lr_factor
-from tests.helpers import CPU, TINY, grads, make_batch, reversal_id_pairs, tiny_model
+from tests.helpers import CPU, FP32, TINY, grads, make_batch, reversal_id_pairs, tiny_model
 
 
 def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch() -> None:
@@ -21,7 +21,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch() -> None:
     assert len({b.n_tokens for b in micro}) == 3
 
     model = tiny_model()
-    loss_sum, tokens = accumulate_gradients(StepLoss(model, tc), micro, tc, CPU)
+    loss_sum, tokens = accumulate_gradients(StepLoss(model, tc), micro, CPU, FP32)
     accumulated = grads(model)
     assert tokens == big.n_tokens
 

@@ -312,3 +312,103 @@ def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path, arch: 
     for a, b in zip(valid_one, valid_two, strict=True):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4)
     assert one.sampler == two.sampler
+
+
+def fp16_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp16 with a gradient scaler is for CUDA; on a CPU (where autocast and the scaler also
+    work) it tests the scaler's path through the trainer."""
+    from padless.runtime.precision import Precision
+
+    chosen = Precision("fp16", "fp16", "as asked; with a gradient scaler", "test")
+    monkeypatch.setattr("padless.training.trainer.choose_precision", lambda *a, **k: chosen)
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(
+    reversal_data: PreparedData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fp16_on_the_cpu(monkeypatch)
+    extra = ("train.precision=fp16", "train.valid_every=3", "train.max_steps=6")
+    train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "whole")
+    whole = Checkpoint.load(tmp_path / "whole" / "latest.pt")
+    assert whole.scaler is not None and whole.scaler["scale"] > 0
+    assert whole.weights_only().scaler is None
+    train(run_config(*extra, "train.max_steps=4"), reversal_data.text, reversal_data.splits,
+          tmp_path / "split")
+    at_4 = Checkpoint.load(tmp_path / "split" / "latest.pt").model
+    train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "split",
+          resume=True)
+    resumed = Checkpoint.load(tmp_path / "split" / "latest.pt")
+    assert resumed.scaler == whole.scaler
+    for name in whole.model:
+        assert torch.equal(whole.model[name], resumed.model[name]), name
+    # the scaler's steps updated the weights (an overflow would have skipped them)
+    assert any(not torch.equal(at_4[name], whole.model[name]) for name in at_4)
+
+
+def test_the_choice_is_printed_recorded_and_logged(
+    reversal_data: PreparedData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    train(run_config("train.max_steps=2"), reversal_data.text, reversal_data.splits, tmp_path)
+    out = capsys.readouterr().out
+    assert "precision: fp32 (as asked)" in out
+    record = json.loads((tmp_path / "run.json").read_text())["precision"]
+    assert record["name"] == "fp32" and record["requested"] == "fp32"
+    with open(tmp_path / "log.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "train"]
+    assert rows and all(r["precision"] == "fp32" for r in rows)
+
+
+def test_a_bf16_run_resumes_in_fp32_where_bf16_is_emulated(
+    reversal_data: PreparedData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from padless.runtime import precision
+
+    monkeypatch.setattr(precision, "bf16_speedup", lambda workload: 3.0)  # where it started
+    train(run_config("train.precision=bf16", "train.max_steps=2"), reversal_data.text,
+          reversal_data.splits, tmp_path)
+    monkeypatch.setattr(precision, "bf16_speedup", lambda workload: 1 / 38)  # another machine
+    monkeypatch.setattr(precision, "hardware", lambda device: "cpu: an AVX2 laptop")
+    result = train(run_config("train.precision=bf16", "train.max_steps=4"), reversal_data.text,
+                   reversal_data.splits, tmp_path, resume=True)
+    assert result.step == 4
+    out = capsys.readouterr().out
+    assert "precision: fp32 (the run asked for bf16, but" in out and "38x slower" in out
+    with open(tmp_path / "log.csv") as f:
+        logged = [r["precision"] for r in csv.DictReader(f) if r["kind"] == "train"]
+    assert logged == ["bf16", "bf16", "fp32", "fp32"]
+
+
+def test_train_precision_fp16_on_a_cpu_is_one_line(
+    reversal_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--data", str(reversal_data_dir), "--out", str(tmp_path / "run"),
+            *[a for o in TINY for a in ("--set", o)], "--max-steps", "1"]
+    assert cli_main([*args, "--precision", "fp16", "--set", "train.device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fp16 needs a CUDA GPU" in err
+    assert cli_main([*args, "--precision", "fp8"]) == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def test_an_old_bf16_run_resumes_with_auto(
+    reversal_data: PreparedData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run written before ``auto`` existed (``precision: bf16`` and no record of the choice
+    in run.json) resumes with ``--precision auto``, and without it."""
+    import json
+
+    from padless.runtime import precision
+
+    monkeypatch.setattr(precision, "bf16_speedup", lambda workload: 3.0)
+    train(run_config("train.precision=bf16", "train.max_steps=2"), reversal_data.text,
+          reversal_data.splits, tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({}))  # as an older padless wrote it
+    monkeypatch.setattr(precision, "bf16_speedup", lambda workload: 1.0)
+    assert train(run_config("train.precision=auto", "train.max_steps=3"), reversal_data.text,
+                 reversal_data.splits, tmp_path, resume=True).step == 3
+    assert json.loads((tmp_path / "run.json").read_text())["precision"]["name"] == "fp32"
+    assert train(run_config("train.precision=bf16", "train.max_steps=4"), reversal_data.text,
+                 reversal_data.splits, tmp_path, resume=True).step == 4

@@ -1,0 +1,54 @@
+"""What machine a benchmark ran on, for its header and its RESULTS.md section.
+
+Every figure in RESULTS.md is labelled with the CPU model, torch's CPU capability and
+whether bf16 is native there, because the same code runs 38x apart on two CPUs (an
+emulated bf16 matmul). The device is chosen as the commands choose it
+(:func:`padless.runtime.devices.resolve_device`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from padless.runtime.devices import resolve_device
+from padless.runtime.precision import Workload, bf16_speedup, cpu_model
+
+__all__ = ["bf16_native", "choose_device", "load_average", "machine"]
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """The device a ``--device`` option names, as the ``padless`` commands resolve it."""
+    return resolve_device(name)
+
+
+def bf16_native() -> str:
+    """Whether bf16 runs natively on this CPU, in words, with the measured matmul speedup."""
+    ratio = bf16_speedup(Workload(rows=256, width=512, out=512, training=False))
+    verdict = "native" if ratio >= 0.5 else "emulated"
+    return f"bf16 {verdict} (a 256x512x512 bf16 matmul ran {ratio:.2f}x the fp32 speed)"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load average, or "n/a"."""
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def machine(device: torch.device | None = None) -> str:
+    """CPU model, cores, torch's CPU capability, bf16, torch version and threads (and the
+    GPU, when ``device`` is one)."""
+    text = (f"{cpu_model()}, {os.cpu_count()} cores, "
+            f"torch.backends.cpu.get_cpu_capability() {torch.backends.cpu.get_cpu_capability()}, "
+            f"{bf16_native()}, torch {torch.__version__} with {torch.get_num_threads()} "
+            f"thread(s), Python {platform.python_version()}")
+    if cap := os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        text += f", ONEDNN_MAX_CPU_ISA={cap}"
+    if device is not None and device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        text += f"; GPU {torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+    return text
