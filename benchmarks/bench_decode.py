@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+from machine import machine
 
 from padless.data.vocabulary import BOS_ID, EOS_ID
 from padless.decoding.batched import decode_ids
@@ -56,18 +56,6 @@ def tutorial_greedy(model: Seq2Seq, sentence: list[int], device: torch.device) -
         all_tokens = torch.cat((all_tokens, decoder_input), dim=0)
         all_scores = torch.cat((all_scores, decoder_scores), dim=0)
     return all_tokens.tolist()
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def sentences_per_second(run: Callable[[], object], n_sentences: int) -> float:
@@ -131,11 +119,9 @@ def main() -> None:
     load_after = os.getloadavg()
 
     baseline = statistics.median(rates["tutorial greedy, one sentence at a time"])
-    cpu = cpu_name()
     print(f"## Decoding speed (bench_decode.py)\n\n"
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu}, "
-          f"{os.cpu_count()} cores, {device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; load average {load_before[0]:.1f} before, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine(device)}, "
+          f"{device}; load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after.\n"
           f"{len(sentences)} random sentences of 1-{MAX_LENGTH} tokens, tutorial-size model "
           f"(hidden 500, 2 layers, dot, V={TUTORIAL_VOCAB}, random init), answers of at most "

@@ -36,7 +36,6 @@ import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import choose_device, machine
 from results_file import write_section
 
 from padless import masked_cross_entropy, masked_linear_cross_entropy
@@ -288,21 +288,6 @@ def peak_memory(cfg: Config, name: str, device: torch.device) -> int:
 # --- report ----------------------------------------------------------------------------
 
 
-def machine(device: torch.device) -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                     if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
-    text = (f"{model}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} intra-op threads, device {device}")
-    if device.type == "cuda":
-        text += f" ({torch.cuda.get_device_name(device)})"
-    return text
-
-
 def targets(rows: dict[str, dict[str, dict[str, float]]], peak: float) -> list[str]:
     """Issue 3's targets, each with the measured figure."""
     lines = []
@@ -343,7 +328,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated subset of " + ", ".join(c.name for c in CONFIGS))
     p.add_argument("--candidates", default=",".join(CANDIDATES),
                    help="comma-separated subset of " + ", ".join(CANDIDATES))
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's, one per core)")
     p.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
@@ -353,7 +338,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = choose_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_probe:
@@ -410,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "## Loss: projection + masked cross-entropy, forward + backward (`bench_loss.py`)",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {machine(device)}",
+        f"- Machine: {machine(device)}, device {device}",
         f"- Load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, "
         f"after (this benchmark's threads included): "
         f"{'/'.join(f'{v:.2f}' for v in load_after)}"

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from bench_train import load_data, machine, make_tutorial
+from bench_train import load_data, make_tutorial
+from machine import choose_device, machine
 from results_file import write_section
 
 from padless.data.dataset import PreparedData
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device()
     load_before, started = os.getloadavg(), time.perf_counter()
     results: dict[str, list[Run]] = {}
     runs_home = (contextlib.nullcontext(args.keep_runs) if args.keep_runs
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Validation loss against training time, {', '.join(args.datasets)} "
         "(`benchmarks/bench_quality.py`)",
         "",
-        f"- Date: {now}. Machine: {machine()}. Command: "
+        f"- Date: {now}. Machine: {machine(device)}. Command: "
         f"`{shlex.join(['python', 'benchmarks/bench_quality.py', *argv])}` "
         f"({(time.perf_counter() - started) / 60:.0f} min).",
         f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from machine import machine
 from results_file import write_section
 
 from padless.cli import main as padless
@@ -282,8 +282,8 @@ def main() -> None:
     checkpoint = Checkpoint.load(checkpoint_path(run, "best"))
     header = (
         f"## Serving (`bench_serve.py`)\n\n"
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, {args.threads} decoding thread(s) per server; load average "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
+        f"{args.threads} decoding thread(s) per server; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after. Command: "
         f"`python benchmarks/bench_serve.py {shlex.join(sys.argv[1:])}`.\n"
         f"Model: {run}, step {checkpoint.step}, vocabulary {checkpoint.vocab_size}, "

@@ -125,6 +125,8 @@ def report(results: dict[tuple[str, bool], list[float]], threads: dict[tuple[str
            args: argparse.Namespace, loads: tuple[tuple[float, ...], tuple[float, ...]],
            argv: list[str]) -> str:
     """The RESULTS.md section: a table and the goals' verdicts."""
+    from machine import machine  # loads torch: not at module level (see worker)
+
     def median(setting: str, loaded: bool) -> float:
         return statistics.median(results[setting, loaded])
 
@@ -143,7 +145,7 @@ def report(results: dict[tuple[str, bool], list[float]], threads: dict[tuple[str
     return "\n".join([
         "## Threads on a busy machine (`benchmarks/bench_threads.py`)",
         "",
-        f"- Date: {now}. Machine: {os.cpu_count()} cores. Command: `{command}`.",
+        f"- Date: {now}. Machine: {machine()}. Command: `{command}`.",
         f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in loads[0])}; "
         f"after: {', '.join(f'{x:.2f}' for x in loads[1])}.",
         f"- Work: the `chatbot` config training on `{args.data}` (the tutorial's trimming) "

@@ -33,7 +33,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import random
 import shlex
 import statistics
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import choose_device, machine
 from results_file import write_section
 from torch import Tensor, nn
 
@@ -381,22 +381,6 @@ def load_data(data_dir: Path, prepare_args: str) -> PreparedData:
     return PreparedData.load(data_dir)
 
 
-def machine() -> str:
-    """CPU model, core count, torch version and threads."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} thread(s), Python {platform.python_version()}"
-    )
-
-
 def shown_path(path: Path) -> str:
     """``path`` relative to the working directory when it is inside it (for the report)."""
     try:
@@ -440,7 +424,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device()
     data = load_data(args.data, args.prepare_args)
     train, valid = data.splits["train"], data.splits["valid"][: args.valid_pairs]
     vocab_size = len(data.vocab)
@@ -506,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Training: tutorial algorithm vs padless, data `{args.data.name}` "
         "(`benchmarks/bench_train.py`)",
         "",
-        f"- Date: {now}. Machine: {machine()}.",
+        f"- Date: {now}. Machine: {machine(device)}.",
         f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
         f"after: {', '.join(f'{x:.2f}' for x in load_after)}.",
         f"- Command: `{command}`.",

@@ -42,7 +42,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_train import load_data, machine, matmul_gflops
+from bench_train import load_data, matmul_gflops
+from machine import machine
 from results_file import write_section
 from torch import Tensor, nn
 
