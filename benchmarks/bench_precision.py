@@ -34,6 +34,7 @@ from results_file import write_section
 from padless.commands.quickstart import PREPARE_OPTIONS
 from padless.data.dataset import PreparedData
 from padless.data.prepare import prepare
+from padless.runs.directory import RunDirectory
 from padless.runtime.precision import choose_precision
 from padless.training.config import load_config
 from padless.training.distributed import World
@@ -64,8 +65,8 @@ def _trainer(name: str, precision: str, data: PreparedData, device: torch.device
     config = load_config(name, [*QUIET, f"train.precision={precision}",
                                 f"train.device={device}"])
     world = World(rank=0, world_size=1, local_rank=0, device=device)
-    trainer = Trainer(config, data.text, data.splits, run_dir / f"{name}-{precision}", world)
-    trainer.start(progress=False)
+    trainer = Trainer(config, data.text, data.splits, RunDirectory(run_dir / f"{name}-{precision}"),
+                      world, progress=False)
     for _ in range(WARMUP_STEPS):
         trainer.train_step()
     return trainer

@@ -50,8 +50,10 @@ from results_file import write_section
 
 from padless.data.dataset import PreparedData
 from padless.models.scoring import corpus_scores
+from padless.runs.directory import RunDirectory
 from padless.training.config import bundled_configs, load_config
 from padless.training.distributed import World
+from padless.training.signals import StopSignals
 from padless.training.trainer import Trainer
 
 DATASETS = {  # name -> (directory under benchmarks/data, `padless prepare chitchat` options)
@@ -101,19 +103,33 @@ def tutorial_run(data: PreparedData, valid: list, device: torch.device, seed: in
                lambda: candidate.evaluate(batches), lambda: candidate.steps)
 
 
+class SlicedTrainer(Trainer):
+    """The real training loop (:meth:`Trainer.run`), paused after a slice of wall time so
+    the candidates can race in turns; it finishes (validates and saves) only at the end."""
+
+    slice_end = math.inf
+
+    def stop_reason(self, signals: StopSignals) -> str | None:
+        if time.perf_counter() >= self.slice_end:
+            return "slice"
+        return super().stop_reason(signals)
+
+    def finish(self, reason: str, signals: StopSignals) -> str:
+        return reason if reason == "slice" else super().finish(reason, signals)
+
+
 def padless_run(name: str, data: PreparedData, valid: list, device: torch.device,
                 run_dir: Path, seed: int) -> Run:
     config = load_config(name, [f"train.seed={seed}", "train.max_time=null",
                                 "train.max_steps=100000000"])
     name = Path(name).stem if name.endswith((".yaml", ".yml")) else name
     world = World(rank=0, world_size=1, local_rank=0, device=device)
-    trainer = Trainer(config, data.text, data.splits, run_dir, world)
+    trainer = SlicedTrainer(config, data.text, data.splits, RunDirectory(run_dir), world,
+                            progress=False)
     trainer.say = lambda *_: None
-    trainer.start(progress=False)
 
     def valid_loss() -> float:  # the weights the run validates and saves: their average if kept
-        average = trainer.average
-        with contextlib.nullcontext() if average is None else average.applied():
+        with contextlib.nullcontext() if trainer.ema is None else trainer.ema.applied():
             return corpus_scores(trainer.model, valid).loss
 
     run = Run(name, lambda s: None, lambda: trainer.state.train_time_s, valid_loss,
@@ -122,17 +138,14 @@ def padless_run(name: str, data: PreparedData, valid: list, device: torch.device
     def train_for(seconds: float) -> None:
         if run.stopped:
             return
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            reason = trainer.advance()
-            if reason is not None:
-                trainer.finish(reason)
-                run.stopped = reason
-                return
+        trainer.slice_end = time.perf_counter() + seconds
+        reason = trainer.run().stop_reason
+        if reason != "slice":
+            run.stopped = reason
 
     def finish() -> None:
         if not run.stopped:  # the budget ended it: validate and save, as a --max-time run does
-            trainer.finish("max_time")
+            Trainer.finish(trainer, "max_time", StopSignals())
 
     run.train_for, run.finish = train_for, finish
     return run

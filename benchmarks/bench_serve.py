@@ -45,7 +45,9 @@ from machine import machine
 from results_file import write_section
 
 from padless.cli import main as padless
-from padless.training.checkpoint import Checkpoint, checkpoint_path, read_run_info
+from padless.runs.checkpoint import Checkpoint
+from padless.runs.directory import RunDirectory
+from padless.runs.info import read_run_info
 
 MODES = {"continuous": [], "static batches": ["--no-continuous-batching"],
          "one at a time": ["--max-batch-size", "1"]}
@@ -143,7 +145,7 @@ async def answers(port: int, bodies: list[bytes], together: bool) -> list[list[s
 
 def prompts(run: Path, limit: int = 2000) -> list[str]:
     """Sources of the run's test split (its own words), or a fixed list."""
-    data = read_run_info(run).get("data_dir")
+    data = read_run_info(RunDirectory(run)).data_dir
     path = Path(data) / "test.tsv" if data else None
     if path is None or not path.is_file():
         return FALLBACK_PROMPTS
@@ -279,7 +281,7 @@ def main() -> None:
         load_after = os.getloadavg()
     finally:
         codes = [server.stop() for server in servers.values()]
-    checkpoint = Checkpoint.load(checkpoint_path(run, "best"))
+    checkpoint = Checkpoint.load(RunDirectory(run).best, mmap=True)
     header = (
         f"## Serving (`bench_serve.py`)\n\n"
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "

@@ -61,6 +61,7 @@ def worker(setting: str, data_dir: Path, seconds: float) -> None:
     import torch
 
     from padless.data.dataset import PreparedData
+    from padless.runs.directory import RunDirectory
     from padless.training.config import load_config
     from padless.training.distributed import World
     from padless.training.trainer import Trainer
@@ -70,8 +71,8 @@ def worker(setting: str, data_dir: Path, seconds: float) -> None:
                                      "train.keep_best=0", "train.keep_last=0"])
     world = World(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(config, data.text, data.splits, Path(run_dir), world)
-        trainer.bar = _NoBar()
+        trainer = Trainer(config, data.text, data.splits, RunDirectory(run_dir), world,
+                          progress=False)
         for _ in range(WARMUP_STEPS):
             trainer.train_step()
         trainer.window.tokens, trainer.window.time, steps = 0, 0.0, 0
@@ -82,11 +83,6 @@ def worker(setting: str, data_dir: Path, seconds: float) -> None:
         speed = trainer.window.tokens / trainer.window.time
     print(json.dumps({"tokens_per_s": speed, "steps": steps,
                       "threads": torch.get_num_threads()}))
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
 
 
 def measure(setting: str, loaded: bool, args: argparse.Namespace) -> dict[str, float]:

@@ -38,6 +38,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,11 +52,14 @@ from torch import Tensor, nn
 
 from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
+from padless.data.loader import TrainingBatches
 from padless.data.sampler import padding_fraction, random_batches
 from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID
-from padless.models.config import ModelConfig
 from padless.models.scoring import teacher_forced_scores
-from padless.models.seq2seq import Seq2Seq
+from padless.runs.directory import RunDirectory
+from padless.training.config import load_config
+from padless.training.distributed import World
+from padless.training.trainer import Trainer
 
 Pair = tuple[list[int], list[int]]
 
@@ -306,51 +310,48 @@ def make_tutorial(
     return Candidate("tutorial (a)", step, evaluate)
 
 
-def make_padless(
-    data: PreparedData, device: torch.device, seed: int, precision: str
-) -> Candidate:
-    """Candidate (b): ``Seq2Seq.loss`` on bucketed batches, per-token mean, fp32 or bf16."""
-    torch.manual_seed(seed)
-    vocab_size = len(data.vocab)
-    config = ModelConfig(
-        embedding_size=HIDDEN, hidden_size=HIDDEN, num_layers=LAYERS, attention="dot",
-        dropout=DROPOUT,
-    )
-    model = Seq2Seq(config, vocab_size, pad_id=PAD_ID).to(device)
-    groups = model.parameter_groups()
-    optimizer = torch.optim.Adam(
-        [
-            {"params": groups["encoder"], "lr": LR},
-            {"params": groups["decoder"], "lr": LR * DECODER_LR_RATIO},
-        ],
-        fused=True,
-    )
-    sampler = data.sampler("train", batch_size=BATCH, seed=seed)
-    batches = iter(())
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+class _Recorder:
+    """The trainer's batches, remembering the last one (its lengths give the step's FLOPs)."""
 
-    def next_batch() -> Batch:
-        nonlocal batches
-        batch = next(batches, None)
-        if batch is None:  # end of an epoch: the sampler moves to the next one
-            batches = data.batches("train", sampler)
-            batch = next(batches)
-        return batch.to(device)
+    def __init__(self, batches: TrainingBatches) -> None:
+        self.batches = batches
+        self.last: Batch | None = None
+
+    def __next__(self) -> Batch:
+        self.last = next(self.batches)
+        return self.last
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.batches, name)
+
+
+def make_padless(
+    data: PreparedData, device: torch.device, seed: int, precision: str, run_dir: Path
+) -> Candidate:
+    """Candidate (b): what ``padless train --config tutorial`` runs (its
+    :class:`~padless.training.trainer.Trainer`'s own step: ``Seq2Seq.loss`` on bucketed
+    batches, the per-token mean), fp32 or under bf16 autocast."""
+    config = load_config("tutorial", [
+        f"train.seed={seed}", f"train.precision={precision}", f"train.device={device}",
+        "train.max_steps=100000000", "train.valid_every=100000000",
+        "train.log_every=100000000"])
+    world = World(rank=0, world_size=1, local_rank=0, device=device)
+    trainer = Trainer(config, data.text, data.splits, RunDirectory(run_dir / precision), world,
+                      progress=False)
+    trainer.say = lambda *_: None
+    recorder = _Recorder(trainer.batches)
+    trainer.batches = recorder  # type: ignore[assignment]
+    vocab_size = len(data.vocab)
 
     def step() -> tuple[int, float]:
-        batch = next_batch()
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss, n_tokens = model.loss(batch, reduction="sum")
-        (loss / n_tokens).backward()
-        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        optimizer.step()
+        tokens = trainer.window.tokens
+        trainer.train_step()
+        batch = recorder.last
         flops = step_flops(batch.src_lengths.tolist(), batch.tgt_lengths.tolist(), vocab_size)
-        return n_tokens, flops
+        return trainer.window.tokens - tokens, flops
 
     def evaluate(index_batches: list[list[int]]) -> float:
-        return teacher_forced_scores(model, data.batches("valid", index_batches)).loss
+        return teacher_forced_scores(trainer.model, data.batches("valid", index_batches)).loss
 
     return Candidate(f"padless {precision}", step, evaluate)
 
@@ -445,10 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     bf16_peak = matmul_gflops(torch.bfloat16, device)
     print(f"matmul peak: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s", flush=True)
 
+    runs = tempfile.TemporaryDirectory()
     candidates = [
         make_tutorial(train, valid, vocab_size, device, args.seed),
-        make_padless(data, device, args.seed, "fp32"),
-        make_padless(data, device, args.seed, "bf16"),
+        make_padless(data, device, args.seed, "fp32", Path(runs.name)),
+        make_padless(data, device, args.seed, "bf16", Path(runs.name)),
     ]
     budget = args.minutes * 60
     started = time.perf_counter()

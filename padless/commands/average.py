@@ -3,16 +3,17 @@
 Writes ``RUN_DIR/averaged.pt`` (or ``--out``), which chat, translate, evaluate (and the
 HTTP server) load with ``--checkpoint averaged``, and prints its validation loss beside the
 best checkpoint's. The run must have kept checkpoints (``--set train.keep_best=K`` or
-``train.keep_last=K`` when training). The work is :func:`padless.training.averaging.average_run`.
+``train.keep_last=K`` when training). The work is :func:`padless.runs.averaging.average_run`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from padless.commands.inputs import integer
-from padless.training.averaging import average_run
-from padless.training.checkpoint import checkpoint_path
+from padless.runs.averaging import average_run
+from padless.runs.directory import RunDirectory
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
                          data_dir=args.data)
     steps = ", ".join(f"{c.step} ({c.loss:.4f})" for c in result.inputs)
     print(f"averaged {len(result.inputs)} checkpoints, steps (valid loss): {steps}")
+    if result.notice is not None:
+        print(f"padless average: notice: {result.notice}", file=sys.stderr)
     if result.valid_loss is not None:
         line = f"valid loss per token: averaged {result.valid_loss:.4f}"
         if result.best_loss is not None:
@@ -44,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
                      f"({result.valid_loss - result.best_loss:+.4f})")
         print(line)
     hint = ("; use it with --checkpoint averaged"
-            if result.path == checkpoint_path(args.run_dir, "averaged") else "")
+            if result.path == RunDirectory(args.run_dir).checkpoint("averaged") else "")
     print(f"wrote {result.path}{hint}")
     return 0

@@ -14,8 +14,9 @@ from padless.commands.options import add_decoding_arguments, load_run, search_op
 from padless.data.dataset import PreparedData
 from padless.data.text import TextProcessor
 from padless.decoding.evaluation import evaluate, image_format_of, plot_attention
+from padless.runs.directory import RunDirectory
+from padless.runs.info import read_run_info
 from padless.runtime.errors import UserError
-from padless.training.checkpoint import read_run_info
 
 __all__ = ["add_arguments", "run"]
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     options = search_options(args)
     if args.attention_plot is not None:
         image_format_of(args.attention_plot)
-    data_dir = args.data or read_run_info(args.run_dir).get("data_dir")
+    data_dir = args.data or read_run_info(RunDirectory(args.run_dir)).data_dir
     if data_dir is None and args.attention_plot is None:
         raise UserError(f"{args.run_dir} does not record its data: give --data DATA_DIR")
     model, text = load_run(args, rows=args.batch_size)

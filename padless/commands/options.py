@@ -15,9 +15,10 @@ from padless.data.text import TextProcessor
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
 from padless.models.precision import for_decoding
+from padless.runs.directory import CHECKPOINT_NAMES
+from padless.runs.loading import load_model
 from padless.runtime.devices import resolve_device
 from padless.runtime.precision import PRECISIONS
-from padless.training.checkpoint import CHECKPOINT_NAMES, load_model
 
 __all__ = ["add_decoding_arguments", "load_run", "search_options"]
 

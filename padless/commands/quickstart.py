@@ -25,15 +25,12 @@ from padless.decoding.evaluation import Evaluation, evaluate
 from padless.decoding.search import SearchOptions
 from padless.models import EncoderDecoder
 from padless.models.precision import for_decoding
+from padless.runs.checkpoint import Checkpoint
+from padless.runs.directory import RunDirectory
+from padless.runs.kept import kept_checkpoints
+from padless.runs.loading import load_model
 from padless.runtime.devices import resolve_device
-from padless.training.checkpoint import (
-    Checkpoint,
-    checkpoint_path,
-    kept_checkpoints,
-    load_model,
-    resumed_config,
-)
-from padless.training.config import bundled_configs, load_config
+from padless.training.config import bundled_configs, load_config, resumed_config
 from padless.training.trainer import train
 
 __all__ = ["PROMPTS", "add_arguments", "quickstart", "run"]
@@ -120,7 +117,8 @@ def quickstart(
 
     spent = (time.monotonic() - start) / 60
     train_minutes = max(0.05, minutes - spent - reserve_minutes(minutes))
-    resume = checkpoint_path(run_dir, "latest").exists()
+    run = RunDirectory(run_dir)
+    resume = run.latest.exists()
     _banner(f"2/4 {'resuming' if resume else 'training'} the chatbot in {run_dir} for "
             f"{train_minutes:.1f} min")
     overrides = [*overrides, f"train.max_time={train_minutes:.3f}"]
@@ -134,7 +132,7 @@ def quickstart(
         return result.exit_code
 
     _banner("3/4 evaluating the best checkpoint")
-    which = "best" if checkpoint_path(run_dir, "best").exists() else "latest"
+    which = "best" if run.best.exists() else "latest"
     model, text, _ = load_model(run_dir, which, resolve_device())
     print(for_decoding(model, "auto", rows=64).describe())
     pairs = data.splits["test"][:EVAL_PAIRS]
@@ -167,16 +165,17 @@ def _show_conversations(model: EncoderDecoder, text: TextProcessor) -> None:
 def _show_summary(
     run_dir: Path, data_dir: Path, which: str, evaluation: Evaluation, start: float
 ) -> None:
-    checkpoint = Checkpoint.load(checkpoint_path(run_dir, which))
+    run = RunDirectory(run_dir)
+    checkpoint = Checkpoint.load(run.checkpoint(which), mmap=True)
     _banner("summary")
-    print(f"trained {checkpoint.step} steps in {checkpoint.train_time_s / 60:.1f} min "
+    print(f"trained {checkpoint.step} steps in {checkpoint.state.train_time_s / 60:.1f} min "
           f"(checkpoint `{which}`); test loss {evaluation.loss:.3f} per token, perplexity "
           f"{evaluation.perplexity:.1f}, BLEU {evaluation.bleu:.2f}, chrF {evaluation.chrf:.2f}")
     print(f"whole quickstart: {(time.monotonic() - start) / 60:.1f} min; run directory {run_dir}")
     print(f"\nTalk to it:      padless chat {run_dir}        (add --beam 5, or --sample)")
     print(f"Train it longer: padless quickstart --out {run_dir} --data-dir {data_dir} "
           "--minutes 30")
-    if len(kept_checkpoints(run_dir)) >= 3:
+    if len(kept_checkpoints(run)) >= 3:
         print(f"Average its 3 best checkpoints: padless average {run_dir} --best 3, then "
               f"padless chat {run_dir} --checkpoint averaged")
 

@@ -18,8 +18,15 @@ from pathlib import Path
 from padless.commands.inputs import integer, number
 from padless.commands.options import add_precision_argument
 from padless.data.dataset import PreparedData
-from padless.training.checkpoint import checkpoint_path, resumed_config
-from padless.training.config import Config, ConfigError, bundled_configs, load_config
+from padless.runs.directory import RunDirectory
+from padless.runs.info import check_for_training
+from padless.training.config import (
+    Config,
+    ConfigError,
+    bundled_configs,
+    load_config,
+    resumed_config,
+)
 from padless.training.trainer import TrainResult, train
 
 __all__ = ["add_arguments", "describe_result", "run"]
@@ -58,10 +65,8 @@ def _resolve_config(args: argparse.Namespace, run_dir: Path) -> Config:
                       ("accumulate", "train.accumulate"), ("precision", "train.precision")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
+    check_for_training(RunDirectory(run_dir), resume=args.resume)  # before loading the data
     if not args.resume:
-        if checkpoint_path(run_dir, "latest").exists():
-            raise ConfigError(f"{run_dir} already holds a run: add --resume to continue it, "
-                              "or choose another --out")
         return load_config(args.config or "chatbot", overrides)
     if args.config is not None:
         raise ConfigError("--config: a resumed run keeps the config of its checkpoint; use --set")

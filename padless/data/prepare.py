@@ -177,7 +177,7 @@ def prepare(
     if out.is_symlink():  # replace the dataset the link points to, not the link
         out = out.resolve()
     with exclusive_lock(out.parent / f".{out.name}.lock", f"dataset {out}", "padless prepare"):
-        remove_temporaries(out.parent, out.name)  # of a prepare that was killed
+        remove_temporaries(out.parent, re.escape(out.name))  # of a prepare that was killed
         _check_out(out)
         fmt = detect_format(corpus) if opts.format == "auto" else opts.format
         text, splits, metadata = _build(corpus, fmt, opts)

@@ -208,14 +208,16 @@ class BucketBatchSampler:
             "position": self._position,
             "seed": self.seed,
             "num_samples": len(self.src_lengths),
+            "batch_size": self.batch_size,
+            "max_tokens": self.max_tokens,
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume where :meth:`state_dict` was taken.
 
         Raises:
-            ValueError: if the state belongs to a split of another size or another seed,
-                where resuming would silently repeat or skip pairs.
+            ValueError: if the state belongs to a split of another size, another seed or
+                other batch limits, where resuming would silently repeat or skip pairs.
         """
         if int(state["num_samples"]) != len(self.src_lengths):
             raise ValueError(
@@ -226,6 +228,10 @@ class BucketBatchSampler:
             raise ValueError(
                 f"BucketBatchSampler: the state has seed {state['seed']}, this sampler {self.seed}"
             )
+        for name in ("batch_size", "max_tokens"):  # they cut the epoch into its batches
+            if name in state and state[name] != getattr(self, name):
+                raise ValueError(f"BucketBatchSampler: the state has {name} {state[name]}, "
+                                 f"this sampler {getattr(self, name)}")
         self.epoch = int(state["epoch"])
         self._position = int(state["position"])
 

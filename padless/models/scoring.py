@@ -9,7 +9,7 @@ add up exactly: ``Scores.loss`` divides once at the end.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -38,10 +38,17 @@ class Scores:
     loss_sum: float = 0.0  # cross-entropy summed over real target tokens (nats)
     correct: int = 0  # real target tokens whose argmax prediction is right
     n_tokens: int = 0  # real target tokens (EOS included)
+    stopped: bool = False  # the pass stopped before its last batch (a stop signal)
 
     def __add__(self, other: Scores) -> Scores:
         return Scores(self.loss_sum + other.loss_sum, self.correct + other.correct,
-                      self.n_tokens + other.n_tokens)
+                      self.n_tokens + other.n_tokens, self.stopped or other.stopped)
+
+    def metrics(self) -> dict[str, float]:
+        """``{"loss", "ppl", "accuracy", "tokens"}``: what validation logs and checkpoints
+        record."""
+        return {"loss": self.loss, "ppl": self.perplexity, "accuracy": self.accuracy,
+                "tokens": self.n_tokens}
 
     @property
     def loss(self) -> float:
@@ -60,7 +67,11 @@ class Scores:
 
 @torch.no_grad()
 def teacher_forced_scores(
-    model: EncoderDecoder, batches: Iterable[Batch], *, precision: Precision | None = None
+    model: EncoderDecoder,
+    batches: Iterable[Batch],
+    *,
+    precision: Precision | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Scores:
     """Loss and accuracy sums over the real target tokens of ``batches``, in eval mode.
 
@@ -70,6 +81,8 @@ def teacher_forced_scores(
         batches: batches on any device (moved to the model's).
         precision: run the model under its autocast (None: as the weights are); the loss is
             float32 either way.
+        stop: asked before every batch; True ends the pass there (``Scores.stopped``): a
+            long validation must not keep a stop signal waiting for minutes.
     """
     was_training = model.training
     model.eval()
@@ -77,6 +90,8 @@ def teacher_forced_scores(
     loss_sum, correct, n_tokens = 0.0, 0, 0
     try:
         for batch in batches:
+            if stop is not None and stop():
+                return Scores(loss_sum, correct, n_tokens, stopped=True)
             batch = batch.to(device)
             targets = batch.real_targets()
             with nullcontext() if precision is None else precision.autocast(device):

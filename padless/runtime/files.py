@@ -150,16 +150,16 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_temporaries(directory: str | os.PathLike, name: str | None = None) -> list[str]:
+def remove_temporaries(directory: str | os.PathLike, target: str) -> list[str]:
     """Delete the temporaries that killed writes left in ``directory``; returns their names.
 
-    ``name``: only those of the target ``name`` (e.g. one dataset among its siblings).
-    Call it only while holding the lock of whatever writes there: it deletes every
-    temporary, and a live writer's too.
+    ``target``: a regular expression for the names of the files (or directories) whose
+    temporaries to delete (``re.escape(name)`` for one); anything else that merely looks
+    like a temporary is left alone, since it may be someone else's. Call it only while
+    holding the lock of whatever writes there: it deletes a live writer's temporaries too.
     """
     directory = Path(directory)
-    target = re.escape(name) if name is not None else ".+"
-    pattern = re.compile(rf"\.{target}\.[a-z0-9_]{{8}}(\.old)?{re.escape(TMP_SUFFIX)}")
+    pattern = re.compile(rf"\.(?:{target})\.[a-z0-9_]{{8}}(\.old)?{re.escape(TMP_SUFFIX)}")
     removed = []
     try:
         entries = list(directory.iterdir())

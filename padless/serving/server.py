@@ -22,15 +22,16 @@ from fastapi import FastAPI
 
 from padless.data.text import TextProcessor
 from padless.decoding.search import SearchOptions
-from padless.models import EncoderDecoder
+from padless.models import EncoderDecoder, ModelConfig
 from padless.models.precision import for_decoding
+from padless.runs.checkpoint import Checkpoint
+from padless.runs.directory import RunDirectory
+from padless.runs.loading import load_model
 from padless.runtime.devices import resolve_device
 from padless.runtime.errors import UserError
 from padless.serving.app import create_app
 from padless.serving.batcher import DynamicBatcher
 from padless.serving.settings import ServeSettings
-from padless.training.checkpoint import Checkpoint, checkpoint_path, load_model
-from padless.training.config import Config
 
 __all__ = ["bind", "describe_run", "load_app", "run_server"]
 
@@ -41,26 +42,26 @@ def _finite(value: Any) -> Any:
 
 
 def describe_run(run_dir: str | os.PathLike, which: str, model: EncoderDecoder,
-                 text: TextProcessor, config: Config) -> dict[str, Any]:
+                 text: TextProcessor, config: ModelConfig) -> dict[str, Any]:
     """What ``GET /v1/model`` reports: architecture, sizes, vocabulary, training progress.
 
     ``model``, ``text`` and ``config`` are what :func:`load_model` returned for the run.
     """
-    checkpoint = Checkpoint.load(checkpoint_path(run_dir, which), map_location="cpu")
+    checkpoint = Checkpoint.load(RunDirectory(run_dir).checkpoint(which), mmap=True)
     valid = {name: _finite(value) for name, value in (checkpoint.valid or {}).items()}
     return {
         "run": Path(run_dir).resolve().name,
         "checkpoint": which,
-        "arch": config.model.arch,
-        "model": asdict(config.model),
+        "arch": config.arch,
+        "model": asdict(config),
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(text.vocab),
         "tokenizer": text.tokenizer.name,
         "normalize": text.normalize,
         "step": checkpoint.step,
         "valid": valid or None,
-        "best_valid_loss": _finite(checkpoint.early_stopping.get("loss")),
-        "train_time_s": checkpoint.train_time_s,
+        "best_valid_loss": _finite(checkpoint.state.best_loss),
+        "train_time_s": checkpoint.state.train_time_s,
         "device": str(model.device),
     }
 

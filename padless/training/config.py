@@ -26,6 +26,8 @@ import torch
 import yaml
 
 from padless.models.config import ModelConfig
+from padless.runs.checkpoint import Checkpoint
+from padless.runs.directory import RunDirectory
 from padless.runtime.errors import UserError
 from padless.runtime.files import read_utf8
 
@@ -36,6 +38,7 @@ __all__ = [
     "apply_overrides",
     "bundled_configs",
     "load_config",
+    "resumed_config",
 ]
 
 
@@ -333,3 +336,26 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> C
     """The config of a bundled name or YAML path (defaults if None), with ``--set`` overrides."""
     data = _read_yaml(name_or_path) if name_or_path is not None else {}
     return Config.from_dict(apply_overrides(data, list(overrides)))
+
+
+def resumed_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:
+    """The config a resumed run goes on with: the one ``RUN_DIR/latest.pt`` was trained with.
+
+    The checkpoint holds the whole config, written atomically with the weights it belongs
+    to; ``config.yaml`` is a copy for people to read. ``overrides`` (``--set key=value``)
+    may change ``train.*`` keys, not the model.
+
+    Raises:
+        UserError: if there is no checkpoint to resume or it is damaged, or an override
+            is bad or changes the model.
+    """
+    path = RunDirectory(run_dir).latest
+    if not path.exists():
+        raise ConfigError(f"{path}: no checkpoint to resume; start the run without --resume")
+    saved = Config.from_dict(Checkpoint.load(path, mmap=True).config)
+    config = Config.from_dict(apply_overrides(saved.to_dict(), list(overrides)))
+    for key, value in config.to_dict()["model"].items():
+        if value != getattr(saved.model, key):
+            raise ConfigError(f"model.{key}: the model of a resumed run cannot change "
+                              f"(it is {getattr(saved.model, key)!r})")
+    return config

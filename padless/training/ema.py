@@ -1,5 +1,6 @@
-"""An exponential moving average of the weights (``train.ema_decay``): what validation scores,
-what ``best.pt`` holds and what every command decodes with.
+"""The exponential moving average of the weights (``train.ema_decay``), :class:`EMA`: what
+validation scores, what checkpoints hold as ``ema_weights`` and what every command decodes
+with. (Not to be confused with ``padless average``, the mean of kept checkpoints.)
 
 On a small corpus the weights at any one step sit somewhere noisy around a good point; their
 running average sits nearer to it (Polyak averaging; fairseq's ``--ema-decay``, timm's
@@ -17,10 +18,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["WeightAverage"]
+__all__ = ["EMA"]
 
 
-class WeightAverage:
+class EMA:
     """The moving average of ``model``'s floating-point parameters and buffers.
 
     Args:
@@ -34,7 +35,7 @@ class WeightAverage:
     def __init__(self, model: nn.Module, decay: float, updates: int = 0,
                  saved: dict[str, torch.Tensor] | None = None) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"WeightAverage: decay must be in (0, 1), got {decay}")
+            raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
         self.model = model
         self.decay = decay
         self.updates = updates
@@ -62,7 +63,7 @@ class WeightAverage:
         """Take the averaged weights from a ``state_dict`` of the model (a resumed run's)."""
         missing = sorted(set(self.average) - set(state))
         if missing:
-            raise ValueError(f"WeightAverage: the weights lack {', '.join(missing[:3])}")
+            raise ValueError(f"EMA: the weights lack {', '.join(missing[:3])}")
         with torch.no_grad():
             for name, average in self.average.items():
                 average.copy_(state[name])

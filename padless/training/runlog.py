@@ -8,16 +8,34 @@ from __future__ import annotations
 import csv
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from padless.runs.directory import RunDirectory
 from padless.runtime.files import atomic_write, write_text_atomic
 
-__all__ = ["LOG_FIELDS", "RunLog", "plot_losses"]
+__all__ = ["LOG_FIELDS", "LogWindow", "RunLog", "plot_losses"]
 
 LOG_FIELDS = (
     "kind", "step", "epoch", "lr", "loss", "ppl", "accuracy", "tokens", "tokens_per_s",
     "grad_norm", "elapsed_s", "precision", "time",
 )
+
+
+@dataclass
+class LogWindow:
+    """Sums over the training steps since the last ``train`` row of the log."""
+
+    loss: float = 0.0
+    tokens: int = 0
+    time: float = 0.0
+    grad_norm: float = 0.0  # the last step's
+
+    def add(self, loss: float, tokens: int, seconds: float, grad_norm: float) -> None:
+        self.loss += loss
+        self.tokens += tokens
+        self.time += seconds
+        self.grad_norm = grad_norm
 
 
 class RunLog:
@@ -26,16 +44,17 @@ class RunLog:
     Rows have ``kind`` ``"train"`` (averages since the previous train row) or ``"valid"``.
 
     Args:
-        run_dir: the run directory.
+        run: the run directory.
         enabled: False on ranks other than 0: every method does nothing.
         resume_step: on ``--resume``, the checkpoint's step: rows logged after it by the
             interrupted process are dropped, since the resumed run logs those steps again.
             None starts a new log (a run that never reached a checkpoint leaves nothing).
     """
 
-    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None = None) -> None:
+    def __init__(self, run: RunDirectory, *, enabled: bool,
+                 resume_step: int | None = None) -> None:
         self.enabled = enabled
-        self.path = run_dir / "log.csv"
+        self.path = run.log_file
         self._tb = None
         if not enabled:
             return
@@ -52,11 +71,21 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             return
-        self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+        self._tb = SummaryWriter(str(run.tensorboard_dir), purge_step=resume_step)
 
     def _truncate_after(self, step: int) -> None:
-        with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
-            rows = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= step]
+        """Keep the rows up to ``step``; a row that does not parse (a killed process's half
+        row, a field someone made huge) is dropped, not a reason to stop."""
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        header = next(csv.reader(lines[:1]), [])
+        rows = []
+        for line in lines[1:]:
+            try:
+                row = dict(zip(header, next(csv.reader([line])), strict=False))
+            except (csv.Error, StopIteration):
+                continue
+            if _step(row) is not None and _step(row) <= step:
+                rows.append(row)
         out = io.StringIO()
         writer = csv.DictWriter(out, LOG_FIELDS, extrasaction="ignore")
         writer.writeheader()

@@ -1,15 +1,11 @@
-# long: until the trainer is split by issue 19 (run directory layer, one loop)
 """The training loop behind ``padless train``: :func:`train` and the :class:`Trainer` it runs.
 
-Per optimiser step: take ``accumulate`` micro-batches, back-propagate them so the gradient
-is that of the per-token mean over the whole step across all processes
-(:func:`padless.training.step.accumulate_gradients`), clip, step, schedule; log, validate,
-checkpoint; stop on ``max_steps``, ``max_time``, early stopping, SIGINT or SIGTERM, or
-with a ``UserError`` when the gradient stays inf/NaN. Rank 0 holds the run directory's lock
-for the whole run (:mod:`padless.training.guards`).
-
-Everything a run changes as it goes lives in :class:`TrainState` (saved in checkpoints);
-the rest (model, optimiser, data) is set up once in :class:`Trainer`'s constructor.
+:meth:`Trainer.run` is the loop, read top to bottom: stop? (``max_steps``, ``max_time``, a
+signal), one optimiser step (:mod:`padless.training.step`: exact per-token gradients over
+micro-batches and processes, clipping, the update, the schedule, the moving average), a log
+row, and at each validation a checkpoint and early stopping. The constructor sets up the
+rest once; what changes as the run goes is :attr:`Trainer.state`, saved in every checkpoint.
+Rank 0 writes the run directory (:mod:`padless.runs`) and holds its lock for the whole run.
 """
 
 from __future__ import annotations
@@ -19,11 +15,9 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -31,29 +25,24 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from padless.data.batch import Batch, IdPair, make_batches
-from padless.data.sampler import BucketBatchSampler
+from padless.data.batch import Batch, IdPair
+from padless.data.loader import TrainingBatches, run_batches
 from padless.data.text import TextProcessor
 from padless.models import build_model
 from padless.models.scoring import Scores, perplexity, teacher_forced_scores
+from padless.runs.checkpoint import Checkpoint, TrainState, text_settings
+from padless.runs.directory import RunDirectory
+from padless.runs.info import RunInfo, check_for_training, read_run_info, write_run_info
+from padless.runs.kept import keep_checkpoint
+from padless.runtime.errors import UserError
 from padless.runtime.files import write_text_atomic
 from padless.runtime.precision import Precision, choose_precision
-from padless.training.checkpoint import (
-    TEXT_DIR,
-    Checkpoint,
-    checkpoint_path,
-    get_rng_state,
-    keep_checkpoint,
-    read_run_info,
-    set_rng_state,
-    text_settings,
-    write_run_info,
-)
 from padless.training.config import Config
 from padless.training.distributed import World, all_reduce, setup_world, teardown_world
-from padless.training.ema import WeightAverage
-from padless.training.guards import DivergenceGuard, run_directory_lock, usable_pairs
-from padless.training.runlog import RunLog, plot_losses
+from padless.training.ema import EMA
+from padless.training.guards import DivergenceGuard
+from padless.training.rng import gather_rng_states, set_rng_state
+from padless.training.runlog import LogWindow, RunLog, plot_losses
 from padless.training.signals import StopSignals
 from padless.training.step import (
     StepLoss,
@@ -63,7 +52,9 @@ from padless.training.step import (
     update_weights,
 )
 
-__all__ = ["TrainResult", "TrainState", "Trainer", "train"]
+__all__ = ["TrainResult", "Trainer", "train"]
+
+_SIGNALS = ("SIGINT", "SIGTERM")
 
 
 @dataclass
@@ -76,29 +67,6 @@ class TrainResult:
     exit_code: int
 
 
-@dataclass
-class TrainState:
-    """What a run changes as it goes; a checkpoint holds it, so a resumed run goes on from it."""
-
-    step: int = 0
-    train_time_s: float = 0.0  # seconds inside training steps, over all invocations
-    best_loss: float = math.inf  # lowest validation loss so far ...
-    best_step: int = 0  # ... and its step
-    bad_validations: int = 0  # validations since the best one
-    lr_scale: float = 1.0  # train.plateau_factor ** (validations that did not improve)
-
-    def early_stopping(self) -> dict[str, Any]:
-        """The checkpoint's record of the best validation (and of the plateau schedule)."""
-        return {"loss": self.best_loss, "step": self.best_step,
-                "bad_validations": self.bad_validations, "lr_scale": self.lr_scale}
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint) -> TrainState:
-        best = checkpoint.early_stopping
-        return cls(checkpoint.step, checkpoint.train_time_s, best["loss"], best["step"],
-                   best["bad_validations"], best.get("lr_scale", 1.0))
-
-
 def train(
     config: Config,
     text: TextProcessor,
@@ -107,25 +75,32 @@ def train(
     *,
     resume: bool = False,
     data_dir: str | Path | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train a model on ``splits["train"]``, validating on ``splits["valid"]``.
 
-    Writes ``config.yaml``, ``text/``, ``latest.pt``, ``best.pt``, ``log.csv``, ``loss.png``
-    (and ``tb/``) into ``run_dir`` from rank 0, and ``data_dir`` (where ``splits`` came
-    from, so ``padless evaluate`` finds them) into ``run.json``. With ``resume``, continues
-    from ``run_dir/latest.pt`` exactly where it stopped (``train.max_steps`` counts all steps).
-    Under ``torchrun`` every process calls it; they share the work of every step.
+    Writes the run directory (:mod:`padless.runs.directory`) from rank 0, with ``data_dir``
+    (where ``splits`` came from, so ``padless evaluate`` finds them) in ``run.json``. With
+    ``resume``, continues from ``run_dir/latest.pt`` exactly where it stopped
+    (``train.max_steps`` counts all steps). Under ``torchrun`` every process calls it; they
+    share the work of every step.
 
     Raises:
-        UserError: if another process trains in ``run_dir``, the data or the checkpoint do
-            not fit, or the run diverges.
+        UserError: if ``run_dir`` is not padless's or holds a run (without ``resume``), if
+            another process trains there, if the data or the checkpoint do not fit, or if
+            the run diverges.
     """
     world = setup_world(config.train.device)
-    run_dir = Path(run_dir)
+    run = RunDirectory(run_dir)
     try:
-        with run_directory_lock(run_dir, tqdm.write) if world.is_main else nullcontext():
-            trainer = Trainer(config, text, splits, run_dir, world,
-                              resume=resume, data_dir=data_dir)
+        with run.lock() if world.is_main else nullcontext():
+            if world.is_main:
+                check_for_training(run, resume=resume)
+                if removed := run.remove_temporaries():
+                    tqdm.write(f"removed {len(removed)} temporary file(s) an interrupted run "
+                               f"left in {run.path}: {', '.join(removed)}")
+            trainer = Trainer(config, text, splits, run, world, resume=resume,
+                              data_dir=data_dir, progress=progress)
             return trainer.run()
     finally:
         teardown_world(world)
@@ -139,25 +114,18 @@ class Trainer:
         config: Config,
         text: TextProcessor,
         splits: dict[str, list[IdPair]],
-        run_dir: Path,
+        run: RunDirectory,
         world: World,
         *,
         resume: bool = False,
         data_dir: str | Path | None = None,
+        progress: bool = True,
     ) -> None:
         tc, device = config.train, world.device
-        self.config, self.text, self.run_dir, self.world = config, text, run_dir, world
+        self.config, self.text, self.run_dir, self.world = config, text, run, world
         self.say = tqdm.write if world.is_main else (lambda *_: None)
-        self.divergence = DivergenceGuard()
-        checkpoint = None
-        if resume:
-            path = checkpoint_path(run_dir, "latest")
-            checkpoint = Checkpoint.load(path, map_location=device)
-            checkpoint.check_compatible(config, text, path)
+        checkpoint = self._checkpoint_to_resume() if resume else None
         self.precision = self._choose_precision(checkpoint)
-        self.say(self.precision.describe())
-        if self.precision.warning is not None:
-            self.say(f"warning: {self.precision.warning}")
 
         # Same seed on every rank for the weights (DDP also broadcasts rank 0's); dropout and
         # teacher-forcing coins then draw from a per-rank stream.
@@ -170,116 +138,58 @@ class Trainer:
         self.state = TrainState()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, tc) * self.state.lr_scale)
-
-        limits = {"batch_size": tc.batch_size, "max_tokens": tc.max_tokens,
-                  "num_shards": world.world_size, "shard_index": world.rank}
-        train_pairs, valid_pairs = usable_pairs(splits, tc.max_length, world.world_size,
-                                                self.say, data_dir)
-        self.sampler = BucketBatchSampler(
-            [len(s) for s, _ in train_pairs], [len(t) for _, t in train_pairs],
-            shuffle=True, seed=tc.seed, **limits)
-        self.batches: Iterator[Batch] = make_batches(train_pairs, _endless(self.sampler))
-        self.valid_batches: list[Batch] = []
-        if len(valid_pairs) >= world.world_size:
-            valid_sampler = BucketBatchSampler(
-                [len(s) for s, _ in valid_pairs], [len(t) for _, t in valid_pairs],
-                shuffle=False, **limits)
-            self.valid_batches = list(make_batches(valid_pairs, valid_sampler))
-        else:
-            self.say("warning: no validation split: no validation, early stopping or best "
-                     "checkpoint")
-
+        self.batches, self.valid_batches = self._data(splits, data_dir)
         if checkpoint is not None:
-            self._resume_from(checkpoint)
-        saved_average = None if checkpoint is None else checkpoint.weight_average()
-        self.average = None if tc.ema_decay is None else WeightAverage(
-            self.model, tc.ema_decay, updates=self.state.step, saved=saved_average)
-        self.valid_every = tc.valid_steps(len(self.sampler))
+            self._restore(checkpoint)
+        self.ema = None if tc.ema_decay is None else EMA(
+            self.model, tc.ema_decay, updates=self.state.step,
+            saved=None if checkpoint is None else checkpoint.ema_weights)
+        self.valid_every = tc.valid_steps(self.batches.batches_per_epoch)
+
         self._write_run_files(data_dir)
-        self.log = RunLog(run_dir, enabled=world.is_main,
+        self.log = RunLog(run, enabled=world.is_main,
                           resume_step=self.state.step if resume else None)
         self.step_loss: nn.Module = StepLoss(self.model, tc)
         if world.distributed:
             device_ids = [device] if device.type == "cuda" else None
             self.step_loss = DistributedDataParallel(self.step_loss, device_ids=device_ids)
-        self.window = _Window()
+        self.divergence = DivergenceGuard()
+        self.window = LogWindow()
         self.validated_at = -1
-
-    def _choose_precision(self, checkpoint: Checkpoint | None) -> Precision:
-        """``train.precision`` for this device; a resumed run keeps its own choice on the same
-        hardware, and where this one runs the run's precision badly, it goes on in fp32."""
-        tc, previous = self.config.train, None
-        inherited = checkpoint is not None and (
-            checkpoint.run_config().train.precision == tc.precision)
-        if checkpoint is not None:
-            previous = Precision.from_dict(read_run_info(self.run_dir).get("precision"))
-        rows = tc.max_tokens if tc.max_tokens is not None else 16 * tc.batch_size
-        workload = self.config.model.workload(rows, training=True)
-        chosen = [choose_precision(tc.precision, self.world.device, workload,
-                                   inherited=inherited, previous=previous)]
-        if self.world.distributed:  # a measured choice could differ between processes
-            dist.broadcast_object_list(chosen, src=0)
-        return chosen[0]
-
-    def _resume_from(self, checkpoint: Checkpoint) -> None:
-        checkpoint.restore(self.model, self.optimizer, self.scheduler, self.sampler,
-                           self.scaler)
-        self.state = TrainState.from_checkpoint(checkpoint)
-        if checkpoint.world_size == self.world.world_size:
-            set_rng_state(checkpoint.rng[self.world.rank])
-        else:
-            self.say(f"warning: resuming {checkpoint.world_size} processes' run with "
-                     f"{self.world.world_size}: random streams restart, the result will not "
-                     "be bit-exact")
-        self.say(f"resumed {self.run_dir} at step {self.state.step}")
-
-    def _write_run_files(self, data_dir: str | Path | None) -> None:
-        if not self.world.is_main:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
-        self.text.save(self.run_dir / TEXT_DIR)
-        info: dict[str, Any] = {"precision": self.precision.to_dict()}
-        if data_dir is not None:
-            info["data_dir"] = str(Path(data_dir).resolve())
-        elif "data_dir" in (recorded := read_run_info(self.run_dir)):
-            info["data_dir"] = recorded["data_dir"]
-        write_run_info(self.run_dir, **info)
+        self.started = time.monotonic()  # the clock of max_time; run() restarts it
+        self.bar = tqdm(total=tc.max_steps, initial=self.state.step, unit="step",
+                        disable=not (progress and world.is_main), dynamic_ncols=True,
+                        mininterval=1.0, file=sys.stderr)
 
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> TrainResult:
         """Train until ``max_steps``, ``max_time``, early stopping or a signal."""
-        self.start()
-        reason = None
+        tc = self.config.train
+        self.started = time.monotonic()
         with self.bar, StopSignals() as signals:  # the bar closes before any error shows
-            while reason is None:
-                done = self.state.step >= self.config.train.max_steps
-                reason = "max_steps" if done else self.stop_requested(signals) or self.advance()
-            self.finish(reason)
-        signum = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}.get(reason)
+            while True:
+                reason = self.stop_reason(signals)
+                if reason is not None:
+                    break
+                self.train_step()
+                if self.state.step % tc.log_every == 0:
+                    self.log_training()
+                if self.state.step % self.valid_every == 0:
+                    self.save(self.validate(signals))
+                    if tc.patience is not None and self.state.bad_validations >= tc.patience:
+                        reason = "early_stopping"
+                        break
+            reason = self.finish(reason, signals)
+        signum = signal.Signals[reason] if reason in _SIGNALS else None
         best = self.state.best_loss if math.isfinite(self.state.best_loss) else None
         return TrainResult(self.state.step, reason, best, 128 + signum if signum else 0)
 
-    def start(self, *, progress: bool = True) -> None:
-        """Start the clock of ``max_time`` and the progress bar (``run`` does it)."""
-        self.started = time.monotonic()
-        self.bar = tqdm(total=self.config.train.max_steps, initial=self.state.step, unit="step",
-                        disable=not (progress and self.world.is_main), dynamic_ncols=True,
-                        mininterval=1.0, file=sys.stderr)
-
-    def advance(self) -> str | None:
-        """One optimiser step, its log row and validation when due: ``"early_stopping"`` if
-        that ends the run, else None (``start``, ``advance`` until a reason, ``finish``)."""
-        self.train_step()
-        if self.state.step % self.config.train.log_every == 0:
-            self.log_training()
-        if self.state.step % self.valid_every == 0 and self.validate():
-            return "early_stopping"
-        return None
-
-    def stop_requested(self, signals: StopSignals) -> str | None:
-        """``"SIGINT"``/``"SIGTERM"``/``"max_time"`` if any process must stop (a collective)."""
+    def stop_reason(self, signals: StopSignals) -> str | None:
+        """``"max_steps"``, or ``"SIGINT"``/``"SIGTERM"``/``"max_time"`` if any process must
+        stop (a collective), else None."""
+        if self.state.step >= self.config.train.max_steps:
+            return "max_steps"
         max_time = self.config.train.max_time
         timed_out = max_time is not None and time.monotonic() - self.started > max_time * 60
         received, timed_out = all_reduce(self.world, [signals.received, timed_out], op="max")
@@ -295,14 +205,15 @@ class Trainer:
         loss_sum, step_tokens = accumulate_gradients(
             self.step_loss, micro_batches, self.world, self.precision, self.scaler)
         grad_norm = update_weights(self.model, self.optimizer, tc.clip, self.scaler)
-        if not math.isfinite(grad_norm):  # one inf/NaN gradient would poison every weight
+        if not math.isfinite(grad_norm):  # the update was skipped
             why = "fp16 overflow: the gradient scale is lowered" if self.scaler else (
                 f"gradient norm {grad_norm}")
             self.say(f"step {self.state.step + 1}: {why}; update skipped")
-        self.divergence.update(math.isfinite(grad_norm), self.state.step + 1, tc.lr, self.run_dir)
+        self.divergence.update(math.isfinite(grad_norm), self.state.step + 1, tc.lr,
+                               self.run_dir.path)
         self.scheduler.step()
-        if self.average is not None:
-            self.average.update()
+        if self.ema is not None:
+            self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
         self.state.step += 1
@@ -315,120 +226,165 @@ class Trainer:
         window, tc = self.window, self.config.train
         (total_loss,) = all_reduce(self.world, [window.loss])
         loss, speed = total_loss / window.tokens, window.tokens / window.time
-        self.log.log("train", self.state.step, epoch=self.sampler.epoch,
+        self.log.log("train", self.state.step, epoch=self.batches.epoch,
                      lr=self.scheduler.get_last_lr()[0], loss=loss, ppl=perplexity(loss),
                      tokens=window.tokens, tokens_per_s=speed, grad_norm=window.grad_norm,
                      elapsed_s=self.state.train_time_s, precision=self.precision.name)
         postfix = {"loss": f"{loss:.3f}", "tok_s": f"{speed:,.0f}"}
-        left = None if tc.max_time is None else tc.max_time * 60 - (time.monotonic() - self.started)
-        if left is not None and math.isfinite(left):  # the bar's ETA counts max_steps only
-            left = max(0.0, left)
+        if tc.max_time is not None:  # the bar's ETA counts max_steps only
+            left = max(0.0, tc.max_time * 60 - (time.monotonic() - self.started))
             postfix["time_left"] = f"{int(left // 60)}:{int(left % 60):02d}"
         self.bar.set_postfix(postfix, refresh=False)
-        self.window = _Window()
+        self.window = LogWindow()
 
-    def validate(self) -> bool:
-        """Validate, save the checkpoints, and say whether early stopping ends the run."""
+    def validate(self, signals: StopSignals) -> dict[str, float] | None:
+        """Score the valid split (with the moving average, if any), log it and update the
+        best validation and the plateau schedule; the metrics, or None without a valid
+        split or when a signal came in the middle (a collective)."""
         state, tc = self.state, self.config.train
         self.validated_at = state.step
-        metrics = self.valid_metrics()
-        improved = metrics is not None and metrics["loss"] < state.best_loss
-        if metrics is not None:
-            if improved:
-                state.best_loss, state.best_step, state.bad_validations = (
-                    metrics["loss"], state.step, 0)
-            else:
-                state.bad_validations += 1
-                if tc.plateau_factor is not None:  # applies from the next step on
-                    state.lr_scale *= tc.plateau_factor
-            self.log.log("valid", state.step, epoch=self.sampler.epoch, **metrics)
-            self.say(f"step {state.step}: valid loss {metrics['loss']:.4f} ppl "
-                     f"{metrics['ppl']:.2f} acc {metrics['accuracy']:.3f}"
-                     + (" (best)" if improved else ""))
-        self.save(metrics, as_best=improved or not self.valid_batches)
-        return tc.patience is not None and state.bad_validations >= tc.patience
-
-    def valid_metrics(self) -> dict[str, float] | None:
-        """Loss, perplexity and accuracy on the valid split, over all ranks (a collective)."""
-        with nullcontext() if self.average is None else self.average.applied():
+        with nullcontext() if self.ema is None else self.ema.applied():
             local = teacher_forced_scores(self.model, self.valid_batches,
-                                          precision=self.precision)
-        loss_sum, correct, tokens = all_reduce(
-            self.world, [local.loss_sum, local.correct, local.n_tokens])
-        if tokens == 0:
+                                          precision=self.precision,
+                                          stop=lambda: bool(signals.received))
+        loss_sum, correct, tokens, stopped = all_reduce(
+            self.world, [local.loss_sum, local.correct, local.n_tokens, local.stopped],
+            op="sum")
+        if stopped or tokens == 0:
             return None
-        scores = Scores(loss_sum, int(correct), int(tokens))
-        return {"loss": scores.loss, "ppl": scores.perplexity, "accuracy": scores.accuracy,
-                "tokens": scores.n_tokens}
+        metrics = Scores(loss_sum, int(correct), int(tokens)).metrics()
+        if metrics["loss"] < state.best_loss:
+            state.best_loss, state.best_step, state.bad_validations = (
+                metrics["loss"], state.step, 0)
+        else:
+            state.bad_validations += 1
+            if tc.plateau_factor is not None:  # applies from the next step on
+                state.lr_scale *= tc.plateau_factor
+        self.log.log("valid", state.step, epoch=self.batches.epoch, **metrics)
+        self.say(f"step {state.step}: valid loss {metrics['loss']:.4f} ppl "
+                 f"{metrics['ppl']:.2f} acc {metrics['accuracy']:.3f}"
+                 + (" (best)" if state.best_step == state.step else ""))
+        return metrics
 
-    def save(self, valid: dict[str, float] | None, *, as_best: bool) -> None:
-        """Write ``latest.pt`` (and ``best.pt``) from rank 0 (a collective: RNG states)."""
-        rng = _gather_rng(self.world)
+    def save(self, valid: dict[str, float] | None) -> None:
+        """Write ``latest.pt``, ``best.pt`` when ``valid`` is a new best (or there is no
+        valid split), and the kept checkpoints (a collective: the RNG states)."""
+        rng = gather_rng_states(self.world)
         if not self.world.is_main:
             return
         checkpoint = Checkpoint(
-            step=self.state.step, config=self.config.to_dict(),
-            vocab=self.text.vocab.to_dict(), text=text_settings(self.text),
-            model=(self.model if self.average is None else self.average).state_dict(),
-            optimized=None if self.average is None else self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(), sampler=self.sampler.state_dict(),
+            config=self.config.to_dict(), vocab=self.text.vocab.to_dict(),
+            text=text_settings(self.text), weights=self.model.state_dict(),
+            ema_weights=None if self.ema is None else self.ema.state_dict(),
+            state=replace(self.state), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), sampler=self.batches.state_dict(),
             scaler=None if self.scaler is None else self.scaler.state_dict(),
-            rng=rng, world_size=self.world.world_size,
-            early_stopping=self.state.early_stopping(), valid=valid,
-            train_time_s=self.state.train_time_s,
+            rng=rng, world_size=self.world.world_size, valid=valid,
         )
-        checkpoint.save(checkpoint_path(self.run_dir, "latest"))
-        if as_best:
-            checkpoint.save(checkpoint_path(self.run_dir, "best"))
+        checkpoint.save(self.run_dir.latest)
+        new_best = valid is not None and self.state.best_step == self.state.step
+        if new_best or not self.valid_batches:
+            checkpoint.save(self.run_dir.best)
         tc = self.config.train
         if valid is not None and (tc.keep_best or tc.keep_last):
             keep_checkpoint(self.run_dir, checkpoint, keep_best=tc.keep_best,
                             keep_last=tc.keep_last)
 
-    def finish(self, reason: str) -> None:
-        """Log the last steps, save (or validate and save), close the files, plot."""
+    def finish(self, reason: str, signals: StopSignals) -> str:
+        """Log the last steps, validate and save (after a signal only save: a scheduler's
+        grace period is short), close the files, plot; returns the reason the run stopped
+        (a signal during the last validation stops it too)."""
         if self.window.tokens:  # steps since the last train row
             self.log_training()
+        if self.validated_at != self.state.step:
+            if reason in _SIGNALS:
+                self.save(None)
+            else:
+                self.save(self.validate(signals))
+                if signals.received:  # it came during the validation, which was dropped
+                    reason = signal.Signals(signals.received).name
+        if reason in _SIGNALS:
+            self.say(f"{reason}: saved {self.run_dir.latest} at step {self.state.step}; "
+                     "continue with --resume")
         self.bar.close()
-        if reason in ("SIGINT", "SIGTERM"):
-            self.save(None, as_best=False)  # no validation: a scheduler's grace period is short
-            self.say(f"{reason}: saved {checkpoint_path(self.run_dir, 'latest')} at step "
-                     f"{self.state.step}; continue with --resume")
-        elif self.validated_at != self.state.step:
-            self.validate()
         self.log.close()
-        png = self.run_dir / "loss.png"
-        if self.world.is_main and self.log.path.exists() and plot_losses(self.log.path, png):
-            self.say(f"loss curves: {png}")
+        if self.world.is_main and self.log.path.exists() and plot_losses(
+                self.log.path, self.run_dir.plot_file):
+            self.say(f"loss curves: {self.run_dir.plot_file}")
+        return reason
 
+    # -- set-up -----------------------------------------------------------------------
 
-@dataclass
-class _Window:
-    """Sums over the steps since the last training log row."""
+    def _checkpoint_to_resume(self) -> Checkpoint:
+        path = self.run_dir.latest
+        checkpoint = Checkpoint.load(path, map_location=self.world.device)
+        if checkpoint.model_config() != self.config.model:
+            raise UserError(f"{path}: the model settings differ from the checkpoint's")
+        checkpoint.check_text(self.text, path)
+        return checkpoint
 
-    loss: float = 0.0
-    tokens: int = 0
-    time: float = 0.0
-    grad_norm: float = 0.0  # the last step's
+    def _choose_precision(self, checkpoint: Checkpoint | None) -> Precision:
+        """``train.precision`` for this device, said at start; a resumed run keeps its own
+        choice on the same hardware, and goes on in fp32 where this one runs it badly."""
+        tc, previous = self.config.train, None
+        inherited = checkpoint is not None and (
+            Config.from_dict(checkpoint.config).train.precision == tc.precision)
+        if checkpoint is not None:
+            previous = read_run_info(self.run_dir).precision
+        rows = tc.max_tokens if tc.max_tokens is not None else 16 * tc.batch_size
+        workload = self.config.model.workload(rows, training=True)
+        chosen = [choose_precision(tc.precision, self.world.device, workload,
+                                   inherited=inherited, previous=previous)]
+        if self.world.distributed:  # a measured choice could differ between processes
+            dist.broadcast_object_list(chosen, src=0)
+        self.say(chosen[0].describe())
+        if chosen[0].warning is not None:
+            self.say(f"warning: {chosen[0].warning}")
+        return chosen[0]
 
-    def add(self, loss: float, tokens: int, seconds: float, grad_norm: float) -> None:
-        self.loss += loss
-        self.tokens += tokens
-        self.time += seconds
-        self.grad_norm = grad_norm
+    def _data(self, splits: dict[str, list[IdPair]], data_dir: str | Path | None,
+              ) -> tuple[TrainingBatches, list[Batch]]:
+        tc, world = self.config.train, self.world
+        batches, valid = run_batches(
+            splits, max_length=tc.max_length, batch_size=tc.batch_size,
+            max_tokens=tc.max_tokens, seed=tc.seed, num_shards=world.world_size,
+            shard_index=world.rank, say=self.say, where=data_dir)
+        if not valid:
+            self.say("warning: no validation split: no validation, early stopping or best "
+                     "checkpoint")
+        return batches, valid
 
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        """Go on from ``checkpoint``: weights, optimiser, schedule, data position, random
+        streams (those of the same process count) and the train state."""
+        self.model.load_state_dict(checkpoint.weights)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        if self.scaler is not None and checkpoint.scaler is not None:
+            self.scaler.load_state_dict(checkpoint.scaler)
+        try:
+            self.batches.load_state_dict(checkpoint.sampler)
+        except ValueError as e:  # resuming would repeat or skip pairs
+            raise UserError(f"{self.run_dir.latest}: cannot resume exactly ({e}); resume with "
+                            "the dataset, train.seed, train.max_length, train.batch_size and "
+                            "train.max_tokens the run started with, or start a new run") from None
+        self.state = replace(checkpoint.state)
+        if checkpoint.world_size == self.world.world_size:
+            set_rng_state(checkpoint.rng[self.world.rank])
+        else:
+            self.say(f"warning: resuming {checkpoint.world_size} processes' run with "
+                     f"{self.world.world_size}: random streams restart, the result will not "
+                     "be bit-exact")
+        self.say(f"resumed {self.run_dir.path} at step {self.state.step}")
 
-def _endless(sampler: BucketBatchSampler) -> Iterator[list[int]]:
-    """Index lists across epochs; the sampler itself advances its epoch at each end."""
-    while True:
-        yield from sampler
-
-
-def _gather_rng(world: World) -> list[dict[str, Any]]:
-    """Every rank's RNG states, in rank order (a collective: all ranks call it)."""
-    if not world.distributed:
-        return [get_rng_state()]
-    states: list[Any] = [None] * world.world_size
-    dist.all_gather_object(states, get_rng_state())
-    return states
+    def _write_run_files(self, data_dir: str | Path | None) -> None:
+        """``run.json`` (padless's mark, the data, the precision), ``config.yaml``, ``text/``."""
+        if not self.world.is_main:
+            return
+        run = self.run_dir
+        run.path.mkdir(parents=True, exist_ok=True)
+        recorded = read_run_info(run).data_dir
+        data = str(Path(data_dir).resolve()) if data_dir is not None else recorded
+        write_run_info(run, RunInfo(marked=True, data_dir=data, precision=self.precision))
+        write_text_atomic(run.config_file, self.config.to_yaml())
+        self.text.save(run.text_dir)

@@ -10,7 +10,9 @@ import torch
 
 from padless.decoding.batched import decode_texts
 from padless.decoding.search import SearchOptions
-from padless.training.checkpoint import load_model, read_run_info
+from padless.runs.directory import RunDirectory
+from padless.runs.info import read_run_info
+from padless.runs.loading import load_model
 from tests.helpers import assert_one_line_error, run_cli
 
 
@@ -79,7 +81,7 @@ def test_evaluate_finds_the_data_the_run_was_trained_on(
     qa_data_dir: Path, qa_run_dir: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert read_run_info(qa_run_dir)["data_dir"] == str(qa_data_dir.resolve())
+    assert read_run_info(RunDirectory(qa_run_dir)).data_dir == str(qa_data_dir.resolve())
     code, out, _ = run_cli(["evaluate", str(qa_run_dir), "--limit", "2"], "", monkeypatch, capsys)
     assert code == 0
     assert "test:" in out and "BLEU" in out

@@ -9,7 +9,7 @@ import pytest
 from padless.cli import main
 from padless.commands.quickstart import reserve_minutes
 from padless.decoding.metrics import has_repeated_ngram
-from padless.training.checkpoint import Checkpoint, checkpoint_path
+from padless.runs.checkpoint import Checkpoint
 
 TINY_MODEL = [
     "model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
@@ -45,9 +45,9 @@ def test_quickstart_trains_evaluates_and_tells_how_to_chat(
             str(prepared), "--max-steps", "4", *(f"--set={kv}" for kv in TINY_MODEL), *config]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert checkpoint_path(run_dir, "latest").exists()
+    assert (run_dir / "latest.pt").exists()
     arch = "gru" if "chatbot" in config else "transformer"
-    assert Checkpoint.load(checkpoint_path(run_dir, "latest")).run_config().model.arch == arch
+    assert Checkpoint.load(run_dir / "latest.pt").model_config().arch == arch
     assert "BLEU" in out and "perplexity" in out
     assert "> do you like music ?" in out and "beam 5:" in out
     assert f"padless chat {run_dir}" in out

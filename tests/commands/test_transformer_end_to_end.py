@@ -11,7 +11,8 @@ from padless.cli import main
 from padless.decoding.batched import decode_texts
 from padless.decoding.search import SearchOptions
 from padless.models.transformer import Transformer
-from padless.training.checkpoint import Checkpoint, load_model
+from padless.runs.checkpoint import Checkpoint
+from padless.runs.loading import load_model
 from tests.helpers import TINY_RUN
 
 pytestmark = pytest.mark.slow  # trains a model twice (about 15 s on a busy machine)
@@ -43,7 +44,7 @@ def run_cli(argv: list[str], stdin: str, monkeypatch: pytest.MonkeyPatch,
 def test_train_writes_a_transformer_checkpoint_that_resumes(transformer_run: Path) -> None:
     checkpoint = Checkpoint.load(transformer_run / "latest.pt")
     assert checkpoint.step == 4 and checkpoint.valid is not None
-    assert checkpoint.run_config().model.arch == "transformer"
+    assert checkpoint.model_config().arch == "transformer"
     model, _, _ = load_model(transformer_run, "latest", device="cpu")
     assert isinstance(model, Transformer) and not model.training
 

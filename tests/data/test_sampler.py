@@ -75,7 +75,7 @@ def test_resume_mid_epoch_from_state_dict() -> None:
         if i == 9:
             state = run.state_dict()
             break
-    assert all(isinstance(v, int) for v in state.values())
+    assert all(v is None or isinstance(v, int) for v in state.values())  # plain data
     resumed = BucketBatchSampler(src, tgt, batch_size=8, seed=2)
     resumed.load_state_dict(state)
     seen += _epoch(resumed) + _epoch(resumed)

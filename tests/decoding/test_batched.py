@@ -18,7 +18,7 @@ from padless.decoding.batched import (
 from padless.decoding.search import SearchOptions
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
-from padless.training.checkpoint import load_model
+from padless.runs.loading import load_model
 from tests.helpers import QUESTIONS
 
 

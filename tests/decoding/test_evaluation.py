@@ -15,7 +15,7 @@ from padless.decoding.batched import decode_ids
 from padless.decoding.evaluation import evaluate, image_format_of
 from padless.decoding.search import SearchOptions
 from padless.models.scoring import corpus_scores
-from padless.training.checkpoint import load_model
+from padless.runs.loading import load_model
 
 
 def test_evaluate_bleu_matches_sacrebleu_and_loss_is_per_token(qa_data_dir: Path,

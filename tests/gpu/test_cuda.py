@@ -12,7 +12,8 @@ import torch
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
 from padless.decoding.search import SearchOptions
-from padless.training.checkpoint import Checkpoint, load_model
+from padless.runs.checkpoint import Checkpoint
+from padless.runs.loading import load_model
 from padless.training.config import load_config
 from padless.training.trainer import train
 
@@ -54,8 +55,8 @@ def test_both_configs_train_and_resume_exactly(
     train(config(name, f"train.precision={precision}", "train.max_steps=6"), *data,
           tmp_path / "split", resume=True)
     resumed = Checkpoint.load(tmp_path / "split" / "latest.pt")
-    for key in whole.model:
-        assert torch.equal(whole.model[key], resumed.model[key]), key
+    for key in whole.weights:
+        assert torch.equal(whole.weights[key], resumed.weights[key]), key
 
 
 @pytest.mark.parametrize("name", ["chatbot", "transformer"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -68,18 +69,21 @@ def test_the_replaced_directory_gets_ordinary_permissions(tmp_path: Path) -> Non
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0o700
 
 
-def test_remove_temporaries_removes_only_what_killed_writes_leave(tmp_path: Path) -> None:
+def test_remove_temporaries_removes_only_what_killed_writes_of_its_targets_leave(
+    tmp_path: Path
+) -> None:
     leftovers = [".latest.pt.k2j4m9_x.tmp", ".data.0a1b2c3d.tmp", ".data.0a1b2c3d.old.tmp"]
-    kept = ["latest.pt", "notes.tmp", ".hidden", ".x.tmp", ".data.short.tmp"]
+    kept = ["latest.pt", "notes.tmp", ".hidden", ".x.tmp", ".data.short.tmp",
+            ".notes.txt.abcdefgh.tmp"]  # a temporary-looking file of something else
     for name in leftovers[:1] + kept:
         (tmp_path / name).write_text("x")
     for name in leftovers[1:]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "train.tsv").write_text("a\tb\n")
-    assert remove_temporaries(tmp_path, "latest.pt") == [".latest.pt.k2j4m9_x.tmp"]
-    assert remove_temporaries(tmp_path) == sorted(leftovers[1:])
+    assert remove_temporaries(tmp_path, re.escape("latest.pt")) == [".latest.pt.k2j4m9_x.tmp"]
+    assert remove_temporaries(tmp_path, "data|best\\.pt") == sorted(leftovers[1:])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
-    assert remove_temporaries(tmp_path / "missing") == []
+    assert remove_temporaries(tmp_path / "missing", "data") == []
 
 
 def test_read_utf8_names_the_file_and_byte(tmp_path: Path) -> None:

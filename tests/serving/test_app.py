@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from padless.decoding.batched import decode_ids, decode_texts, make_generator
 from padless.decoding.search import SearchOptions
+from padless.runs.loading import load_model
 from padless.serving.app import PAGE_FILES, create_app
 from padless.serving.server import load_app
 from padless.serving.settings import ServeSettings
-from padless.training.checkpoint import load_model
 
 LIMITS = ServeSettings(max_chars=200, max_input_tokens=12, max_lines=5, max_beam=4,
                        max_body_bytes=4096, timeout_s=30)

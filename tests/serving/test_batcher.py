@@ -10,8 +10,8 @@ import torch
 
 from padless.decoding.batched import decode_ids, make_generator
 from padless.decoding.search import Hypothesis, SearchOptions
+from padless.runs.loading import load_model
 from padless.serving.batcher import DynamicBatcher, QueueFull, ShuttingDown
-from padless.training.checkpoint import load_model
 from tests.helpers import QUESTIONS
 
 

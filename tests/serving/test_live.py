@@ -13,9 +13,9 @@ import pytest
 
 from padless.decoding.batched import decode_texts
 from padless.decoding.search import SearchOptions
+from padless.runs.loading import load_model
 from padless.serving.server import load_app
 from padless.serving.settings import ServeSettings
-from padless.training.checkpoint import load_model
 from tests.helpers import QUESTIONS, serve_in_thread
 
 CLIENTS = 32

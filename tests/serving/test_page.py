@@ -21,8 +21,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from padless.decoding.batched import decode_ids
 from padless.decoding.search import SearchOptions
+from padless.runs.loading import load_model
 from padless.serving.server import load_app
-from padless.training.checkpoint import load_model
 from tests.helpers import serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")

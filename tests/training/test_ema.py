@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from padless.training.ema import WeightAverage
+from padless.training.ema import EMA
 
 
 def small_model() -> nn.Module:
@@ -16,7 +16,7 @@ def small_model() -> nn.Module:
 
 def test_the_average_follows_the_warmed_up_recursion() -> None:
     model = small_model()
-    average = WeightAverage(model, decay=0.9)
+    average = EMA(model, decay=0.9)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
     for n in range(30):
         with torch.no_grad():
@@ -35,7 +35,7 @@ def test_the_average_follows_the_warmed_up_recursion() -> None:
 
 def test_applied_swaps_the_average_in_and_the_weights_back() -> None:
     model = small_model()
-    average = WeightAverage(model, decay=0.5)
+    average = EMA(model, decay=0.5)
     with torch.no_grad():
         model[2].weight.add_(torch.randn_like(model[2].weight))
     average.update()
@@ -52,7 +52,7 @@ def test_applied_swaps_the_average_in_and_the_weights_back() -> None:
 
 def test_applied_restores_the_weights_after_an_error() -> None:
     model = small_model()
-    average = WeightAverage(model, decay=0.5)
+    average = EMA(model, decay=0.5)
     with torch.no_grad():
         model[0].weight.add_(1.0)
     own = model[0].weight.detach().clone()
@@ -63,12 +63,12 @@ def test_applied_restores_the_weights_after_an_error() -> None:
 
 def test_a_saved_average_carries_on() -> None:
     model = small_model()
-    first = WeightAverage(model, decay=0.8)
+    first = EMA(model, decay=0.8)
     for _ in range(3):
         with torch.no_grad():
             model[2].bias.add_(1.0)
         first.update()
-    resumed = WeightAverage(model, decay=0.8, updates=3, saved=first.state_dict())
+    resumed = EMA(model, decay=0.8, updates=3, saved=first.state_dict())
     for average in (first, resumed):
         with torch.no_grad():
             model[2].bias.add_(1.0)
@@ -77,6 +77,6 @@ def test_a_saved_average_carries_on() -> None:
             model[2].bias.sub_(1.0)  # both averages see the same weights
     torch.testing.assert_close(resumed.state_dict()["2.bias"], first.state_dict()["2.bias"])
     with pytest.raises(ValueError, match="lack"):
-        WeightAverage(model, decay=0.8, saved={"0.weight": model[0].weight})
+        EMA(model, decay=0.8, saved={"0.weight": model[0].weight})
     with pytest.raises(ValueError, match="decay must be in"):
-        WeightAverage(model, decay=1.0)
+        EMA(model, decay=1.0)

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from padless.cli import main
+from padless.runs.checkpoint import Checkpoint
 from padless.runtime.lock import exclusive_lock
-from padless.training.checkpoint import Checkpoint
-from padless.training.config import load_config
-from padless.training.guards import DivergenceGuard, usable_pairs
+from padless.training.config import Config, load_config
+from padless.training.guards import DivergenceGuard
 from tests.helpers import TINY, assert_one_line_error, write_reversal_dataset
 
 SET = [a for option in TINY for a in ("--set", option)]
@@ -104,6 +104,10 @@ def test_resuming_with_data_of_another_vocabulary_is_one_line(trained, qa_data_d
 @pytest.mark.parametrize(("extra", "words"), [
     (["--set", "train.seed=5"], ["the state has seed 0, this sampler 5", "train.seed"]),
     (["--set", "train.max_length=4"], ["this split has", "train.max_length"]),
+    (["--set", "train.batch_size=4"], ["the state has batch_size 8, this sampler 4",
+                                       "train.batch_size"]),
+    (["--set", "train.batch_size=null", "--set", "train.max_tokens=64"],
+     ["the state has batch_size 8, this sampler None", "train.max_tokens"]),
 ])
 def test_resuming_with_another_seed_or_split_is_one_line(reversal_data_dir, trained, extra,
                                                           words, capsys) -> None:
@@ -122,7 +126,7 @@ def test_resuming_takes_the_config_from_the_checkpoint(reversal_data_dir, traine
     else:
         path.write_text("model:\n  hidden_size: 16\n" if config_yaml == "partial" else "{[")
     assert train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "3") == 0
-    resumed = Checkpoint.load(trained / "latest.pt").run_config()
+    resumed = Config.from_dict(Checkpoint.load(trained / "latest.pt").config)
     assert resumed.train.lr == 3e-3 and resumed.train.batch_size == 8  # TINY's, not defaults
     assert load_config(str(path)) == resumed  # rewritten, whole
 
@@ -152,19 +156,6 @@ def test_the_divergence_guard_forgives_a_bad_batch_now_and_then() -> None:
     with pytest.raises(ValueError, match="3 steps in a row"):
         for step in range(7, 10):
             guard.update(False, step, 1e-3, Path("run"))
-
-
-def test_pairs_over_the_length_cap_are_left_out_with_a_notice() -> None:
-    notices: list[str] = []
-    runaway = ([5] * 3000, [6] * 5)  # what one line without line ends becomes
-    splits = {"train": [runaway, ([7], [7]), ([8], [8])], "valid": [([5] * 30, [5])]}
-    train, valid = usable_pairs(splits, 20, 1, notices.append)
-    assert train == [([7], [7]), ([8], [8])] and valid == []
-    assert notices == ["left out 1 train pairs longer than 20 tokens (train.max_length)",
-                       "left out 1 valid pairs longer than 20 tokens (train.max_length)"]
-    assert usable_pairs(splits, None, 1, notices.append)[0] == splits["train"]
-    with pytest.raises(ValueError, match="2 usable pairs .* for 3 process"):
-        usable_pairs(splits, 20, 3, notices.append)
 
 
 def test_training_leaves_out_a_runaway_pair(tmp_path, capsys) -> None:

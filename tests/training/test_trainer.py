@@ -20,7 +20,8 @@ from padless.data.batch import make_batches
 from padless.data.dataset import PreparedData
 from padless.models import build_model
 from padless.models.scoring import teacher_forced_scores
-from padless.training.checkpoint import Checkpoint
+from padless.runs.checkpoint import Checkpoint
+from padless.runs.directory import RunDirectory
 from padless.training.config import load_config
 from padless.training.runlog import RunLog
 from padless.training.trainer import train
@@ -34,7 +35,7 @@ def run_config(*extra: str):
 
 
 def model_state(run_dir: Path, which: str = "latest") -> dict[str, torch.Tensor]:
-    return Checkpoint.load(run_dir / f"{which}.pt").model
+    return Checkpoint.load(run_dir / f"{which}.pt").weights
 
 
 def test_resume_continues_exactly(reversal_data: PreparedData, tmp_path: Path) -> None:
@@ -90,9 +91,9 @@ def test_a_moving_average_is_validated_saved_and_resumed(
              "train.max_steps=7")
     train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "whole")
     latest = Checkpoint.load(tmp_path / "whole" / "latest.pt")
-    assert latest.optimized is not None and latest.weight_average() is latest.model
-    assert any(not torch.equal(latest.model[k], latest.optimized[k]) for k in latest.model)
-    assert latest.weights_only().optimized is None
+    assert latest.ema_weights is not None and latest.decoding_weights is latest.ema_weights
+    assert any(not torch.equal(latest.ema_weights[k], latest.weights[k]) for k in latest.weights)
+    assert latest.weights_only().ema_weights is not None  # weights only: both kept
     model = latest.build_model()  # what every command decodes with: the average
     batches = list(make_batches(reversal_data.splits["valid"],
                                 [list(range(len(reversal_data.splits["valid"])))]))
@@ -104,9 +105,9 @@ def test_a_moving_average_is_validated_saved_and_resumed(
     train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "split",
           resume=True)
     resumed = Checkpoint.load(tmp_path / "split" / "latest.pt")
-    for name in latest.model:
-        assert torch.equal(latest.model[name], resumed.model[name]), name
-        assert torch.equal(latest.optimized[name], resumed.optimized[name]), name
+    for name in latest.weights:
+        assert torch.equal(latest.ema_weights[name], resumed.ema_weights[name]), name
+        assert torch.equal(latest.weights[name], resumed.weights[name]), name
 
 
 def test_early_stopping_and_the_time_limit(reversal_data: PreparedData, tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_early_stopping_and_the_time_limit(reversal_data: PreparedData, tmp_path
     result = train(frozen, reversal_data.text, reversal_data.splits, tmp_path / "early")
     assert (result.step, result.stop_reason, result.exit_code) == (3, "early_stopping", 0)
     best = Checkpoint.load(tmp_path / "early" / "best.pt")
-    assert best.step == 1 and best.early_stopping["loss"] == result.best_valid_loss
+    assert best.step == 1 and best.state.best_loss == result.best_valid_loss
     lrs = [group["lr"] for group in best.optimizer["param_groups"]]
     assert lrs == pytest.approx([1e-30, 5e-30], rel=1e-12)  # encoder; decoder x ratio
 
@@ -142,7 +143,7 @@ def test_plateau_schedule_halves_the_lr_at_each_validation_without_a_new_best(
     # validations at steps 2 (best), 4, 6 (not): the lr halves from the step after each
     expected = {1: 1, 2: 1, 3: 1, 4: 1, 5: 0.5, 6: 0.5, 7: 0.25, 8: 0.25}
     assert lrs == pytest.approx({s: 1e-30 * f for s, f in expected.items()}, rel=1e-6, abs=0)
-    assert Checkpoint.load(tmp_path / "whole" / "latest.pt").early_stopping["lr_scale"] == 0.125
+    assert Checkpoint.load(tmp_path / "whole" / "latest.pt").state.lr_scale == 0.125
 
     # a run stopped at a validation and resumed goes on with the reduced rate
     train(run_config(*extra, "train.max_steps=4"), reversal_data.text, reversal_data.splits,
@@ -177,7 +178,7 @@ def test_tensorboard_events_when_tensorboard_imports(tmp_path: Path, monkeypatch
     module.SummaryWriter = SummaryWriter
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
     (tmp_path / "log.csv").write_text("left by a run that never saved a checkpoint\n")
-    log = RunLog(tmp_path, enabled=True)
+    log = RunLog(RunDirectory(tmp_path), enabled=True)
     log.log("valid", 7, epoch=1, loss=1.5, accuracy=0.25, tokens=10)
     log.close()
     assert calls[0] == ("open", str(tmp_path / "tb"), None)
@@ -294,10 +295,10 @@ def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path, arch: 
     torch.manual_seed(0)  # the trainer's seed: the weights the runs started from
     initial = build_model(load_config(None, [*TINY, *arch]).model, len(WORDS) + 4)
     moved = 0.0
-    for name, tensor in one.model.items():  # the moving average, and the weights themselves
+    for name, tensor in one.ema_weights.items():  # the moving average, and the weights
         # Float error only: sums of gradients in a different order, through Adam.
-        torch.testing.assert_close(two.model[name], tensor, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(two.optimized[name], one.optimized[name], rtol=1e-5,
+        torch.testing.assert_close(two.ema_weights[name], tensor, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(two.weights[name], one.weights[name], rtol=1e-5,
                                    atol=1e-6)
         moved = max(moved, (tensor - initial.state_dict()[name]).abs().max().item())
     assert moved > 1e-3  # the parameters did move
@@ -334,15 +335,15 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(
     assert whole.weights_only().scaler is None
     train(run_config(*extra, "train.max_steps=4"), reversal_data.text, reversal_data.splits,
           tmp_path / "split")
-    at_4 = Checkpoint.load(tmp_path / "split" / "latest.pt").model
+    at_4 = Checkpoint.load(tmp_path / "split" / "latest.pt").weights
     train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "split",
           resume=True)
     resumed = Checkpoint.load(tmp_path / "split" / "latest.pt")
     assert resumed.scaler == whole.scaler
-    for name in whole.model:
-        assert torch.equal(whole.model[name], resumed.model[name]), name
+    for name in whole.weights:
+        assert torch.equal(whole.weights[name], resumed.weights[name]), name
     # the scaler's steps updated the weights (an overflow would have skipped them)
-    assert any(not torch.equal(at_4[name], whole.model[name]) for name in at_4)
+    assert any(not torch.equal(at_4[name], whole.weights[name]) for name in at_4)
 
 
 def test_the_choice_is_printed_recorded_and_logged(

@@ -15,7 +15,8 @@ import torch
 from padless.data.dataset import PreparedData
 from padless.data.text import TextProcessor
 from padless.data.vocabulary import Vocabulary
-from padless.training.checkpoint import Checkpoint, load_model
+from padless.runs.checkpoint import Checkpoint
+from padless.runs.loading import load_model
 from padless.training.config import load_config
 from padless.training.trainer import train
 from tests.helpers import TINY
@@ -38,7 +39,8 @@ def test_checkpoint_holds_only_tensors_and_plain_types(
     for which in ("latest", "best"):
         path = tmp_path / f"{which}.pt"
         state = torch.load(path, weights_only=True)
-        assert state["step"] == 2 and state["config"]["model"]["hidden_size"] == 16
+        assert state["version"] == 2 and state["state"]["step"] == 2
+        assert state["config"]["model"]["hidden_size"] == 16
         with zipfile.ZipFile(path) as z:
             (pkl,) = [n for n in z.namelist() if n.endswith("data.pkl")]
             ops = list(pickletools.genops(z.read(pkl)))
@@ -48,9 +50,9 @@ def test_checkpoint_holds_only_tensors_and_plain_types(
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
 
     model, text, config = load_model(tmp_path, "best")
-    assert not model.training and config.model.hidden_size == 16
+    assert not model.training and config.hidden_size == 16
     assert text.vocab == reversal_data.vocab
-    state = Checkpoint.load(tmp_path / "latest.pt").model
+    state = Checkpoint.load(tmp_path / "latest.pt").weights
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, state[name])
 
@@ -74,11 +76,13 @@ def test_unusable_files_get_one_line_naming_the_file(tmp_path: Path) -> None:
     torch.save({"x": Decimal(1)}, tmp_path / "objects.pt")  # weights_only refuses it
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     torch.save({"format": "padless-checkpoint", "version": 99}, tmp_path / "future.pt")
+    torch.save({"format": "padless-checkpoint", "version": 2, "config": {}, "vocab": {},
+                "text": {}, "weights": {}, "state": {"step": "many"}}, tmp_path / "state.pt")
     expected = {
         "missing.pt": "no such checkpoint", "truncated.pt": "truncated or corrupt",
         "random.pt": "not a padless checkpoint", "empty.pt": "truncated or corrupt",
         "objects.pt": "not a padless checkpoint", "foreign.pt": "not a padless checkpoint",
-        "future.pt": "version 99",
+        "future.pt": "version 99", "state.pt": "train state step is a str",
     }
     for name, words in expected.items():
         with pytest.raises(ValueError, match=words) as caught:
@@ -97,10 +101,10 @@ def test_a_file_in_the_first_release_format_still_loads(
     del state["config"]["model"]["arch"]  # what the first release wrote
     torch.save(state, tmp_path / "latest.pt")
     checkpoint = Checkpoint.load(tmp_path / "latest.pt")
-    assert checkpoint.run_config().model.arch == "gru"
+    assert checkpoint.model_config().arch == "gru"
     model, _, _ = load_model(tmp_path, "latest")
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, state["model"][name])
+        assert torch.equal(tensor, state["weights"][name])
     # and a resumed run accepts it: the model settings are compared as configs, not dicts
     result = train(run_config("train.max_steps=2"), reversal_data.text, reversal_data.splits,
                    tmp_path, resume=True)
@@ -113,15 +117,16 @@ def test_resuming_with_another_vocabulary_or_model_is_refused(
     train(run_config("train.max_steps=1"), reversal_data.text, reversal_data.splits, tmp_path)
     path = tmp_path / "latest.pt"
     checkpoint = Checkpoint.load(path)
-    checkpoint.check_compatible(run_config(), reversal_data.text, path)  # the same: accepted
+    checkpoint.check_text(reversal_data.text, path)  # the same: accepted
     with pytest.raises(ValueError, match="model settings differ"):
-        checkpoint.check_compatible(run_config("model.hidden_size=8"), reversal_data.text, path)
+        train(run_config("model.hidden_size=8", "train.max_steps=2"), reversal_data.text,
+              reversal_data.splits, tmp_path, resume=True)
     shorter = TextProcessor(Vocabulary(["w0"]), normalize="none")
     with pytest.raises(ValueError, match="vocabulary differs"):
-        checkpoint.check_compatible(run_config(), shorter, path)
+        checkpoint.check_text(shorter, path)
     other_text = TextProcessor(reversal_data.vocab, normalize="tutorial")
-    with pytest.raises(ValueError, match="text settings differ"):
-        checkpoint.check_compatible(run_config(), other_text, path)
+    with pytest.raises(ValueError, match="text settings .* differ"):
+        checkpoint.check_text(other_text, path)
 
 
 def test_a_damaged_tensor_is_refused_not_loaded(reversal_data: PreparedData,

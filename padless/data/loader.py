@@ -1,0 +1,145 @@
+"""The batches a training run reads: :class:`TrainingBatches` (endless, shuffled by epoch,
+resumable, sharded over processes) and :func:`validation_batches` (fixed), both length-
+bucketed by :class:`padless.data.sampler.BucketBatchSampler`; :func:`within_length`, the
+length cap on what a run trains on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+from padless.data.batch import Batch, IdPair, make_batches
+from padless.data.sampler import BucketBatchSampler
+from padless.runtime.errors import UserError
+
+__all__ = ["TrainingBatches", "run_batches", "validation_batches", "within_length"]
+
+
+def within_length(pairs: Sequence[IdPair], max_length: int | None) -> list[IdPair]:
+    """The pairs with at most ``max_length`` tokens on either side (None: all of them)."""
+    if max_length is None:
+        return list(pairs)
+    return [pair for pair in pairs if max(len(pair[0]), len(pair[1])) <= max_length]
+
+
+def _sampler(pairs: Sequence[IdPair], **options: object) -> BucketBatchSampler:
+    return BucketBatchSampler([len(s) for s, _ in pairs], [len(t) for _, t in pairs],
+                              **options)  # type: ignore[arg-type]
+
+
+class TrainingBatches:
+    """Training batches of ``pairs`` without end: one shuffled, length-bucketed epoch after
+    another (see :class:`~padless.data.sampler.BucketBatchSampler`).
+
+    ``batch_size`` / ``max_tokens`` are global: under ``torchrun`` process ``shard_index`` of
+    ``num_shards`` gets its share of every global batch. :meth:`state_dict` taken after a
+    batch resumes at the next one.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[IdPair],
+        *,
+        batch_size: int | None,
+        max_tokens: int | None,
+        seed: int,
+        num_shards: int = 1,
+        shard_index: int = 0,
+    ) -> None:
+        self.pairs = pairs
+        self.sampler = _sampler(pairs, batch_size=batch_size, max_tokens=max_tokens,
+                                shuffle=True, seed=seed, num_shards=num_shards,
+                                shard_index=shard_index)
+        self._batches = make_batches(pairs, self._endless())
+
+    def _endless(self) -> Iterator[list[int]]:
+        while True:  # the sampler advances its epoch at each end
+            yield from self.sampler
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._batches)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.sampler)
+
+    def state_dict(self) -> dict:
+        """Where the next batch comes from (plain ints)."""
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on from :meth:`state_dict`.
+
+        Raises:
+            ValueError: if the state belongs to another split, seed or batch size, where
+                resuming would repeat or skip pairs.
+        """
+        self.sampler.load_state_dict(state)
+
+
+def validation_batches(
+    pairs: Sequence[IdPair],
+    *,
+    batch_size: int | None,
+    max_tokens: int | None,
+    num_shards: int = 1,
+    shard_index: int = 0,
+) -> list[Batch]:
+    """This process's share of the validation batches of ``pairs``, in one fixed, sorted
+    order (empty when there are fewer pairs than processes)."""
+    if len(pairs) < num_shards:
+        return []
+    sampler = _sampler(pairs, batch_size=batch_size, max_tokens=max_tokens, shuffle=False,
+                       num_shards=num_shards, shard_index=shard_index)
+    return list(make_batches(pairs, sampler))
+
+
+def run_batches(
+    splits: dict[str, Sequence[IdPair]],
+    *,
+    max_length: int | None,
+    batch_size: int | None,
+    max_tokens: int | None,
+    seed: int,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    say: Callable[[str], object] = print,
+    where: str | os.PathLike | None = None,
+) -> tuple[TrainingBatches, list[Batch]]:
+    """A training run's batches: :class:`TrainingBatches` of ``splits["train"]`` and this
+    process's :func:`validation_batches` of ``splits["valid"]``, both within ``max_length``
+    tokens a side (``say`` tells how many pairs that leaves out: one runaway pair can take
+    minutes per step and all the memory, and a step cannot be interrupted).
+
+    Raises:
+        UserError: if fewer training pairs are left than there are processes (``where``,
+            the data's directory, is named).
+    """
+    usable = {}
+    for name in ("train", "valid"):
+        pairs = splits.get(name, [])
+        usable[name] = within_length(pairs, max_length)
+        if len(usable[name]) < len(pairs):
+            say(f"left out {len(pairs) - len(usable[name])} {name} pairs longer than "
+                f"{max_length} tokens (train.max_length)")
+    if len(usable["train"]) < num_shards:
+        of = f" of {where}" if where is not None else ""
+        if not splits.get("train"):
+            raise UserError(f"the training split{of} is empty: nothing to train on; prepare "
+                            "the data again")
+        raise UserError(
+            f"the training split{of} has {len(usable['train'])} usable pairs "
+            f"({len(splits['train'])} in all, train.max_length={max_length}) for {num_shards} "
+            "process(es): raise train.max_length, or prepare more data")
+    limits = {"batch_size": batch_size, "max_tokens": max_tokens, "num_shards": num_shards,
+              "shard_index": shard_index}
+    return (TrainingBatches(usable["train"], seed=seed, **limits),
+            validation_batches(usable["valid"], **limits))
