@@ -29,7 +29,7 @@ from machine import machine
 
 from padless.data.vocabulary import BOS_ID, EOS_ID
 from padless.decoding.batched import decode_ids
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
 from padless.runtime.devices import resolve_device

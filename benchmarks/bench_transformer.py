@@ -52,7 +52,7 @@ from padless.data.dataset import PreparedData
 from padless.data.sampler import random_batches
 from padless.data.vocabulary import PAD_ID
 from padless.decoding.batched import decode_ids
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models import build_model
 from padless.models.transformer import Transformer
 from padless.models.transformer_layers import sinusoids

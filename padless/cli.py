@@ -73,11 +73,13 @@ def _silence_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    configure_threads()  # before any command imports torch
+    arguments = sys.argv[1:] if argv is None else argv
+    # before any command imports torch; a server keeps a core for its event loop
+    configure_threads(reserve=1 if arguments[:1] == ["serve"] else 0)
     name = "padless"
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser().parse_args(arguments)
         except SystemExit as e:  # argparse printed a usage error (2) or the help (0)
             return e.code if isinstance(e.code, int) else 2
         name = f"padless {args.command}"

@@ -25,7 +25,7 @@ from padless.commands.inputs import integer, stdin_lines
 from padless.commands.options import add_decoding_arguments, load_run, search_options
 from padless.data.text import TextProcessor
 from padless.decoding.batched import make_generator, reply
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder
 
 __all__ = ["add_arguments", "converse", "run"]

@@ -22,7 +22,7 @@ from padless.data.prepare import PrepareOptions, prepare
 from padless.data.text import TextProcessor
 from padless.decoding.batched import reply
 from padless.decoding.evaluation import Evaluation, evaluate
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder
 from padless.models.precision import for_decoding
 from padless.runs.checkpoint import Checkpoint

@@ -16,7 +16,7 @@ import sys
 
 from padless.commands.inputs import integer, number
 from padless.commands.options import add_decoding_arguments, search_options
-from padless.serving.settings import ServeSettings, default_threads
+from padless.serving.settings import ServeSettings
 
 __all__ = ["add_arguments", "run"]
 
@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--port", type=integer(0, 65535), default=8000,
                         help="TCP port (default 8000; 0: any)")
     server.add_argument("--threads", type=integer(1), metavar="N",
-                        help=f"torch threads for decoding (default: cores - 1, here "
-                             f"{default_threads()}, leaving a core to HTTP)")
+                        help="torch threads for decoding (default: one per free core but one, "
+                             "kept for HTTP; see padless/runtime/threads.py)")
     server.add_argument("--access-log", action="store_true", help="log every request")
     batching = parser.add_argument_group("batching")
     batching.add_argument("--max-batch-size", type=integer(1), default=DEFAULTS.max_batch_size,
@@ -69,7 +69,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         max_lines=args.max_lines, max_beam=args.max_beam, max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout,
         max_body_bytes=args.max_body_bytes,
-        threads=default_threads() if args.threads is None else args.threads,
+        threads=args.threads,
         continuous_batching=not args.no_continuous_batching,
     )
 

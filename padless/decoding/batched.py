@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from padless.data.text import TextProcessor
-from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from padless.data.vocabulary import PAD_ID
 from padless.decoding.beam import beam_search
-from padless.decoding.search import (
-    Hypothesis,
-    SearchOptions,
-    SearchResult,
-    greedy_search,
-    sample_search,
-)
+from padless.decoding.greedy import greedy_search, sample_search
+from padless.decoding.options import SearchOptions
+from padless.decoding.search import Hypothesis, SearchResult
 from padless.masking import pad_batch
 from padless.models import EncoderDecoder
 
@@ -47,12 +43,6 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
-def banned_ids(options: SearchOptions) -> tuple[int, ...]:
-    """Ids an answer never holds: PAD and BOS (never outputs, though an untrained model may
-    prefer them), and UNK unless ``options.allow_unk``."""
-    return (PAD_ID, BOS_ID) if options.allow_unk else (PAD_ID, BOS_ID, UNK_ID)
-
-
 def run_search(
     model: EncoderDecoder,
     src: torch.Tensor,
@@ -61,25 +51,19 @@ def run_search(
     *,
     generator: torch.Generator | None = None,
     return_attention: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> SearchResult:
-    """Run the search ``options.method`` names on ``src [S, B]``, ``src_lengths [B]``."""
-    common = dict(
-        bos_id=BOS_ID, eos_id=EOS_ID, max_length=options.max_length,
-        min_length=options.min_length, banned_ids=banned_ids(options),
-        no_repeat_ngram=options.no_repeat_ngram, repetition_penalty=options.repetition_penalty,
-        return_attention=return_attention,
-    )
-    if options.method == "greedy":
-        return greedy_search(model, src, src_lengths, **common)
+    """Run the search ``options.method`` names on ``src [S, B]``, ``src_lengths [B]``
+    (``stop``: asked before every step, True raises
+    :class:`~padless.decoding.search.Stopped`)."""
     if options.method == "beam":
-        return beam_search(
-            model, src, src_lengths, beam_size=options.beam_size, alpha=options.alpha,
-            n_best=options.n_best, **common,
-        )
-    return sample_search(  # the only method left: SearchOptions checked it
-        model, src, src_lengths, temperature=options.temperature, top_k=options.top_k,
-        top_p=options.top_p, generator=generator, **common,
-    )
+        return beam_search(model, src, src_lengths, options, return_attention=return_attention,
+                           stop=stop)
+    if options.method == "sample":
+        return sample_search(model, src, src_lengths, options, generator=generator,
+                             return_attention=return_attention, stop=stop)
+    return greedy_search(model, src, src_lengths, options, return_attention=return_attention,
+                         stop=stop)
 
 
 def decode_ids(
@@ -91,12 +75,15 @@ def decode_ids(
     generator: torch.Generator | None = None,
     progress: bool = False,
     return_attention: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode ``sources`` (id lists) in batches; ``result[i]`` is source ``i``'s n-best list.
 
     Sources are sorted by length so that each batch holds similar lengths (little padding
     and few steps spent on finished sentences). An empty source gets one empty hypothesis:
     there is nothing to encode. ``progress`` shows a tqdm bar (sentences) on stderr.
+    ``stop``: asked before every decoding step; True raises
+    :class:`~padless.decoding.search.Stopped`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -109,7 +96,7 @@ def decode_ids(
             src, lengths = pad_batch([sources[i] for i in indices], PAD_ID)
             result = run_search(
                 model, src.to(device), lengths, options, generator=generator,
-                return_attention=return_attention,
+                return_attention=return_attention, stop=stop,
             )
             for i, nbest in zip(indices, result.hypotheses, strict=True):
                 results[i] = nbest

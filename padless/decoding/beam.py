@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from padless.data.vocabulary import BOS_ID, EOS_ID
+from padless.decoding.options import SearchOptions
 from padless.decoding.repetition import penalize_repetitions
 from padless.decoding.search import (
     Hypothesis,
-    SearchOptions,
     SearchResult,
     StepModel,
+    Stopped,
     length_penalty,
     restrict,
 )
@@ -26,18 +28,10 @@ def beam_search(
     model: StepModel,
     src: torch.Tensor,
     src_lengths: torch.Tensor,
+    options: SearchOptions | None = None,
     *,
-    bos_id: int,
-    eos_id: int,
-    beam_size: int = 5,
-    max_length: int = 30,
-    alpha: float = 0.6,
-    n_best: int = 1,
-    min_length: int = 0,
-    banned_ids: Sequence[int] = (),
-    no_repeat_ngram: int = 0,
-    repetition_penalty: float = 1.0,
     return_attention: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> SearchResult:
     """Batched beam search with the GNMT length penalty and exact stopping.
 
@@ -55,19 +49,24 @@ def beam_search(
     With ``beam_size=1`` and ``alpha=0`` this is greedy search.
 
     Args:
-        beam_size: open hypotheses per sentence (``k``).
-        alpha: length-penalty exponent (0: rank by raw log-probability).
-        n_best: hypotheses returned per sentence, ``1 <= n_best <= beam_size``.
-        Others as :func:`padless.decoding.search.greedy_search`; ``src [S, B]``,
-        ``src_lengths [B]``.
+        model, src ``[S, B]``, src_lengths ``[B]``: as
+            :func:`padless.decoding.greedy.greedy_search`.
+        options: ``beam_size`` (``k``), ``alpha`` (the length-penalty exponent, 0: rank by raw
+            log-probability), ``n_best`` (hypotheses returned per sentence), and the settings
+            every search has (default ``SearchOptions(method="beam")``); its method is not
+            read.
+        return_attention: keep each hypothesis' ``[T, S_b]`` attention.
+        stop: asked before every step; True raises
+            :class:`~padless.decoding.search.Stopped`.
 
     Returns:
         ``hypotheses[b]``: up to ``n_best`` hypotheses, best score first.
     """
-    SearchOptions(  # checks the values
-        "beam", max_length, beam_size=beam_size, n_best=n_best, min_length=min_length,
-        no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty,
-    )
+    options = SearchOptions("beam") if options is None else options
+    beam_size, alpha, max_length = options.beam_size, options.alpha, options.max_length
+    min_length, banned_ids = options.min_length, options.banned_ids()
+    no_repeat_ngram, repetition_penalty = options.no_repeat_ngram, options.repetition_penalty
+    bos_id, eos_id = BOS_ID, EOS_ID
     k, batch_size, device = beam_size, src.size(1), src.device
     beams = _Beams.start(batch_size, k, bos_id, src.size(0), device, return_attention)
     state = model.start_decoding(src, src_lengths).select(
@@ -83,6 +82,8 @@ def beam_search(
         _insert_finished(finished[sentence], hyp, k)
 
     for step in range(max_length):
+        if stop is not None and stop():
+            raise Stopped
         n_active = len(beams.active)
         log_probs, state, attention = model.decode_step(beams.prev, state)
         log_probs, vocab = log_probs.float(), log_probs.size(1)
@@ -123,7 +124,7 @@ def beam_search(
                 break
             state = state.select(beams.keep(keep))
 
-    return SearchResult([kept[:n_best] for kept in finished])
+    return SearchResult([kept[: options.n_best] for kept in finished])
 
 
 @dataclass

@@ -19,7 +19,7 @@ from padless.data.batch import IdPair
 from padless.data.text import TextProcessor
 from padless.decoding.batched import cap_sources, decode_ids
 from padless.decoding.metrics import DialogueScores, dialogue_scores, text_scores
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder
 from padless.models.scoring import corpus_scores
 from padless.runtime.errors import UserError

@@ -52,6 +52,9 @@ MIN_SPEEDUP = 1.3
 _EMULATED = 0.5
 _PROBE_SECONDS = 0.25  # time the model-size probe may take, both precisions together
 _CAPS = (512, 1024, 4096)  # the probe's largest rows, width and output size
+# below this many multiply-adds per layer, bf16 cannot pay for its casts: auto is fp32 without
+# measuring (and a measurement of so little work would be noise)
+_SMALL = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,8 @@ def _choose_cpu(requested: str, workload: Workload, where: str, inherited: bool)
                              "GPU: fp32 on this CPU", where)
         raise UserError("precision fp16 needs a CUDA GPU (it trains with a gradient scaler); "
                         "on a CPU use auto, fp32 or bf16")
+    if workload.rows * workload.width * workload.out < _SMALL and requested == "auto":
+        return Precision("fp32", requested, "a model this small gains nothing from bf16", where)
     speedup = bf16_speedup(workload)
     flags = _native_bf16_flags()
     if speedup < _EMULATED:

@@ -69,19 +69,24 @@ def threads_for(free: float | None, cores: int) -> tuple[int, bool]:
     return cores, True  # none free: a fair share on every core, nothing spun away
 
 
-def configure_threads() -> str:
+def configure_threads(reserve: int = 0) -> str:
     """Choose OpenMP's wait policy and thread count for the torch this process is about to
     import (``OMP_WAIT_POLICY``, ``OMP_NUM_THREADS``), from the cores free right now.
 
-    Values the user set in the environment are kept. Returns what was decided, in words;
-    if torch is already imported it is too late to change anything, and it says so.
+    ``reserve``: cores the process keeps for other work of its own, counted as busy
+    (``padless serve`` keeps one for its event loop: HTTP, JSON, the tokenizer). Values the
+    user set in the environment are kept. Returns what was decided, in words; if torch is
+    already imported it is too late to change anything, and it says so.
     """
     if "torch" in sys.modules:
         return "torch already imported: threads left as they are"
     cores = os.cpu_count() or 1
     if cores == 1:
         return "one core: nothing to choose"
-    threads, passive = threads_for(free_cores(), cores)
+    free = free_cores()
+    if reserve:
+        free = max(0.0, (cores if free is None else free) - reserve)
+    threads, passive = threads_for(free, cores)
     if passive:
         os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
     if threads < cores:

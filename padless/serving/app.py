@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from importlib.resources import files
 from typing import Any
 
@@ -27,8 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from padless.data.text import TextProcessor
-from padless.decoding.search import Hypothesis, SearchOptions
+from padless.decoding.options import SearchOptions
+from padless.decoding.search import Hypothesis
 from padless.models import EncoderDecoder
+from padless.runtime.errors import UserError
 from padless.serving.batcher import DynamicBatcher, QueueFull, ShuttingDown
 from padless.serving.limits import BodySizeLimit
 from padless.serving.schemas import (
@@ -36,8 +37,10 @@ from padless.serving.schemas import (
     ChatRequest,
     ChatResponse,
     DecodingRequest,
+    ErrorMessage,
     TranslateRequest,
     TranslateResponse,
+    json_number,
 )
 from padless.serving.settings import ServeSettings
 
@@ -52,12 +55,14 @@ PAGE_FILES = {
     "/chat.css": ("chat.css", "text/css; charset=utf-8"),
 }
 # the browser may load and contact nothing but this server: the page works offline
+_POLL_S = 0.1  # how often a waiting request checks that its client is still there
+# what the API's errors look like, for the OpenAPI description: one line, never a list
+ERRORS = {status: {"model": ErrorMessage, "description": what} for status, what in (
+    (413, "input over a limit"), (422, "a malformed body or a bad value"),
+    (429, "the queue is full"), (503, "shutting down, or the decoding worker failed"),
+    (504, "no answer within the timeout"))}
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                "img-src 'self' data:; base-uri 'none'; form-action 'none'")
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 class _Service:
@@ -69,30 +74,12 @@ class _Service:
 
     def options(self, request: DecodingRequest) -> SearchOptions:
         """The search a request asks for, on top of the server's defaults (422 if bad)."""
+        sampling = {name: getattr(request, name) for name in SAMPLING_FIELDS}
         try:
-            return self._options(request)
-        except ValueError as e:  # SearchOptions' own check, e.g. a value the server refuses
+            return self.defaults.asked(beam=request.beam, sample=request.sample,
+                                       max_beam=self.settings.max_beam, **sampling)
+        except UserError as e:  # SearchOptions' own check, e.g. a value the server refuses
             raise HTTPException(422, str(e)) from None
-
-    def _options(self, request: DecodingRequest) -> SearchOptions:
-        given = sorted(set(SAMPLING_FIELDS) & request.model_fields_set)
-        if request.sample and request.beam is not None:
-            raise HTTPException(422, "beam and sample exclude each other: ask for one")
-        if given and not request.sample:
-            verb = "apply" if len(given) > 1 else "applies"
-            raise HTTPException(422, f"{', '.join(given)} {verb} to sampling only: add "
-                                     '"sample": true')
-        if request.beam is not None and request.beam > self.settings.max_beam:
-            raise HTTPException(422, f"beam: {request.beam} beams; this server allows at most "
-                                     f"{self.settings.max_beam}")
-        if request.sample:
-            return replace(self.defaults, method="sample", temperature=request.temperature,
-                           top_k=request.top_k, top_p=request.top_p)
-        if request.beam == 1:
-            return replace(self.defaults, method="greedy")
-        if request.beam is not None:
-            return replace(self.defaults, method="beam", beam_size=request.beam)
-        return self.defaults
 
     def encode(self, line: str, where: str) -> list[int]:
         """``line``'s token ids; 413 over the character or token limit, 422 if not Unicode."""
@@ -110,9 +97,12 @@ class _Service:
                                      f"{limits.max_input_tokens}")
         return ids
 
-    async def decode(self, sources: Sequence[list[int]], options: SearchOptions,
-                     seed: int | None, attention: bool) -> list[Hypothesis]:
-        """Each source's best hypothesis, through the batcher (429, 503 or 504 if not)."""
+    async def decode(self, request: Request, sources: Sequence[list[int]],
+                     options: SearchOptions, seed: int | None,
+                     attention: bool) -> list[Hypothesis]:
+        """Each source's best hypothesis, through the batcher (429, 503 or 504 if not). A
+        request whose client goes away, or that runs out of time, is given up: the batcher
+        decodes no more of it."""
         try:
             future = self.batcher.submit(sources, options, seed=seed, attention=attention)
         except QueueFull as e:
@@ -120,11 +110,25 @@ class _Service:
                                 headers={"Retry-After": "1"}) from None
         except ShuttingDown as e:
             raise HTTPException(503, str(e)) from None
+        answer = asyncio.wrap_future(future)
+        deadline = time.monotonic() + self.settings.timeout_s
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.timeout_s)
-        except TimeoutError:
-            raise HTTPException(504, f"no answer within the server's timeout of "
-                                     f"{self.settings.timeout_s:g} s") from None
+            while not answer.done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HTTPException(504, f"no answer within the server's timeout of "
+                                             f"{self.settings.timeout_s:g} s")
+                await asyncio.wait({answer}, timeout=min(left, _POLL_S))
+                if not answer.done() and await request.is_disconnected():
+                    raise HTTPException(499, "the client went away")
+        except BaseException:  # a timeout, a client gone, a cancelled handler: give it up
+            self.batcher.cancel(future)
+            answer.cancel()
+            raise
+        try:
+            return answer.result()
+        except ShuttingDown as e:
+            raise HTTPException(503, str(e)) from None
 
     def chat_response(self, ids: list[int], hyp: Hypothesis, method: str,
                       started: float) -> ChatResponse:
@@ -134,7 +138,7 @@ class _Service:
             [round(w, 4) for w in row] for row in hyp.attention.tolist()]
         return ChatResponse(
             reply=self.text.decode(hyp.tokens), tokens=vocab.decode(hyp.tokens),
-            score=_finite(hyp.score), latency_ms=(time.perf_counter() - started) * 1000,
+            score=json_number(hyp.score), latency_ms=(time.perf_counter() - started) * 1000,
             source_tokens=vocab.decode(ids), attention=attention, finished=hyp.finished,
             method=method,
         )
@@ -143,19 +147,20 @@ class _Service:
 def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> None:
     """``/v1/chat``, ``/v1/translate``, ``/v1/model`` and ``/healthz``."""
 
-    @app.post("/v1/chat", response_model=ChatResponse, summary="Answer one message")
-    async def chat(request: ChatRequest) -> ChatResponse:
+    @app.post("/v1/chat", response_model=ChatResponse, summary="Answer one message",
+              responses=ERRORS)
+    async def chat(request: ChatRequest, http: Request) -> ChatResponse:
         started = time.perf_counter()
         options = service.options(request)
         ids = service.encode(request.message, "message")
         if not ids:
             raise HTTPException(422, "message: no words to answer")
-        (hyp,) = await service.decode([ids], options, request.seed, attention=True)
+        (hyp,) = await service.decode(http, [ids], options, request.seed, attention=True)
         return service.chat_response(ids, hyp, options.method, started)
 
     @app.post("/v1/translate", response_model=TranslateResponse,
-              summary="Answer many lines, in input order")
-    async def translate(request: TranslateRequest) -> TranslateResponse:
+              summary="Answer many lines, in input order", responses=ERRORS)
+    async def translate(request: TranslateRequest, http: Request) -> TranslateResponse:
         started = time.perf_counter()
         if len(request.lines) > service.settings.max_lines:
             raise HTTPException(413, f"lines: {len(request.lines)} lines; this server takes at "
@@ -164,7 +169,7 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
         sources = [service.encode(line, f"lines[{i}]") for i, line in enumerate(request.lines)]
         translations = [""] * len(sources)  # nothing to decode when every line is empty
         if any(sources):
-            hyps = await service.decode(sources, options, request.seed, attention=False)
+            hyps = await service.decode(http, sources, options, request.seed, attention=False)
             translations = [service.text.decode(h.tokens) for h in hyps]
         return TranslateResponse(translations=translations,
                                  latency_ms=(time.perf_counter() - started) * 1000)
@@ -176,9 +181,13 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
     @app.get("/healthz", summary="Liveness, queue length and batching counters")
     async def healthz() -> JSONResponse:
         batcher = service.batcher
-        body = {"status": "draining" if batcher.draining else "ok", "queued": batcher.queued,
-                "in_flight": batcher.in_flight, **asdict(batcher.stats)}
-        return JSONResponse(body, status_code=503 if batcher.draining else 200)
+        status = ("failed" if batcher.failure is not None or not batcher.alive
+                  else "draining" if batcher.draining else "ok")
+        body = {"status": status, "queued": batcher.queued, "in_flight": batcher.in_flight,
+                **asdict(batcher.stats)}
+        if status == "failed":
+            body["detail"] = f"the decoding worker is not running ({batcher.failure or 'stopped'})"
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
 
 def _add_page_routes(app: FastAPI) -> None:

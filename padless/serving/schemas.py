@@ -1,36 +1,68 @@
 """The JSON bodies of the HTTP API (pydantic models; FastAPI checks requests against them and
 documents them at ``/docs``).
 
-Unknown fields, wrong types, and NaN or infinite numbers are rejected (422), so a typo such as
-``"temprature"`` is an error rather than silently ignored.
+The search fields of a request are generated from :class:`padless.decoding.options.SearchOptions`
+(the settings whose :class:`~padless.decoding.options.Knob` says a request may set them), with
+the same bounds and descriptions as the command-line flags. Unknown fields, wrong types, and
+NaN or infinite numbers are rejected (422), so a typo such as ``"temprature"`` is an error
+rather than silently ignored.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from padless.decoding.options import SearchOptions, knobs
 
 __all__ = [
-    "ChatRequest", "ChatResponse", "DecodingRequest", "TranslateRequest", "TranslateResponse",
+    "ChatRequest", "ChatResponse", "DecodingRequest", "ErrorMessage", "SAMPLING_FIELDS",
+    "TranslateRequest", "TranslateResponse", "json_number",
 ]
 
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "seed")
+# the request fields that apply to sampling only (given without "sample": true, a 422)
+SAMPLING_FIELDS = tuple(name for name, knob in knobs() if knob.request and knob.sampling)
 
 
-class DecodingRequest(BaseModel):
-    """How to decode; every field is optional (the server's defaults apply)."""
+def json_number(value: Any) -> Any:
+    """``value``, or None for a float JSON cannot hold (NaN, infinity)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    beam: int | None = Field(
-        None, ge=1, description="beam search with this many beams (1: greedy search)")
-    sample: bool = Field(False, description="sample the answer (with the fields below)")
-    temperature: float = Field(1.0, gt=0, le=100, description="sampling temperature")
-    top_k: int = Field(0, ge=0, description="sample among the K likeliest tokens (0: all)")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling probability mass")
-    seed: int | None = Field(
-        None, ge=0, lt=2**63,
-        description="seed of this request's sampler: the same seed and request give the "
-                    "same answer, whatever else the server is doing")
+def _search_fields() -> dict[str, Any]:
+    """``beam``, ``sample``, the sampling settings and ``seed``, as pydantic fields."""
+    defaults = SearchOptions()
+    fields: dict[str, Any] = {
+        "beam": (int | None, Field(None, ge=1, description="beam search with this many beams "
+                                                           "(1: greedy search)")),
+        "sample": (bool, Field(False, description="sample the answer (with the fields "
+                                                  "below)")),
+    }
+    for name, knob in knobs():
+        if not knob.request:
+            continue
+        bounds = {}
+        if knob.minimum is not None:
+            bounds["gt" if knob.open_min else "ge"] = knob.minimum
+        if knob.maximum is not None:
+            bounds["lt" if knob.open_max else "le"] = knob.maximum
+        kind = type(getattr(defaults, name))
+        fields[name] = (kind | None, Field(
+            None, description=f"{knob.help} (default {getattr(defaults, name)})", **bounds))
+    fields["seed"] = (int | None, Field(
+        None, ge=0, lt=2**63, description="seed of this request's sampler: the same seed and "
+        "request give the same answer, whatever else the server is doing"))
+    return fields
+
+
+DecodingRequest = create_model(
+    "DecodingRequest",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    __doc__="How to decode; every field is optional (the server's defaults apply).",
+    **_search_fields(),
+)
 
 
 class ChatRequest(DecodingRequest):
@@ -68,3 +100,9 @@ class TranslateResponse(BaseModel):
 
     translations: list[str]
     latency_ms: float
+
+
+class ErrorMessage(BaseModel):
+    """Every error a client can cause: 4xx (or 503 while stopping) with one line."""
+
+    detail: str = Field(description="what is wrong")

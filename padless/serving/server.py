@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from padless.data.text import TextProcessor
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder, ModelConfig
 from padless.models.precision import for_decoding
 from padless.runs.checkpoint import Checkpoint
@@ -31,14 +31,10 @@ from padless.runtime.devices import resolve_device
 from padless.runtime.errors import UserError
 from padless.serving.app import create_app
 from padless.serving.batcher import DynamicBatcher
+from padless.serving.schemas import json_number
 from padless.serving.settings import ServeSettings
 
 __all__ = ["bind", "describe_run", "load_app", "run_server"]
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: such a value becomes None."""
-    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 def describe_run(run_dir: str | os.PathLike, which: str, model: EncoderDecoder,
@@ -48,7 +44,7 @@ def describe_run(run_dir: str | os.PathLike, which: str, model: EncoderDecoder,
     ``model``, ``text`` and ``config`` are what :func:`load_model` returned for the run.
     """
     checkpoint = Checkpoint.load(RunDirectory(run_dir).checkpoint(which), mmap=True)
-    valid = {name: _finite(value) for name, value in (checkpoint.valid or {}).items()}
+    valid = {name: json_number(value) for name, value in (checkpoint.valid or {}).items()}
     return {
         "run": Path(run_dir).resolve().name,
         "checkpoint": which,
@@ -60,7 +56,7 @@ def describe_run(run_dir: str | os.PathLike, which: str, model: EncoderDecoder,
         "normalize": text.normalize,
         "step": checkpoint.step,
         "valid": valid or None,
-        "best_valid_loss": _finite(checkpoint.state.best_loss),
+        "best_valid_loss": json_number(checkpoint.state.best_loss),
         "train_time_s": checkpoint.state.train_time_s,
         "device": str(model.device),
     }

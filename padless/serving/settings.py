@@ -4,17 +4,11 @@ options are built from it without loading the web framework)."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields
 
 from padless.runtime.errors import UserError
 
-__all__ = ["ServeSettings", "default_threads"]
-
-
-def default_threads() -> int:
-    """Decoding threads that leave one core to the event loop (HTTP, JSON): cores - 1."""
-    return max(1, (os.cpu_count() or 1) - 1)
+__all__ = ["ServeSettings"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +25,9 @@ class ServeSettings:
         max_queue: waiting requests before the server answers 429.
         timeout_s: a request not answered within this time gets 504.
         max_body_bytes: larger request bodies get 413 before they are read.
-        threads: torch threads of the decoding worker (None: torch's setting).
+        threads: torch threads of the decoding worker (None: torch's setting, which
+            ``padless serve`` chose at start, keeping a core for the event loop:
+            :mod:`padless.runtime.threads`).
         continuous_batching: greedy requests join and leave a running batch at every
             decoding step (False: a batch runs to its end before the next starts).
     """

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from padless.decoding.batched import decode_texts
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.runs.directory import RunDirectory
 from padless.runs.info import read_run_info
 from padless.runs.loading import load_model

@@ -9,7 +9,7 @@ import pytest
 
 from padless.cli import main
 from padless.decoding.batched import decode_texts
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models.transformer import Transformer
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.loading import load_model

@@ -15,7 +15,7 @@ from padless.decoding.batched import (
     decode_texts,
     reply,
 )
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
 from padless.runs.loading import load_model

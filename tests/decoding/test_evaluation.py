@@ -13,7 +13,7 @@ from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
 from padless.decoding.evaluation import evaluate, image_format_of
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.models.scoring import corpus_scores
 from padless.runs.loading import load_model
 

@@ -15,18 +15,14 @@ import torch
 
 from padless.data.vocabulary import BOS_ID, EOS_ID
 from padless.decoding.beam import beam_search
+from padless.decoding.greedy import greedy_search, sample_search
 from padless.decoding.metrics import has_repeated_ngram
-from padless.decoding.search import (
-    SearchOptions,
-    greedy_search,
-    length_penalty,
-    restrict,
-    sample_search,
-)
+from padless.decoding.options import SearchOptions
+from padless.decoding.search import length_penalty, restrict
 
 A, B, C, D = 4, 5, 6, 7  # words; 0-3 are PAD, BOS, EOS, UNK
 VOCAB = 8
-SPECIALS_BANNED = (0, 1, 3)  # PAD, BOS, UNK: as the commands ban UNK
+SPECIALS_BANNED = (0, 1, 3)  # PAD, BOS, UNK: what SearchOptions(allow_unk=False) bans
 
 
 @dataclass(frozen=True)
@@ -68,13 +64,18 @@ LOOP = MarkovModel({
 SRC, LENGTHS = torch.tensor([[4], [5]]), torch.tensor([2])  # one source (ignored)
 
 
-def search(method: str, **options: object):
-    common = {"bos_id": BOS_ID, "eos_id": EOS_ID, "banned_ids": SPECIALS_BANNED, **options}
+def options(method: str, **settings: object) -> SearchOptions:
+    return SearchOptions.plain(method, allow_unk=False, **settings)
+
+
+def search(method: str, **settings: object):
     if method == "greedy":
-        return greedy_search(LOOP, SRC, LENGTHS, **common)
+        return greedy_search(LOOP, SRC, LENGTHS, options(method, **settings))
     if method == "beam":
-        return beam_search(LOOP, SRC, LENGTHS, beam_size=3, alpha=0.0, **common)
-    return sample_search(LOOP, SRC, LENGTHS, top_k=1, generator=torch.Generator(), **common)
+        return beam_search(LOOP, SRC, LENGTHS, options(method, beam_size=3, alpha=0.0,
+                                                       **settings))
+    return sample_search(LOOP, SRC, LENGTHS, options(method, top_k=1, **settings),
+                         generator=torch.Generator())
 
 
 def reference_greedy(n: int, penalty: float, max_length: int) -> tuple[list[int], float, float]:
@@ -159,11 +160,9 @@ def test_wide_beam_finds_the_best_allowed_sequence(n: int, penalty: float, alpha
         return sequence_scores(body, eos, penalty)[0] / length_penalty(len(body) + eos, alpha)
 
     best_body, best_eos = max(candidates, key=ranked)
-    result = beam_search(
-        LOOP, SRC, LENGTHS, bos_id=BOS_ID, eos_id=EOS_ID, banned_ids=SPECIALS_BANNED,
-        beam_size=len(allowed_words) ** max_length, alpha=alpha, max_length=max_length,
-        no_repeat_ngram=n, repetition_penalty=penalty,
-    )
+    result = beam_search(LOOP, SRC, LENGTHS, options(
+        "beam", beam_size=len(allowed_words) ** max_length, alpha=alpha, max_length=max_length,
+        no_repeat_ngram=n, repetition_penalty=penalty))
     (hyp, *_) = result.hypotheses[0]
     assert hyp.tokens == best_body and hyp.finished == best_eos
     score, log_prob = sequence_scores(best_body, best_eos, penalty)
@@ -176,10 +175,9 @@ def test_wide_beam_finds_the_best_allowed_sequence(n: int, penalty: float, alpha
 @pytest.mark.parametrize("penalty", [1.0, 1.4])
 def test_beam_of_one_is_greedy_with_the_same_rules(n: int, penalty: float) -> None:
     greedy = search("greedy", max_length=10, no_repeat_ngram=n, repetition_penalty=penalty)
-    beam = beam_search(
-        LOOP, SRC, LENGTHS, bos_id=BOS_ID, eos_id=EOS_ID, banned_ids=SPECIALS_BANNED,
-        beam_size=1, alpha=0.0, max_length=10, no_repeat_ngram=n, repetition_penalty=penalty,
-    )
+    beam = beam_search(LOOP, SRC, LENGTHS, options(
+        "beam", beam_size=1, alpha=0.0, max_length=10, no_repeat_ngram=n,
+        repetition_penalty=penalty))
     assert beam.tokens == greedy.tokens
     assert beam.scores == pytest.approx(greedy.scores, abs=1e-4)
     assert beam.hypotheses[0][0].log_prob == pytest.approx(
@@ -211,7 +209,7 @@ def test_bad_repetition_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="repetition_penalty=0.9"):
         SearchOptions(repetition_penalty=0.9)
     with pytest.raises(ValueError, match="no_repeat_ngram=-1"):
-        greedy_search(LOOP, SRC, LENGTHS, bos_id=BOS_ID, eos_id=EOS_ID, no_repeat_ngram=-1)
+        SearchOptions(no_repeat_ngram=-1)
     assert math.isfinite(SearchOptions().repetition_penalty)
 
 

@@ -1,26 +1,28 @@
-"""Decoding: greedy, beam search and sampling on a tiny seeded Seq2Seq (random weights)."""
+"""Decoding: greedy, beam search and sampling on a tiny seeded Seq2Seq (random weights),
+against one-sentence and brute-force references. PAD and BOS are never outputs: the
+references leave them out too."""
 
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from padless.data.vocabulary import BOS_ID, EOS_ID
+from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from padless.decoding.beam import beam_search
-from padless.decoding.search import (
-    SearchOptions,
-    greedy_search,
-    length_penalty,
-    sample_search,
-)
+from padless.decoding.greedy import greedy_search, sample_search
+from padless.decoding.options import SearchOptions
+from padless.decoding.search import filter_logits, length_penalty
 from padless.masking import pad_batch
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
 
 SOURCES = [[4, 5, 6, 7, 4], [7, 4], [5, 5, 6], [7], [6, 5, 4, 7]]
+NEVER = (PAD_ID, BOS_ID)  # no search ever chooses them
+plain = SearchOptions.plain  # the model's own search: no repetition control, UNK allowed
 
 
 def tiny_model(vocab_size: int = 12, seed: int = 0, eos_bias: float = 0.0) -> Seq2Seq:
@@ -54,11 +56,8 @@ def sequence_log_prob(model: Seq2Seq, source: list[int], tokens: list[int], eos:
 def test_beam_size_one_equals_greedy(seed: int) -> None:
     model = tiny_model(seed=seed, eos_bias=1.0)
     src, lengths = batch(SOURCES)
-    greedy = greedy_search(model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, max_length=10)
-    beam = beam_search(
-        model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, beam_size=1, alpha=0.0,
-        max_length=10,
-    )
+    greedy = greedy_search(model, src, lengths, plain(max_length=10))
+    beam = beam_search(model, src, lengths, plain("beam", beam_size=1, alpha=0.0, max_length=10))
     assert beam.tokens == greedy.tokens
     assert beam.scores == pytest.approx(greedy.scores, abs=1e-4)
 
@@ -67,12 +66,13 @@ def test_beam_size_one_equals_greedy(seed: int) -> None:
 def test_greedy_matches_one_sentence_reference_and_nothing_after_eos(seed: int) -> None:
     model = tiny_model(seed=seed, eos_bias=1.5)
     src, lengths = batch(SOURCES)
-    result = greedy_search(model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, max_length=12)
+    result = greedy_search(model, src, lengths, plain(max_length=12))
     for source, (hyp,) in zip(SOURCES, result.hypotheses, strict=True):
         # reference: argmax one step at a time, one unpadded sentence, stop at the first EOS
         state, prev, expected = model.start_decoding(*batch([source])), BOS_ID, []
         for _ in range(12):
             log_probs, state, _ = model.decode_step(torch.tensor([prev]), state)
+            log_probs[0, list(NEVER)] = -math.inf
             prev = int(log_probs.argmax())
             if prev == EOS_ID:
                 break
@@ -90,10 +90,8 @@ def test_greedy_matches_one_sentence_reference_and_nothing_after_eos(seed: int) 
 def test_beam_scores_are_the_models_length_penalised_log_probs(alpha: float) -> None:
     model = tiny_model(seed=3, eos_bias=1.0)
     src, lengths = batch(SOURCES)
-    result = beam_search(
-        model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, beam_size=4, alpha=alpha,
-        n_best=4, max_length=8,
-    )
+    result = beam_search(model, src, lengths,
+                         plain("beam", beam_size=4, alpha=alpha, n_best=4, max_length=8))
     for source, nbest in zip(SOURCES, result.hypotheses, strict=True):
         assert len(nbest) == 4
         assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
@@ -113,7 +111,7 @@ def test_wide_beam_finds_the_exact_best_sequence(alpha: float) -> None:
     vocab, max_length = 5, 3
     model = tiny_model(vocab_size=vocab, seed=4, eos_bias=0.5)
     source = [4, 3, 4]
-    non_eos = [t for t in range(vocab) if t != EOS_ID]
+    non_eos = [t for t in range(vocab) if t not in (EOS_ID, *NEVER)]
     finished = [
         (list(body), True)
         for n in range(max_length)
@@ -126,10 +124,8 @@ def test_wide_beam_finds_the_exact_best_sequence(alpha: float) -> None:
         for body, eos in candidates
     ]
     best_score, best_tokens = max(scored)
-    result = beam_search(
-        model, *batch([source]), bos_id=BOS_ID, eos_id=EOS_ID,
-        beam_size=len(non_eos) ** max_length, alpha=alpha, max_length=max_length,
-    )
+    result = beam_search(model, *batch([source]), plain(
+        "beam", beam_size=len(non_eos) ** max_length, alpha=alpha, max_length=max_length))
     assert result.tokens[0] == best_tokens
     assert result.scores[0] == pytest.approx(best_score, abs=1e-4)
 
@@ -147,7 +143,8 @@ def reference_beam(
             prev = torch.tensor([tokens[-1] if tokens else BOS_ID])
             log_probs, new_state, _ = model.decode_step(prev, state)
             for token, lp in enumerate(log_probs[0].tolist()):
-                candidates.append((log_prob + lp, tokens, token, new_state))
+                if token not in NEVER:
+                    candidates.append((log_prob + lp, tokens, token, new_state))
         candidates = sorted(candidates, key=lambda c: -c[0])[: 2 * k]
         for log_prob, tokens, token, _ in candidates[:k]:
             if token == EOS_ID:
@@ -164,10 +161,8 @@ def test_beam_stops_early_only_when_nothing_can_change(alpha: float) -> None:
     k, max_length = 2, 10
     for seed in range(3):
         model = tiny_model(vocab_size=8, seed=seed, eos_bias=1.0)
-        result = beam_search(
-            model, *batch(SOURCES), bos_id=BOS_ID, eos_id=EOS_ID, beam_size=k, alpha=alpha,
-            max_length=max_length,
-        )
+        result = beam_search(model, *batch(SOURCES),
+                             plain("beam", beam_size=k, alpha=alpha, max_length=max_length))
         for i, source in enumerate(SOURCES):
             tokens, score = reference_beam(model, source, k, alpha, max_length)
             assert result.tokens[i] == tokens
@@ -177,13 +172,10 @@ def test_beam_stops_early_only_when_nothing_can_change(alpha: float) -> None:
 def test_decoding_is_padding_invariant() -> None:
     """A sentence decodes the same alone and beside longer (padded) sentences."""
     model = tiny_model(seed=5, eos_bias=1.0)
-    together = beam_search(
-        model, *batch(SOURCES), bos_id=BOS_ID, eos_id=EOS_ID, beam_size=3, max_length=8
-    )
+    options = plain("beam", beam_size=3, max_length=8)
+    together = beam_search(model, *batch(SOURCES), options)
     for i, source in enumerate(SOURCES):
-        alone = beam_search(
-            model, *batch([source]), bos_id=BOS_ID, eos_id=EOS_ID, beam_size=3, max_length=8
-        )
+        alone = beam_search(model, *batch([source]), options)
         assert alone.tokens[0] == together.tokens[i]
         assert alone.scores[0] == pytest.approx(together.scores[i], abs=1e-5)
 
@@ -192,9 +184,7 @@ def test_decoding_is_padding_invariant() -> None:
 def test_attention_covers_real_source_tokens_only(method: str) -> None:
     model = tiny_model(seed=6, eos_bias=1.0)
     decode = {"greedy": greedy_search, "beam": beam_search}[method]
-    result = decode(
-        model, *batch(SOURCES), bos_id=BOS_ID, eos_id=EOS_ID, max_length=6, return_attention=True
-    )
+    result = decode(model, *batch(SOURCES), plain(method, max_length=6), return_attention=True)
     for source, (hyp,) in zip(SOURCES, result.hypotheses, strict=True):
         assert hyp.attention.shape == (len(hyp.tokens) + hyp.finished, len(source))
         # rows sum to 1 over the real tokens: source padding got weight 0
@@ -209,10 +199,8 @@ def test_sampling_is_reproducible_by_seed() -> None:
 
     def sample(seed: int, **kwargs: float) -> list[list[int]]:
         generator = torch.Generator().manual_seed(seed)
-        return sample_search(
-            model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, max_length=10,
-            generator=generator, **kwargs,
-        ).tokens
+        return sample_search(model, src, lengths, plain("sample", max_length=10, **kwargs),
+                             generator=generator).tokens
 
     assert sample(1) == sample(1)
     assert sample(1) != sample(2)
@@ -225,33 +213,35 @@ def test_sampling_is_reproducible_by_seed() -> None:
 def test_sampling_with_one_candidate_is_greedy_and_scores_are_log_probs() -> None:
     model = tiny_model(seed=8, eos_bias=1.0)
     src, lengths = batch(SOURCES)
-    greedy = greedy_search(model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, max_length=10)
-    for kwargs in ({"top_k": 1}, {"top_p": 1e-6}, {"temperature": 1e-4}):
-        sampled = sample_search(
-            model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, max_length=10,
-            generator=torch.Generator().manual_seed(0), **kwargs,
-        )
+    greedy = greedy_search(model, src, lengths, plain(max_length=10))
+    # the smallest values a search option (and a request) allows: still greedy, never NaN
+    for kwargs in ({"top_k": 1}, {"top_p": 1e-6}, {"temperature": 1e-4}, {"top_p": 1e-300},
+                   {"temperature": 1e-45}, {"temperature": 1e-39}, {"temperature": 5e-324}):
+        sampled = sample_search(model, src, lengths, plain("sample", max_length=10, **kwargs),
+                                generator=torch.Generator().manual_seed(0))
         assert sampled.tokens == greedy.tokens
         assert sampled.scores == pytest.approx(greedy.scores, abs=1e-5)
 
 
 def test_top_p_keeps_the_smallest_nucleus() -> None:
-    from padless.decoding.search import _filter_logits
-
     logits = torch.tensor([[math.log(0.5), math.log(0.3), math.log(0.15), math.log(0.05)]])
-    kept = _filter_logits(logits, top_k=0, top_p=0.75).isfinite()
+    kept = filter_logits(logits, 1.0, top_k=0, top_p=0.75).isfinite()
     assert kept.tolist() == [[True, True, False, False]]
-    kept = _filter_logits(logits, top_k=1, top_p=1.0).isfinite()
+    kept = filter_logits(logits, 1.0, top_k=1, top_p=1.0).isfinite()
     assert kept.tolist() == [[True, False, False, False]]
+    scaled = filter_logits(logits, 0.5, top_k=0, top_p=1.0)
+    torch.testing.assert_close(scaled.softmax(1), (logits.double() * 2).softmax(1))
+    cold = filter_logits(torch.tensor([[-math.inf, 0.0, -1.0]]), 1e-300, 0, 1.0)
+    assert cold.softmax(1).tolist() == [[0.0, 1.0, 0.0]]  # no inf - inf: no NaN
 
 
 def test_bad_arguments_are_rejected() -> None:
     model = tiny_model()
     src, lengths = batch(SOURCES)
     with pytest.raises(ValueError, match="n_best"):
-        beam_search(model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, beam_size=2, n_best=3)
+        beam_search(model, src, lengths, SearchOptions("beam", beam_size=2, n_best=3))
     with pytest.raises(ValueError, match="temperature"):
-        sample_search(model, src, lengths, bos_id=BOS_ID, eos_id=EOS_ID, temperature=0.0)
+        sample_search(model, src, lengths, SearchOptions("sample", temperature=0.0))
     with pytest.raises(ValueError, match="method='viterbi'"):
         SearchOptions(method="viterbi")
     with pytest.raises(ValueError, match="top_p=1.5"):
@@ -259,35 +249,38 @@ def test_bad_arguments_are_rejected() -> None:
     # NaN passes no range check it should fail, and inf passed "> 0"
     for field, value in (("temperature", math.inf), ("temperature", math.nan),
                          ("alpha", math.nan), ("alpha", math.inf), ("top_p", math.nan),
-                         ("alpha", -0.5)):
+                         ("alpha", -0.5), ("temperature", 101.0), ("max_length", 2.0),
+                         ("allow_unk", 1), ("beam_size", True)):
         with pytest.raises(ValueError, match=f"bad search option {field}="):
             SearchOptions(**{field: value})
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
-def test_min_length_and_banned_ids_restrict_the_choice_not_the_score(method: str) -> None:
-    """No output shorter than min_length or holding a banned id, and the scores stay the
-    model's own log-probabilities of what was chosen."""
+def test_min_length_and_the_unk_ban_restrict_the_choice_not_the_score(method: str) -> None:
+    """No output shorter than min_length, none with <unk> unless allowed, never PAD or BOS,
+    and the scores stay the model's own log-probabilities of what was chosen."""
     model = tiny_model(seed=5, eos_bias=4.0)  # EOS first almost everywhere, unrestricted
+    with torch.no_grad():
+        model.decoder.out.bias[UNK_ID] += 3.0  # and <unk> a favourite
+        model.decoder.out.bias[PAD_ID] += 3.0  # and PAD, which is never chosen anyway
     src, lengths = batch(SOURCES)
 
-    def decode(**restriction: object):
-        common = {"bos_id": BOS_ID, "eos_id": EOS_ID, "max_length": 8, **restriction}
-        if method == "greedy":
-            return greedy_search(model, src, lengths, **common)
+    def decode(options: SearchOptions):
         if method == "beam":
-            return beam_search(model, src, lengths, beam_size=3, alpha=0.0, **common)
-        generator = torch.Generator().manual_seed(0)
-        return sample_search(model, src, lengths, generator=generator, **common)
+            return beam_search(model, src, lengths, replace(options, beam_size=3, alpha=0.0))
+        if method == "sample":
+            generator = torch.Generator().manual_seed(0)
+            return sample_search(model, src, lengths, options, generator=generator)
+        return greedy_search(model, src, lengths, options)
 
-    assert min(len(tokens) for tokens in decode().tokens) < 3  # the restrictions are not idle
-    long_enough = decode(min_length=3).tokens
-    banned = max(range(12), key=lambda i: sum(tokens.count(i) for tokens in long_enough))
-    assert any(banned in tokens for tokens in long_enough)
-    result = decode(min_length=3, banned_ids=[banned])
+    unrestricted = decode(plain(method, max_length=8)).tokens
+    assert min(len(tokens) for tokens in unrestricted) < 3  # the restrictions are not idle
+    long_enough = decode(plain(method, max_length=8, min_length=3)).tokens
+    assert any(UNK_ID in tokens for tokens in long_enough)
+    result = decode(plain(method, max_length=8, min_length=3, allow_unk=False))
     for source, nbest in zip(SOURCES, result.hypotheses, strict=True):
         for hyp in nbest:
-            assert len(hyp.tokens) >= 3 and banned not in hyp.tokens
+            assert len(hyp.tokens) >= 3 and not {UNK_ID, *NEVER} & set(hyp.tokens)
             assert hyp.log_prob == pytest.approx(
                 sequence_log_prob(model, source, hyp.tokens, hyp.finished), abs=1e-4)
 
@@ -296,5 +289,19 @@ def test_search_options_check_min_length() -> None:
     with pytest.raises(ValueError, match="min_length"):
         SearchOptions(max_length=5, min_length=6)
     with pytest.raises(ValueError, match="min_length"):
-        greedy_search(tiny_model(), *batch(SOURCES), bos_id=BOS_ID, eos_id=EOS_ID,
-                      max_length=2, min_length=-1)
+        SearchOptions(max_length=2, min_length=-1)
+
+
+def test_what_someone_asks_for_maps_to_one_method() -> None:
+    base = SearchOptions(max_length=9)
+    assert base.asked() is base
+    assert base.asked(beam=1).method == "greedy"
+    assert (base.asked(beam=4).method, base.asked(beam=4).beam_size) == ("beam", 4)
+    sampled = base.asked(sample=True, temperature=0.5, top_k=None)
+    assert (sampled.method, sampled.temperature, sampled.top_k) == ("sample", 0.5, 0)
+    for kwargs, words in (({"beam": 2, "sample": True}, "exclude each other"),
+                          ({"top_p": 0.5}, "top_p applies to sampling only"),
+                          ({"beam": 9, "max_beam": 8}, "at most 8"),
+                          ({"sample": True, "top_p": 0.0}, "top_p=0.0")):
+        with pytest.raises(ValueError, match=words):
+            base.asked(**kwargs)

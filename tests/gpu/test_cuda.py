@@ -11,7 +11,7 @@ import torch
 
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.loading import load_model
 from padless.training.config import load_config

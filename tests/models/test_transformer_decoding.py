@@ -10,7 +10,8 @@ import torch
 
 from padless.data.batch import Batch
 from padless.decoding.beam import beam_search
-from padless.decoding.search import greedy_search, sample_search
+from padless.decoding.greedy import greedy_search, sample_search
+from padless.decoding.options import SearchOptions
 from padless.masking import lengths_to_mask, pad_batch
 from padless.models.config import ModelConfig
 from padless.models.transformer import Transformer
@@ -68,12 +69,13 @@ class Uncached:
         return log_probs, PrefixState(state.src, state.src_lengths, prefix), attention
 
 
+plain = SearchOptions.plain
 SEARCHES = {
-    "greedy": lambda m, src, n: greedy_search(m, src, n, bos_id=BOS, eos_id=EOS, max_length=9),
-    "beam": lambda m, src, n: beam_search(m, src, n, bos_id=BOS, eos_id=EOS, beam_size=3,
-                                          n_best=3, alpha=0.6, max_length=9),
+    "greedy": lambda m, src, n: greedy_search(m, src, n, plain(max_length=9)),
+    "beam": lambda m, src, n: beam_search(m, src, n, plain("beam", beam_size=3, n_best=3,
+                                                           alpha=0.6, max_length=9)),
     "sample": lambda m, src, n: sample_search(
-        m, src, n, bos_id=BOS, eos_id=EOS, max_length=9, top_k=5,
+        m, src, n, plain("sample", max_length=9, top_k=5),
         generator=torch.Generator().manual_seed(3)),
 }
 
@@ -149,8 +151,7 @@ def test_attention_is_the_last_layers_cross_attention_zero_at_pads() -> None:
         assert weights.shape == (len(SOURCES), src.shape[0])
         assert torch.all(weights[~lengths_to_mask(lengths).t()] == 0)
         torch.testing.assert_close(weights.sum(-1), torch.ones(len(SOURCES), dtype=torch.float64))
-    result = greedy_search(model, src, lengths, bos_id=BOS, eos_id=EOS, max_length=5,
-                           return_attention=True)
+    result = greedy_search(model, src, lengths, plain(max_length=5), return_attention=True)
     for source, (hyp,) in zip(SOURCES, result.hypotheses, strict=True):
         assert hyp.attention.shape[1] == len(source)
 
@@ -158,10 +159,9 @@ def test_attention_is_the_last_layers_cross_attention_zero_at_pads() -> None:
 def test_decoding_is_padding_invariant() -> None:
     model = make_model(seed=2)
     src, lengths = pad_batch(SOURCES)
-    together = beam_search(model, src, lengths, bos_id=BOS, eos_id=EOS, beam_size=3,
-                           max_length=8)
+    options = plain("beam", beam_size=3, max_length=8)
+    together = beam_search(model, src, lengths, options)
     for i, source in enumerate(SOURCES):
-        alone = beam_search(model, *pad_batch([source]), bos_id=BOS, eos_id=EOS, beam_size=3,
-                            max_length=8)
+        alone = beam_search(model, *pad_batch([source]), options)
         assert alone.tokens[0] == together.tokens[i]
         assert alone.scores[0] == pytest.approx(together.scores[i], abs=1e-9)

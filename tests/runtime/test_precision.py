@@ -19,7 +19,7 @@ from padless.runtime.precision import (
 )
 
 CPU = torch.device("cpu")
-WORK = Workload(rows=64, width=32, out=64, training=True)
+WORK = Workload(rows=512, width=256, out=1024, training=True)  # large enough to measure
 
 
 @pytest.fixture
@@ -66,9 +66,12 @@ def test_fp16_on_a_cpu_and_unknown_precisions_are_one_line_errors() -> None:
         choose_precision("half", CPU, WORK)
 
 
-def test_fp32_is_never_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fp32_and_tiny_models_are_never_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A measurement of a tiny model's matmuls would be noise: auto is fp32 there."""
     monkeypatch.setattr(module, "bf16_speedup", lambda workload: pytest.fail("measured"))
     assert choose_precision("fp32", CPU, WORK).name == "fp32"
+    tiny = choose_precision("auto", CPU, Workload(rows=8, width=32, out=16, training=False))
+    assert tiny.name == "fp32" and "small" in tiny.reason
 
 
 def test_a_resumed_run_keeps_its_choice_on_the_same_hardware(monkeypatch, speedup) -> None:
@@ -114,7 +117,8 @@ def test_the_real_probe_measures_a_ratio_on_this_cpu() -> None:
     ratio = bf16_speedup(Workload(rows=32, width=64, out=64, training=True))
     assert math.isfinite(ratio) and ratio > 0
     assert hardware(CPU).startswith("cpu: ")
-    chosen = choose_precision("auto", CPU, Workload(rows=32, width=64, out=64, training=False))
+    chosen = choose_precision("auto", CPU, Workload(rows=64, width=256, out=256,
+                                                    training=False))
     assert chosen.name in ("fp32", "bf16") and chosen.hardware == hardware(CPU)
 
 

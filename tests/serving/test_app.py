@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from padless.decoding.batched import decode_ids, decode_texts, make_generator
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.runs.loading import load_model
 from padless.serving.app import PAGE_FILES, create_app
 from padless.serving.server import load_app
@@ -204,7 +204,7 @@ def test_a_full_queue_answers_429_and_a_late_answer_504(run) -> None:
     response = client.post("/v1/chat", json={"message": "hi"})
     assert response.status_code == 504 and "0.2 s" in response.json()["detail"]
     batcher = app.state.batcher
-    assert batcher.queued == 1  # given up on: it leaves the queue when room is needed
+    assert batcher.queued == 0 and batcher.stats.requests == 0  # given up on: it left
     waiting = batcher.submit([text.encode("hi")], SearchOptions())
     assert batcher.queued == 1 and not waiting.cancelled()
     full = client.post("/v1/chat", json={"message": "hi"})

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from padless.decoding.batched import decode_ids, make_generator
-from padless.decoding.search import Hypothesis, SearchOptions
+from padless.decoding.options import SearchOptions
+from padless.decoding.search import Hypothesis
 from padless.runs.loading import load_model
 from padless.serving.batcher import DynamicBatcher, QueueFull, ShuttingDown
 from tests.helpers import QUESTIONS

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from padless.decoding.batched import decode_texts
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.runs.loading import load_model
 from padless.serving.server import load_app
 from padless.serving.settings import ServeSettings

@@ -20,7 +20,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from padless.decoding.batched import decode_ids
-from padless.decoding.search import SearchOptions
+from padless.decoding.options import SearchOptions
 from padless.runs.loading import load_model
 from padless.serving.server import load_app
 from tests.helpers import serve_in_thread

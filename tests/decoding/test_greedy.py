@@ -1,14 +1,16 @@
-"""Continuous batching: sentences that join a running greedy batch get their answer alone."""
+"""The row decoder behind greedy search, sampling and continuous batching: rows that join a
+running batch at any step, or leave it, do not change the answers of the others."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from padless.data.vocabulary import EOS_ID
-from padless.decoding.batched import decode_ids
-from padless.decoding.continuous import ContinuousGreedy, can_concat
-from padless.decoding.search import SearchOptions
+from padless.data.vocabulary import EOS_ID, PAD_ID
+from padless.decoding.batched import decode_ids, make_generator
+from padless.decoding.greedy import RowDecoder, can_join
+from padless.decoding.options import SearchOptions
+from padless.masking import pad_batch
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
 from tests.helpers import tiny_model
@@ -27,6 +29,11 @@ def model_with_short_answers() -> Seq2Seq:
     return model
 
 
+def add(decoder: RowDecoder, sources: list[list[int]], tags: list) -> None:
+    src, lengths = pad_batch(sources, PAD_ID)
+    decoder.add(src, lengths, tags)
+
+
 def sources(n: int, seed: int) -> list[list[int]]:
     generator = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, 8, (n,), generator=generator)
@@ -43,12 +50,12 @@ def sources(n: int, seed: int) -> list[list[int]]:
 ], ids=["default", "min-length-3", "unrestricted", "no-repeat-2-penalty-2", "no-repeat-1"])
 def test_sentences_joining_at_any_step_get_the_answer_greedy_gives_alone(options) -> None:
     model = model_with_short_answers()
-    engine = ContinuousGreedy(model, options)
+    engine = RowDecoder(model, options, return_attention=True)
     arrivals = [sources(5, 0), [], sources(3, 1), sources(1, 2), [], [], sources(6, 3)]
     answers, tag, running = {}, 0, []
     for wave in arrivals + [[]] * 20:
         if wave:
-            engine.add(wave, list(range(tag, tag + len(wave))))
+            add(engine, wave, list(range(tag, tag + len(wave))))
             running += wave
             tag += len(wave)
         answers.update(engine.step())
@@ -64,18 +71,43 @@ def test_sentences_joining_at_any_step_get_the_answer_greedy_gives_alone(options
         torch.testing.assert_close(got.attention, expected.attention)
 
 
-def test_only_plain_greedy_search_is_supported() -> None:
-    assert ContinuousGreedy.supports(SearchOptions(max_length=5, min_length=2, allow_unk=True))
-    assert ContinuousGreedy.supports(SearchOptions(beam_size=3, temperature=2.0))  # unused
-    assert not ContinuousGreedy.supports(SearchOptions(method="beam"))
-    assert not ContinuousGreedy.supports(SearchOptions(method="sample"))
-    with pytest.raises(ValueError, match="plain greedy"):
-        ContinuousGreedy(tiny_model(), SearchOptions(method="beam"))
+def test_rows_that_leave_do_not_change_the_others() -> None:
+    """A request given up in the middle: its rows leave at once, the others go on as alone."""
+    model, options = model_with_short_answers(), SearchOptions(max_length=7, min_length=5)
+    engine = RowDecoder(model, options)
+    wave = sources(6, 4)
+    add(engine, wave, list(range(6)))
+    answers = dict(engine.step())
+    engine.drop([1, 4, 99])  # 99: not running, nothing happens
+    assert engine.tags == [0, 2, 3, 5] and len(engine) == 4
+    while len(engine):
+        answers.update(engine.step())
+    assert sorted(answers) == [0, 2, 3, 5]
+    alone = decode_ids(model, wave, options, batch_size=1)
+    assert all(answers[i].tokens == alone[i][0].tokens for i in answers)
 
 
-def test_the_gru_state_can_concat_and_empty_sources_are_refused() -> None:
+def test_seeded_sampling_of_a_batch_is_reproducible() -> None:
+    model, options = model_with_short_answers(), SearchOptions("sample", 7, temperature=1.5)
+    wave = sources(5, 5)
+    runs = []
+    for _ in range(2):
+        engine = RowDecoder(model, options, generator=make_generator(3, model.device))
+        add(engine, wave, list(range(5)))
+        answers = {}
+        while len(engine):
+            answers.update(engine.step())
+        runs.append([answers[i].tokens for i in range(5)])
+    assert runs[0] == runs[1]
+
+
+def test_beam_search_is_not_a_row_decoder_and_an_empty_decoder_steps_to_nothing() -> None:
+    with pytest.raises(ValueError, match="greedy search or sampling"):
+        RowDecoder(tiny_model(), SearchOptions(method="beam"))
+    assert RowDecoder(tiny_model(), SearchOptions()).step() == []
+
+
+def test_the_gru_state_can_join_rows() -> None:
     model = tiny_model()
-    assert can_concat(model)
-    with pytest.raises(ValueError, match="empty source"):
-        ContinuousGreedy(model, SearchOptions()).add([[4], []], ["a", "b"])
-    assert ContinuousGreedy(model, SearchOptions()).step() == []
+    state = model.start_decoding(torch.tensor([[4], [5]]), torch.tensor([2]))
+    assert can_join(state)
