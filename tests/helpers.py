@@ -18,7 +18,7 @@ from padless.cli import main
 from padless.data.batch import Batch
 from padless.data.dataset import write_split
 from padless.data.text import TextProcessor
-from padless.data.vocabulary import Vocabulary
+from padless.data.vocabulary import EOS_ID, Vocabulary
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
 from padless.runtime.precision import Precision
@@ -35,15 +35,18 @@ ANSWERS = [
     "good morning to you", "bye , see you .", "it is late .", "maybe i am .",
     "no jokes today .", "go to sleep then .", "take an umbrella .",
 ]
-# `padless train --set` options for a model small enough that a step takes milliseconds
-TINY_RUN = ["model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
-            "model.dropout=0.0", "train.max_tokens=256", "train.precision=fp32"]
-# the same, for the trainer's own tests: plain Adam, batches of 8 pairs, a log row every step
-TINY = ["model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
-        "model.attention=general", "model.tie_output=false", "train.precision=fp32",
-        "train.max_tokens=null", "train.batch_size=8", "train.lr=3e-3", "train.clip=1.0",
-        "train.warmup_steps=0", "train.decay=constant", "train.label_smoothing=0.0",
-        "train.patience=null", "train.log_every=1"]
+# `--set` options for a model small enough that a step takes milliseconds, in fp32
+TINY_MODEL = ["model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
+              "model.dropout=0.0", "train.precision=fp32"]
+# ... for the commands' tests: batches of at most 256 padded tokens
+TINY_RUN = [*TINY_MODEL, "train.max_tokens=256"]
+# ... for the trainer's own tests: plain Adam, batches of 8 pairs, a log row every step
+TINY_TRAIN = [*TINY_MODEL, "model.attention=general", "model.tie_output=false",
+              "train.max_tokens=null", "train.batch_size=8", "train.lr=3e-3", "train.clip=1.0",
+              "train.warmup_steps=0", "train.decay=constant", "train.label_smoothing=0.0",
+              "train.patience=null", "train.log_every=1"]
+# added to any of them: the same sizes as a Transformer
+AS_TRANSFORMER = ["model.arch=transformer", "model.num_heads=2", "model.ffn_size=32"]
 CPU = World(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 FP32 = Precision("fp32", "fp32", "as asked", "test")
 
@@ -63,8 +66,9 @@ def reversal_id_pairs(n: int, seed: int) -> list[tuple[list[int], list[int]]]:
     return [(vocab.encode(s), vocab.encode(t)) for s, t in reversal_pairs(n, seed)]
 
 
-def make_batch(pairs: list) -> Batch:
-    return Batch.from_pairs(pairs)
+def make_batch(pairs: list, batch_first: bool = False) -> Batch:
+    """The Batch of ``(source ids, target ids)`` pairs (PAD 0, BOS 1, EOS 2)."""
+    return Batch.from_pairs(pairs, batch_first=batch_first)
 
 
 def write_reversal_dataset(directory: Path, n_train: int = 240) -> Path:
@@ -77,12 +81,24 @@ def write_reversal_dataset(directory: Path, n_train: int = 240) -> Path:
     return directory
 
 
-def tiny_model(dropout: float = 0.0) -> Seq2Seq:
-    """A float64 GRU model over the reversal vocabulary, the same weights every call."""
+def reversal_gru(dropout: float = 0.0) -> Seq2Seq:
+    """A float64 GRU model (2 layers, general attention) over the reversal vocabulary, the
+    same weights every call: for exact comparisons of losses and gradients."""
     torch.manual_seed(0)
     config = ModelConfig(embedding_size=8, hidden_size=8, num_layers=2, attention="general",
                          dropout=dropout)
     return Seq2Seq(config, len(WORDS) + 4).double()
+
+
+def random_gru(vocab_size: int = 12, seed: int = 0, eos_bias: float = 0.0) -> Seq2Seq:
+    """A seeded float32 GRU model (dot attention) of random weights, in eval mode, for
+    decoding; ``eos_bias`` makes EOS likelier, so some answers finish early."""
+    torch.manual_seed(seed)
+    config = ModelConfig(embedding_size=8, hidden_size=8, num_layers=2, dropout=0.0)
+    model = Seq2Seq(config, vocab_size).eval()
+    with torch.no_grad():
+        model.decoder.out.bias[EOS_ID] += eos_bias
+    return model
 
 
 def fit(model: torch.nn.Module, batch: Batch, lr: float, steps: int) -> list[float]:
@@ -103,14 +119,16 @@ def grads(model: torch.nn.Module) -> list[torch.Tensor]:
             for p in model.parameters()]
 
 
-def run_cli(argv: list[str], stdin: str | bytes, monkeypatch: pytest.MonkeyPatch,
+def run_cli(argv: list[str], stdin: str | bytes | None, monkeypatch: pytest.MonkeyPatch | None,
             capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """``padless ARGV < stdin`` in this process: (exit code, stdout, stderr).
 
-    stdin is not a terminal (the scripted mode) and holds these bytes (UTF-8 if text).
+    stdin is not a terminal (the scripted mode) and holds these bytes (UTF-8 if text); None
+    leaves stdin alone, for a command that does not read it.
     """
-    data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    if stdin is not None:
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
     code = main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -124,6 +142,32 @@ def assert_one_line_error(code: int, err: str, command: str, *words: str) -> Non
     assert last.startswith(f"padless {command}: error: "), err
     for word in words:
         assert word in last, (word, err)
+
+
+class GatedModel:
+    """A model whose decoding steps wait at a gate: ``entered`` is set when a step arrives,
+    and the step goes on once ``release`` is set; so a test can look at a server (or a
+    batcher) while the model is busy, without guessing how long a step takes."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def decode_step(self, prev, state):
+        self.entered.set()
+        assert self.release.wait(60), "the test never opened the gate"
+        return self.model.decode_step(prev, state)
+
+
+def wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    """Until ``condition()`` holds (checked every millisecond); fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.001)
 
 
 @contextmanager

@@ -10,12 +10,9 @@ from padless.cli import main
 from padless.commands.quickstart import reserve_minutes
 from padless.decoding.metrics import has_repeated_ngram
 from padless.runs.checkpoint import Checkpoint
+from tests.helpers import TINY_RUN
 
-TINY_MODEL = [
-    "model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
-    "train.max_tokens=256", "train.valid_every=3", "train.log_every=1", "train.warmup_steps=0",
-    "train.precision=fp32",
-]
+QUICK = [*TINY_RUN, "train.valid_every=3", "train.log_every=1", "train.warmup_steps=0"]
 
 
 @pytest.fixture()
@@ -42,7 +39,7 @@ def test_quickstart_trains_evaluates_and_tells_how_to_chat(
 ) -> None:
     run_dir = tmp_path / "run"
     argv = ["quickstart", "--minutes", "0.3", "--out", str(run_dir), "--data-dir",
-            str(prepared), "--max-steps", "4", *(f"--set={kv}" for kv in TINY_MODEL), *config]
+            str(prepared), "--max-steps", "4", *(f"--set={kv}" for kv in QUICK), *config]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert (run_dir / "latest.pt").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,11 @@ from padless.decoding.options import SearchOptions
 from padless.models.transformer import Transformer
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.loading import load_model
-from tests.helpers import TINY_RUN
+from tests.helpers import AS_TRANSFORMER, TINY_RUN, run_cli
 
 pytestmark = pytest.mark.slow  # trains a model twice (about 15 s on a busy machine)
 
-TRANSFORMER = [*TINY_RUN, "model.arch=transformer", "model.num_heads=2", "model.ffn_size=32",
-               "train.valid_every=2"]
+TRANSFORMER = [*TINY_RUN, *AS_TRANSFORMER, "train.valid_every=2"]
 LINES = ["what is your name ?", "hi", "", "where do you live today my friend ?", "unknownword"]
 
 
@@ -31,14 +29,6 @@ def transformer_run(qa_data_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     assert main([*argv, "--max-steps", "3"]) == 0
     assert main([*argv, "--max-steps", "4", "--resume"]) == 0
     return run_dir
-
-
-def run_cli(argv: list[str], stdin: str, monkeypatch: pytest.MonkeyPatch,
-            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_train_writes_a_transformer_checkpoint_that_resumes(transformer_run: Path) -> None:

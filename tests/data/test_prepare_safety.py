@@ -4,21 +4,20 @@ bad options and outputs in one line (exit 2)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import padless.data.prepare as prepare_module
-from padless.cli import main
 from padless.data.dataset import PreparedData
 from padless.data.prepare import DEFAULT_MAX_LENGTH, PrepareOptions, prepare
 from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from padless.runtime.errors import UserError
 from padless.runtime.lock import exclusive_lock
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, run_cli
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
-ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads and writes anything
 
 
 def corpus(path: Path, n: int = 150, extra: list[str] = ()) -> Path:
@@ -32,9 +31,8 @@ def files(directory: Path) -> dict[str, bytes]:
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main(["prepare", *map(str, argv)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    """``padless prepare ARGV``: (exit code, stdout, stderr)."""
+    return run_cli(["prepare", *map(str, argv)], None, None, capsys)
 
 
 @pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
@@ -176,16 +174,32 @@ def test_an_out_under_a_file_is_one_line(tmp_path, capsys) -> None:
     assert_one_line_error(code, err, "prepare", "afile: is a file, not a directory")
 
 
-@pytest.mark.skipif(ROOT, reason="root writes into read-only directories")
-def test_an_out_under_a_read_only_directory_is_one_line(tmp_path, capsys) -> None:
-    (tmp_path / "ro").mkdir(mode=0o555)
-    code, _, err = cli(capsys, corpus(tmp_path / "a.tsv"), "--out", tmp_path / "ro" / "d")
-    assert_one_line_error(code, err, "prepare", "Permission denied")
+def denied(where: Path, real: Callable) -> Callable:
+    """``real`` (``os.open``, ``open``), but anything under ``where`` is a
+    PermissionError: a read-only mount or a file without read permission, even as root."""
+    def call(path, *args, **kwargs):
+        if Path(os.fspath(path)).is_relative_to(where):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path, *args, **kwargs)
+    return call
 
 
-@pytest.mark.skipif(ROOT, reason="root reads unreadable files")
-def test_an_unreadable_corpus_is_one_line(tmp_path, capsys) -> None:
+def test_an_out_under_a_read_only_directory_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    monkeypatch.setattr(os, "open", denied(read_only, os.open))
+    code, _, err = cli(capsys, corpus(tmp_path / "a.tsv"), "--out", read_only / "d")
+    assert_one_line_error(code, err, "prepare", "ro/.d.lock: Permission denied")
+    monkeypatch.undo()
+    assert list(read_only.iterdir()) == []
+
+
+def test_an_unreadable_corpus_is_one_line(tmp_path, capsys, monkeypatch) -> None:
     path = corpus(tmp_path / "a.tsv")
-    path.chmod(0o000)
+    monkeypatch.setattr("builtins.open", denied(path, open))
     code, _, err = cli(capsys, path, "--out", tmp_path / "d")
     assert_one_line_error(code, err, "prepare", "a.tsv: Permission denied")
+    monkeypatch.undo()
+    assert not (tmp_path / "d").exists()
+
+

@@ -13,7 +13,7 @@ from padless.decoding.options import SearchOptions
 from padless.masking import pad_batch
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
-from tests.helpers import tiny_model
+from tests.helpers import reversal_gru
 
 
 def model_with_short_answers() -> Seq2Seq:
@@ -103,11 +103,11 @@ def test_seeded_sampling_of_a_batch_is_reproducible() -> None:
 
 def test_beam_search_is_not_a_row_decoder_and_an_empty_decoder_steps_to_nothing() -> None:
     with pytest.raises(ValueError, match="greedy search or sampling"):
-        RowDecoder(tiny_model(), SearchOptions(method="beam"))
-    assert RowDecoder(tiny_model(), SearchOptions()).step() == []
+        RowDecoder(reversal_gru(), SearchOptions(method="beam"))
+    assert RowDecoder(reversal_gru(), SearchOptions()).step() == []
 
 
 def test_the_gru_state_can_join_rows() -> None:
-    model = tiny_model()
+    model = reversal_gru()
     state = model.start_decoding(torch.tensor([[4], [5]]), torch.tensor([2]))
     assert can_join(state)

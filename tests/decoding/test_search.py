@@ -17,22 +17,12 @@ from padless.decoding.greedy import greedy_search, sample_search
 from padless.decoding.options import SearchOptions
 from padless.decoding.search import filter_logits, length_penalty
 from padless.masking import pad_batch
-from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
+from tests.helpers import random_gru
 
 SOURCES = [[4, 5, 6, 7, 4], [7, 4], [5, 5, 6], [7], [6, 5, 4, 7]]
 NEVER = (PAD_ID, BOS_ID)  # no search ever chooses them
 plain = SearchOptions.plain  # the model's own search: no repetition control, UNK allowed
-
-
-def tiny_model(vocab_size: int = 12, seed: int = 0, eos_bias: float = 0.0) -> Seq2Seq:
-    """A seeded random model; ``eos_bias`` makes EOS more likely so some answers finish."""
-    torch.manual_seed(seed)
-    config = ModelConfig(embedding_size=8, hidden_size=8, num_layers=2, dropout=0.0)
-    model = Seq2Seq(config, vocab_size).eval()
-    with torch.no_grad():
-        model.decoder.out.bias[EOS_ID] += eos_bias
-    return model
 
 
 def batch(sources: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +44,7 @@ def sequence_log_prob(model: Seq2Seq, source: list[int], tokens: list[int], eos:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_size_one_equals_greedy(seed: int) -> None:
-    model = tiny_model(seed=seed, eos_bias=1.0)
+    model = random_gru(seed=seed, eos_bias=1.0)
     src, lengths = batch(SOURCES)
     greedy = greedy_search(model, src, lengths, plain(max_length=10))
     beam = beam_search(model, src, lengths, plain("beam", beam_size=1, alpha=0.0, max_length=10))
@@ -64,7 +54,7 @@ def test_beam_size_one_equals_greedy(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_greedy_matches_one_sentence_reference_and_nothing_after_eos(seed: int) -> None:
-    model = tiny_model(seed=seed, eos_bias=1.5)
+    model = random_gru(seed=seed, eos_bias=1.5)
     src, lengths = batch(SOURCES)
     result = greedy_search(model, src, lengths, plain(max_length=12))
     for source, (hyp,) in zip(SOURCES, result.hypotheses, strict=True):
@@ -88,7 +78,7 @@ def test_greedy_matches_one_sentence_reference_and_nothing_after_eos(seed: int) 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
 def test_beam_scores_are_the_models_length_penalised_log_probs(alpha: float) -> None:
-    model = tiny_model(seed=3, eos_bias=1.0)
+    model = random_gru(seed=3, eos_bias=1.0)
     src, lengths = batch(SOURCES)
     result = beam_search(model, src, lengths,
                          plain("beam", beam_size=4, alpha=alpha, n_best=4, max_length=8))
@@ -109,7 +99,7 @@ def test_wide_beam_finds_the_exact_best_sequence(alpha: float) -> None:
     """Against brute force over every sequence of up to ``max_length`` tokens (V=5, L=3):
     a beam wide enough to hold them all must return the best, so it cannot stop early."""
     vocab, max_length = 5, 3
-    model = tiny_model(vocab_size=vocab, seed=4, eos_bias=0.5)
+    model = random_gru(vocab_size=vocab, seed=4, eos_bias=0.5)
     source = [4, 3, 4]
     non_eos = [t for t in range(vocab) if t not in (EOS_ID, *NEVER)]
     finished = [
@@ -160,7 +150,7 @@ def test_beam_stops_early_only_when_nothing_can_change(alpha: float) -> None:
     """Early stopping returns what running every beam to max_length would return."""
     k, max_length = 2, 10
     for seed in range(3):
-        model = tiny_model(vocab_size=8, seed=seed, eos_bias=1.0)
+        model = random_gru(vocab_size=8, seed=seed, eos_bias=1.0)
         result = beam_search(model, *batch(SOURCES),
                              plain("beam", beam_size=k, alpha=alpha, max_length=max_length))
         for i, source in enumerate(SOURCES):
@@ -171,7 +161,7 @@ def test_beam_stops_early_only_when_nothing_can_change(alpha: float) -> None:
 
 def test_decoding_is_padding_invariant() -> None:
     """A sentence decodes the same alone and beside longer (padded) sentences."""
-    model = tiny_model(seed=5, eos_bias=1.0)
+    model = random_gru(seed=5, eos_bias=1.0)
     options = plain("beam", beam_size=3, max_length=8)
     together = beam_search(model, *batch(SOURCES), options)
     for i, source in enumerate(SOURCES):
@@ -182,7 +172,7 @@ def test_decoding_is_padding_invariant() -> None:
 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_attention_covers_real_source_tokens_only(method: str) -> None:
-    model = tiny_model(seed=6, eos_bias=1.0)
+    model = random_gru(seed=6, eos_bias=1.0)
     decode = {"greedy": greedy_search, "beam": beam_search}[method]
     result = decode(model, *batch(SOURCES), plain(method, max_length=6), return_attention=True)
     for source, (hyp,) in zip(SOURCES, result.hypotheses, strict=True):
@@ -194,7 +184,7 @@ def test_attention_covers_real_source_tokens_only(method: str) -> None:
 
 
 def test_sampling_is_reproducible_by_seed() -> None:
-    model = tiny_model(seed=7, eos_bias=0.5)
+    model = random_gru(seed=7, eos_bias=0.5)
     src, lengths = batch(SOURCES * 4)
 
     def sample(seed: int, **kwargs: float) -> list[list[int]]:
@@ -211,7 +201,7 @@ def test_sampling_is_reproducible_by_seed() -> None:
 
 
 def test_sampling_with_one_candidate_is_greedy_and_scores_are_log_probs() -> None:
-    model = tiny_model(seed=8, eos_bias=1.0)
+    model = random_gru(seed=8, eos_bias=1.0)
     src, lengths = batch(SOURCES)
     greedy = greedy_search(model, src, lengths, plain(max_length=10))
     # the smallest values a search option (and a request) allows: still greedy, never NaN
@@ -236,7 +226,7 @@ def test_top_p_keeps_the_smallest_nucleus() -> None:
 
 
 def test_bad_arguments_are_rejected() -> None:
-    model = tiny_model()
+    model = random_gru()
     src, lengths = batch(SOURCES)
     with pytest.raises(ValueError, match="n_best"):
         beam_search(model, src, lengths, SearchOptions("beam", beam_size=2, n_best=3))
@@ -259,7 +249,7 @@ def test_bad_arguments_are_rejected() -> None:
 def test_min_length_and_the_unk_ban_restrict_the_choice_not_the_score(method: str) -> None:
     """No output shorter than min_length, none with <unk> unless allowed, never PAD or BOS,
     and the scores stay the model's own log-probabilities of what was chosen."""
-    model = tiny_model(seed=5, eos_bias=4.0)  # EOS first almost everywhere, unrestricted
+    model = random_gru(seed=5, eos_bias=4.0)  # EOS first almost everywhere, unrestricted
     with torch.no_grad():
         model.decoder.out.bias[UNK_ID] += 3.0  # and <unk> a favourite
         model.decoder.out.bias[PAD_ID] += 3.0  # and PAD, which is never chosen anyway

@@ -14,22 +14,11 @@ from padless import (
     pad_batch,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny, and on a shared 2-core machine OpenMP's spin-waiting makes each
-    of the many small per-chunk ops stall for milliseconds; one thread keeps the file fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 LENGTHS = [5, 2, 7, 0, 3]  # N = 17 real tokens of T x B = 7 x 5, one empty sequence
 VOCAB, HIDDEN = 13, 6
 
 
-def make_batch(lengths=LENGTHS, vocab=VOCAB, hidden=HIDDEN, *, batch_first=False, bias=True,
+def random_problem(lengths=LENGTHS, vocab=VOCAB, hidden=HIDDEN, *, batch_first=False, bias=True,
                dtype=torch.float64, seed=0):
     """Random ``hidden [T, B, H]``, ``weight [V, H]``, ``bias [V]``, ``target``, ``mask``.
 
@@ -89,21 +78,21 @@ def assert_matches_unfused(h, w, b, target, mask, **kw):
 def test_matches_unfused_loss_and_gradients(reduction, chunk_size, bias):
     """Loss and the gradients of hidden, weight, bias, with a random upstream gradient
     (per position for "none")."""
-    h, w, b, target, mask = make_batch(bias=bias)
+    h, w, b, target, mask = random_problem(bias=bias)
     assert_matches_unfused(h, w, b, target, mask, reduction=reduction, chunk_size=chunk_size)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, None])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_label_smoothing_matches_unfused(reduction, chunk_size):
-    h, w, b, target, mask = make_batch(seed=2)
+    h, w, b, target, mask = random_problem(seed=2)
     assert_matches_unfused(h, w, b, target, mask, reduction=reduction, chunk_size=chunk_size,
                            label_smoothing=0.15)
 
 
 @pytest.mark.parametrize("reduction", ["sequence", "timestep", "none", "mean"])
 def test_batch_first_matches_unfused_and_time_major(reduction):
-    h, w, b, target, mask = make_batch(batch_first=True, seed=3)
+    h, w, b, target, mask = random_problem(batch_first=True, seed=3)
     assert_matches_unfused(h, w, b, target, mask, reduction=reduction, chunk_size=2,
                            batch_first=True)
     time_major = fused(h.transpose(0, 1), w, b, target.t(), mask.t(), reduction=reduction,
@@ -115,7 +104,7 @@ def test_batch_first_matches_unfused_and_time_major(reduction):
 
 
 def test_one_decoding_step_layout_and_pad_id():
-    h, w, b, target, mask = make_batch(lengths=[1, 0, 1, 1], seed=4)
+    h, w, b, target, mask = random_problem(lengths=[1, 0, 1, 1], seed=4)
     step_h, step_target = h[0], target[0]  # [B, H], [B]
     assert_matches_unfused(step_h, w, b, step_target, step_target != -100, chunk_size=2)
     by_mask = fused(step_h, w, b, step_target, step_target != -100)
@@ -125,7 +114,7 @@ def test_one_decoding_step_layout_and_pad_id():
 
 
 def test_only_some_inputs_need_gradients():
-    h, w, b, target, mask = make_batch(seed=5)
+    h, w, b, target, mask = random_problem(seed=5)
     for reduction in ("mean", "none"):
         ref = unfused(h, w, b, target, mask, reduction=reduction).loss.sum()
         want_h, want_b = torch.autograd.grad(ref, [h, b])
@@ -136,7 +125,7 @@ def test_only_some_inputs_need_gradients():
 
 
 def test_no_grad_and_retain_graph_give_the_same_numbers():
-    h, w, b, target, mask = make_batch(seed=6)
+    h, w, b, target, mask = random_problem(seed=6)
     with torch.no_grad():
         no_grad_loss = fused(h, w, b, target, mask, chunk_size=4).loss
     loss = fused(h, w, b, target, mask, chunk_size=4).loss
@@ -148,7 +137,7 @@ def test_no_grad_and_retain_graph_give_the_same_numbers():
 
 
 def test_float32_inputs_give_float32_loss_close_to_float64():
-    h, w, b, target, mask = make_batch(dtype=torch.float32, seed=7)
+    h, w, b, target, mask = random_problem(dtype=torch.float32, seed=7)
     loss = fused(h, w, b, target, mask, chunk_size=5).loss
     ref = unfused(h.double(), w.double(), b.double(), target, mask).loss
     assert loss.dtype == torch.float32
@@ -157,7 +146,7 @@ def test_float32_inputs_give_float32_loss_close_to_float64():
 
 def test_huge_logits_stay_finite_and_exact():
     """Logits in the thousands: the target's probability underflows float32, the loss must not."""
-    h, w, b, target, mask = make_batch(dtype=torch.float32, seed=11)
+    h, w, b, target, mask = random_problem(dtype=torch.float32, seed=11)
     big = (h.detach() * 300).requires_grad_()
     loss = fused(big, w, b, target, mask, reduction="none", chunk_size=4).loss
     ref = unfused(big.double(), w.double(), b.double(), target, mask, reduction="none").loss
@@ -183,7 +172,7 @@ def test_all_pad_batch_is_a_differentiable_zero(reduction):
 
 
 def test_garbage_at_pads_changes_nothing_and_gets_zero_gradient():
-    h, w, b, target, mask = make_batch(seed=8)
+    h, w, b, target, mask = random_problem(seed=8)
     clean = h.detach().nan_to_num(0.0).requires_grad_()
     for reduction in ("mean", "sequence", "none"):
         got = fused(h, w, b, target, mask, reduction=reduction, chunk_size=4).loss
@@ -198,7 +187,7 @@ def test_garbage_at_pads_changes_nothing_and_gets_zero_gradient():
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_bf16_hidden_under_cpu_autocast_is_close_to_float32(reduction):
-    h, w, b, target, mask = make_batch(lengths=[9, 4, 12, 7], vocab=50, hidden=16,
+    h, w, b, target, mask = random_problem(lengths=[9, 4, 12, 7], vocab=50, hidden=16,
                                        dtype=torch.float32, seed=9)
     ref, _, ref_grads = loss_and_grads(fused, h, w, b, target, mask, reduction=reduction)
     h16 = h.detach().bfloat16().requires_grad_()
@@ -232,7 +221,7 @@ class LargestTensor(TorchDispatchMode):
 
 def big_batch():
     """N = 120 real tokens, V = 400, H = 8: N x V (48,000) dwarfs V x H (3,200)."""
-    return make_batch(lengths=[30, 25, 20, 25, 20], vocab=400, hidden=8, dtype=torch.float32,
+    return random_problem(lengths=[30, 25, 20, 25, 20], vocab=400, hidden=8, dtype=torch.float32,
                       seed=10)
 
 
@@ -282,7 +271,7 @@ def test_default_chunk_size_follows_the_memory_budget():
 
 
 def test_bad_inputs_raise_the_promised_errors():
-    h, w, b, target, mask = make_batch(dtype=torch.float32)
+    h, w, b, target, mask = random_problem(dtype=torch.float32)
     with pytest.raises(ValueError, match=r"weight of shape \(13, 5\).*\[V, H\]"):
         masked_linear_cross_entropy(h, w[:, :5], target, mask)
     with pytest.raises(ValueError, match=r"bias of shape \(12,\).*\[V\]"):
@@ -328,7 +317,7 @@ def penalised_grads(fn, h, w, b, target, mask, **kw):
 def test_the_gradient_can_be_differentiated_again(reduction, bias):
     """A gradient penalty through the loss gets exactly the unfused loss' second-order
     gradients (it used to get a detached gradient, so the penalty added nothing)."""
-    h, w, b, target, mask = make_batch(bias=bias, seed=8)
+    h, w, b, target, mask = random_problem(bias=bias, seed=8)
     kw = {"reduction": reduction, "label_smoothing": 0.1}
     first, second = penalised_grads(fused, h, w, b, target, mask, chunk_size=3, **kw)
     ref_first, ref_second = penalised_grads(unfused, h, w, b, target, mask, **kw)
@@ -341,7 +330,7 @@ def test_the_gradient_can_be_differentiated_again(reduction, bias):
 
 
 def test_a_plain_backward_after_create_graph_is_unchanged():
-    h, w, b, target, mask = make_batch(seed=9)
+    h, w, b, target, mask = random_problem(seed=9)
     loss = fused(h, w, b, target, mask, chunk_size=4).loss
     plain = torch.autograd.grad(loss, [h, w, b], retain_graph=True)
     graphed = torch.autograd.grad(loss, [h, w, b], create_graph=True)

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from padless.models.scoring import Scores, teacher_forced_scores
-from tests.helpers import make_batch, reversal_id_pairs, tiny_model
+from tests.helpers import make_batch, reversal_gru, reversal_id_pairs
 
 
 def test_scores_match_the_model_loss_and_a_full_projection() -> None:
-    model = tiny_model().float().eval()
-    batches = [make_batch(reversal_id_pairs(5, seed=s)) for s in (1, 2)]
+    model = reversal_gru().float().eval()
+    pairs = {s: reversal_id_pairs(5, seed=s) for s in (1, 2)}
+    batches = [make_batch(pairs[s]) for s in (1, 2)]
     scores = teacher_forced_scores(model, batches)
-    tokens = sum(b.n_tokens for b in batches)
+    tokens = sum(len(target) + 1 for p in pairs.values() for _, target in p)  # EOS included
     with torch.no_grad():
         loss_sum = sum(model.loss(b, reduction="sum").loss.item() for b in batches)
         correct = 0
@@ -31,7 +32,7 @@ def test_scores_match_the_model_loss_and_a_full_projection() -> None:
 
 
 def test_scores_add_up_and_restore_the_training_mode() -> None:
-    model = tiny_model().float()  # in training mode
+    model = reversal_gru().float()  # in training mode
     batches = [make_batch(reversal_id_pairs(4, seed=s)) for s in (3, 4)]
     parts = [teacher_forced_scores(model, [b]) for b in batches]
     whole = teacher_forced_scores(model, batches)

@@ -11,7 +11,7 @@ from padless.data.batch import Batch
 from padless.models.attention import LuongAttention
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Encoded, GRUDecoderState, Seq2Seq
-from tests.helpers import fit
+from tests.helpers import fit, make_batch
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB = 23
@@ -22,10 +22,6 @@ PAIRS = [
     ([5, 5], [6, 7, 8]),
 ]
 METHODS = [(a, m) for a in ("dot", "general", "concat") for m in ("sum", "project")]
-
-
-def make_batch(pairs=PAIRS, batch_first: bool = False) -> Batch:
-    return Batch.from_pairs(pairs, pad_id=PAD, bos_id=BOS, eos_id=EOS, batch_first=batch_first)
 
 
 def make_model(
@@ -46,7 +42,7 @@ def per_token_losses(model: Seq2Seq, batch: Batch) -> torch.Tensor:
 @pytest.mark.parametrize(("attention", "merge"), METHODS)
 def test_shapes(attention: str, merge: str) -> None:
     model = make_model(attention, merge)
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     steps, size = batch.src.shape
     encoded = model.encode(batch.src, batch.src_lengths)
     assert isinstance(encoded, Encoded)
@@ -65,7 +61,7 @@ def test_shapes(attention: str, merge: str) -> None:
 
 def test_decode_step_log_probs_are_float32_distributions() -> None:
     model = make_model(dtype=torch.float32)
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     state = model.start_decoding(batch.src, batch.src_lengths)
     log_probs, _, _ = model.decode_step(batch.tgt_in[0], state)
     assert log_probs.dtype == torch.float32
@@ -75,7 +71,7 @@ def test_decode_step_log_probs_are_float32_distributions() -> None:
 @pytest.mark.parametrize("attention", ["dot", "general", "concat"])
 def test_attention_is_exactly_zero_on_source_pads(attention: str) -> None:
     model = make_model(attention)
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     memory, src_mask, hidden = model.encode(batch.src, batch.src_lengths)
     _, _, weights = model.decoder(batch.tgt_in, hidden, memory, src_mask)  # [B, T, S]
     pads = ~src_mask.t().unsqueeze(1).expand_as(weights)
@@ -113,7 +109,7 @@ def test_fully_padded_source_row_does_not_nan(attention: str) -> None:
 def test_fast_path_equals_step_path(attention: str, merge: str) -> None:
     """Loss and every parameter's gradient agree (float64, dropout 0, teacher forcing)."""
     model = make_model(attention, merge)
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     out = model.decoder.out
 
     def loss_and_grads(stepwise: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -142,7 +138,7 @@ def test_fast_path_equals_step_path(attention: str, merge: str) -> None:
 def test_decode_step_loop_scores_like_the_loss() -> None:
     """Search's decode_step, fed the references, reproduces the training loss."""
     model = make_model("general", "project")
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     state = model.start_decoding(batch.src, batch.src_lengths)
     total = torch.zeros((), dtype=torch.float64)
     for t in range(batch.tgt_in.shape[0]):
@@ -156,7 +152,7 @@ def test_state_select_repeats_reorders_and_drops_rows() -> None:
     """One method serves beam expansion, beam reordering and dropping finished rows; the
     encoder outputs are copied only when the rows' sources change."""
     model = make_model("general")
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     state = model.start_decoding(batch.src, batch.src_lengths)
     expanded = state.select(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
     assert torch.equal(expanded.memory, state.memory.repeat_interleave(2, dim=1))
@@ -195,7 +191,7 @@ def test_concatenated_states_decode_as_the_states_apart() -> None:
 
 def test_loss_counts_real_tokens_and_reductions_agree() -> None:
     model = make_model()
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     total, n_tokens = model.loss(batch)
     assert n_tokens == batch.n_tokens == sum(len(t) + 1 for _, t in PAIRS)
     mean, _ = model.loss(batch, reduction="mean")
@@ -235,13 +231,13 @@ def test_padding_invariance() -> None:
 def test_batch_first_batches_give_the_same_loss() -> None:
     model = make_model()
     torch.testing.assert_close(
-        model.loss(make_batch(batch_first=True)).loss, model.loss(make_batch()).loss
+        model.loss(make_batch(PAIRS, batch_first=True)).loss, model.loss(make_batch(PAIRS)).loss
     )
 
 
 def test_teacher_forcing_coins_follow_the_global_seed() -> None:
     model = make_model()
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     runs = []
     for _ in range(2):
         torch.manual_seed(123)
@@ -258,7 +254,7 @@ def test_teacher_forcing_coins_follow_the_global_seed() -> None:
 def test_bf16_autocast_loss_is_finite() -> None:
     model = make_model(dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model.loss(make_batch(), reduction="mean").loss
+        loss = model.loss(make_batch(PAIRS), reduction="mean").loss
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -298,7 +294,7 @@ def test_config_errors_name_the_field(field: str, value: object) -> None:
 def test_tiny_model_overfits() -> None:
     torch.manual_seed(0)
     model = Seq2Seq(ModelConfig(embedding_size=32, hidden_size=32, dropout=0.0), VOCAB)
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     losses = fit(model, batch, lr=1e-2, steps=100)
     assert losses[-1] < 0.05 * losses[0], losses[::10]
 
@@ -306,7 +302,7 @@ def test_tiny_model_overfits() -> None:
 def test_full_dropout_scope_also_drops_source_embeddings_and_attentional_states() -> None:
     """``dropout_scope: full`` adds dropout where the tutorial has none; in eval mode (and in
     the weights it saves) the model is the same as with ``tutorial``."""
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     tutorial = make_model(dropout=0.5, num_layers=1)  # one layer: no dropout between layers
     full = make_model(dropout=0.5, num_layers=1, dropout_scope="full")
     full.load_state_dict(tutorial.state_dict())  # same keys: no new weights

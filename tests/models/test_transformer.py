@@ -22,7 +22,7 @@ from padless.models.packing import Packing
 from padless.models.transformer import Transformer
 from padless.models.transformer_layers import sinusoids
 from padless.training.config import ConfigError, load_config
-from tests.helpers import fit
+from tests.helpers import fit, make_batch
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB, HIDDEN, HEADS, FFN = 23, 10, 2, 14
@@ -34,10 +34,6 @@ PAIRS = [
     ([15, 16, 17, 18, 19, 20], [21]),
     ([5, 5], [6, 7, 8]),
 ]
-
-
-def make_batch(pairs=PAIRS, batch_first: bool = False) -> Batch:
-    return Batch.from_pairs(pairs, pad_id=PAD, bos_id=BOS, eos_id=EOS, batch_first=batch_first)
 
 
 def make_model(dtype: torch.dtype = torch.float64, **kwargs) -> Transformer:
@@ -127,7 +123,7 @@ def test_packed_model_equals_padded_reference_outputs_and_gradients(
     batch_first: bool, shared: bool, tied: bool
 ) -> None:
     model = make_model(shared_embeddings=shared, tie_output=tied)
-    batch = make_batch(batch_first=batch_first)
+    batch = make_batch(PAIRS, batch_first=batch_first)
     got, got_grads = states_and_grads(model, batch, packed_states)
     want, want_grads = states_and_grads(model, batch, reference_states)
     assert got.shape == (batch.n_tokens, HIDDEN)
@@ -141,7 +137,7 @@ def test_packed_model_equals_padded_reference_outputs_and_gradients(
 
 def test_loss_is_the_cross_entropy_of_the_reference_states() -> None:
     model = make_model()
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     loss, n_tokens = model.loss(batch)
     want = F.cross_entropy(model.output(reference_states(model, batch)), batch.real_targets(),
                            reduction="sum")
@@ -156,7 +152,7 @@ def test_garbage_at_pads_changes_nothing() -> None:
     """Random and out-of-vocabulary ids at pads, NaN and inf pad embeddings, an extra pad
     step."""
     model = make_model(shared_embeddings=False, tie_output=False)
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     want, want_grads = states_and_grads(model, batch, packed_states)
     noisy = dataclasses.replace(
         batch,
@@ -227,7 +223,7 @@ class PositionWiseOps(TorchDispatchMode):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_no_position_wise_op_receives_a_pad_row(precision: str) -> None:
     model = make_model(torch.float32, dropout=0.1).train()
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     real = {int(batch.src_mask.sum()), batch.n_tokens}  # 13 and 15
     padded = {batch.src.numel(), batch.tgt_in.numel()}  # 24
     assert real == {13, 15} and padded == {24}
@@ -272,7 +268,7 @@ def test_a_source_without_real_tokens_gives_a_zero_context_not_nan() -> None:
 
 
 def test_a_mask_that_is_not_right_padding_is_refused() -> None:
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     holey = batch.tgt_mask.clone()
     holey[0, 0] = False
     with pytest.raises(ValueError, match="not right padding"):
@@ -284,18 +280,18 @@ def test_a_mask_that_is_not_right_padding_is_refused() -> None:
 def test_bf16_autocast_loss_and_gradients_are_finite() -> None:
     model = make_model(torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model.loss(make_batch(), reduction="mean").loss
+        loss = model.loss(make_batch(PAIRS), reduction="mean").loss
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     with torch.no_grad():
-        fp32 = model.loss(make_batch(), reduction="mean").loss
+        fp32 = model.loss(make_batch(PAIRS), reduction="mean").loss
     assert abs(loss.item() - fp32.item()) < 0.05 * fp32.item()
 
 
 def test_dropout_is_on_in_training_and_off_in_eval() -> None:
     model = make_model(dropout=0.3)
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     torch.manual_seed(1)
     a = packed_states(model, batch)
     b = packed_states(model, batch)
@@ -333,20 +329,30 @@ def test_config_errors_name_the_field(options: dict, message: str) -> None:
 
 
 def test_a_gru_config_ignores_the_transformer_fields() -> None:
-    ModelConfig(arch="gru", embedding_size=8, hidden_size=12, num_heads=5, ffn_size=7)
+    """Values a Transformer refuses (5 heads for 12 dimensions) build the same GRU."""
+    odd = ModelConfig(arch="gru", embedding_size=8, hidden_size=12, num_heads=5, ffn_size=7)
+    plain = ModelConfig(arch="gru", embedding_size=8, hidden_size=12)
+    torch.manual_seed(0)
+    odd_model = build_model(odd, VOCAB)
+    torch.manual_seed(0)
+    plain_model = build_model(plain, VOCAB)
+    assert type(odd_model) is type(plain_model) is not Transformer
+    assert odd_model.state_dict().keys() == plain_model.state_dict().keys()
+    for name, tensor in odd_model.state_dict().items():
+        assert torch.equal(tensor, plain_model.state_dict()[name]), name
 
 
 def test_a_transformer_config_refuses_teacher_forcing_below_one() -> None:
     with pytest.raises(ConfigError, match=r"^train\.teacher_forcing_ratio: the transformer"):
         load_config(None, ["model.arch=transformer", "train.teacher_forcing_ratio=0.5"])
     with pytest.raises(ValueError, match="teacher_forcing_ratio must be 1.0"):
-        make_model().loss(make_batch(), teacher_forcing_ratio=0.5)
+        make_model().loss(make_batch(PAIRS), teacher_forcing_ratio=0.5)
     config = load_config("transformer")
     assert build_model(config.model, VOCAB).__class__ is Transformer
 
 
 def test_tiny_model_overfits() -> None:
     model = make_model(torch.float32, hidden_size=32, embedding_size=32, ffn_size=64)
-    batch = make_batch()
+    batch = make_batch(PAIRS)
     losses = fit(model, batch, lr=3e-3, steps=60)
     assert losses[-1] < 0.05 * losses[0], losses[::10]

@@ -19,11 +19,11 @@ from padless.runs.checkpoint import Checkpoint
 from padless.runs.loading import load_model
 from padless.training.config import load_config
 from padless.training.trainer import train
-from tests.helpers import TINY
+from tests.helpers import TINY_TRAIN
 
 
 def run_config(*extra: str):
-    return load_config(None, [*TINY, *extra])
+    return load_config(None, [*TINY_TRAIN, *extra])
 
 
 def allowed_global(name: str) -> bool:

@@ -18,7 +18,7 @@ from padless.runs.kept import average_checkpoints, keep_checkpoint, kept_checkpo
 from padless.runs.loading import load_model
 from padless.training.config import load_config
 from padless.training.trainer import train
-from tests.helpers import TINY
+from tests.helpers import TINY_TRAIN
 
 
 def valid_losses(run_dir: Path) -> dict[int, float]:
@@ -30,7 +30,7 @@ def valid_losses(run_dir: Path) -> dict[int, float]:
 def kept_run(reversal_data: PreparedData, reversal_data_dir: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("kept") / "run"
-    config = load_config(None, [*TINY, "train.max_steps=8", "train.valid_every=1",
+    config = load_config(None, [*TINY_TRAIN, "train.max_steps=8", "train.valid_every=1",
                                 "train.keep_best=3", "train.keep_last=2", "train.lr=3e-2"])
     train(config, reversal_data.text, reversal_data.splits, run_dir, data_dir=reversal_data_dir)
     return run_dir
@@ -66,7 +66,7 @@ def test_average_is_the_float64_mean_of_the_weights(kept_run: Path) -> None:
 def test_checkpoints_of_another_model_are_not_averaged(
     kept_run: Path, reversal_data: PreparedData, tmp_path: Path
 ) -> None:
-    other = load_config(None, [*TINY, "model.hidden_size=8", "model.embedding_size=8",
+    other = load_config(None, [*TINY_TRAIN, "model.hidden_size=8", "model.embedding_size=8",
                                "train.max_steps=1"])
     train(other, reversal_data.text, reversal_data.splits, tmp_path)
     with pytest.raises(ValueError, match="only checkpoints of one run") as caught:
@@ -123,7 +123,7 @@ def test_padless_average_writes_a_checkpoint_every_command_loads(
 ) -> None:
     run_dir = tmp_path / "run"
     assert main(["train", "--data", str(qa_data_dir), "--out", str(run_dir), "--max-steps", "4",
-                 *(f"--set={kv}" for kv in TINY), "--set", "train.valid_every=1",
+                 *(f"--set={kv}" for kv in TINY_TRAIN), "--set", "train.valid_every=1",
                  "--set", "train.keep_best=2"]) == 0
     capsys.readouterr()
     assert main(["average", str(run_dir), "--best", "2"]) == 0

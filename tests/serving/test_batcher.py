@@ -13,7 +13,7 @@ from padless.decoding.options import SearchOptions
 from padless.decoding.search import Hypothesis
 from padless.runs.loading import load_model
 from padless.serving.batcher import DynamicBatcher, QueueFull, ShuttingDown
-from tests.helpers import QUESTIONS
+from tests.helpers import QUESTIONS, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +123,9 @@ def test_after_requests_came_together_a_request_waits_for_company(model_and_sour
     batcher.start()  # the two fill a batch and decode together...
     assert all(f.result(timeout=60) for f in together)
     future = batcher.submit([sources[2]], SearchOptions())
-    with pytest.raises(TimeoutError):  # ...so the next one waits for others to join it
-        future.result(timeout=0.3)
+    # ...so the next one is held, waiting for others to join it
+    wait_until(lambda: batcher.queue.holding == 1, "holding the request for company")
+    assert not future.done()
     batcher.close()  # until the batcher closes: then it is decoded at once
     assert future.result(timeout=60)[0].tokens
 

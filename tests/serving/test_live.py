@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,9 +13,10 @@ import pytest
 from padless.decoding.batched import decode_texts
 from padless.decoding.options import SearchOptions
 from padless.runs.loading import load_model
+from padless.serving.app import create_app
 from padless.serving.server import load_app
 from padless.serving.settings import ServeSettings
-from tests.helpers import QUESTIONS, serve_in_thread
+from tests.helpers import QUESTIONS, GatedModel, serve_in_thread
 
 CLIENTS = 32
 REQUESTS_PER_CLIENT = 3
@@ -77,26 +77,23 @@ def test_32_clients_at_once_each_get_their_own_correct_answer(qa_run_dir: Path) 
 
 
 def test_healthz_answers_while_the_model_works(qa_run_dir: Path) -> None:
-    settings = ServeSettings(max_batch_size=4, max_lines=8)
-    app = load_app(qa_run_dir, device="cpu", defaults=SearchOptions(max_length=30),
-                   settings=settings)
+    """The model is held in the middle of a decoding step while /healthz is asked."""
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    gated = GatedModel(model)
+    app = create_app(gated, text, defaults=SearchOptions(max_length=30),
+                     settings=ServeSettings(max_batch_size=4, max_lines=8))
     work = {"lines": [f"{q} and {q}" for q in QUESTIONS[:8]], "beam": 8}
     results: list[int] = []
     with serve_in_thread(app) as url:
-        threads = [threading.Thread(
+        thread = threading.Thread(
             target=lambda: results.append(Client(url).call("POST", "/v1/translate", work)[0]))
-            for _ in range(12)]
-        for thread in threads:
-            thread.start()
-        health, deadline = Client(url), time.monotonic() + 60
-        seen_busy = False
-        while not seen_busy and time.monotonic() < deadline and any(t.is_alive() for t in threads):
-            status, body = health.call("GET", "/healthz")
-            seen_busy = status == 200 and body["in_flight"] > 0
-        for thread in threads:
-            thread.join(timeout=120)
-    assert seen_busy, "no /healthz answer came while a batch was being decoded"
-    assert results == [200] * 12
+        thread.start()
+        assert gated.entered.wait(60), "the request never reached the model"
+        status, body = Client(url).call("GET", "/healthz")  # the model is mid-step
+        gated.release.set()
+        thread.join(timeout=120)
+    assert status == 200 and body["status"] == "ok" and body["in_flight"] == 1
+    assert results == [200]
 
 
 @pytest.mark.parametrize("route", ["/", "/chat.js", "/healthz"])

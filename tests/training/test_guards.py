@@ -15,9 +15,9 @@ from padless.runs.checkpoint import Checkpoint
 from padless.runtime.lock import exclusive_lock
 from padless.training.config import Config, load_config
 from padless.training.guards import DivergenceGuard
-from tests.helpers import TINY, assert_one_line_error, write_reversal_dataset
+from tests.helpers import TINY_TRAIN, assert_one_line_error, write_reversal_dataset
 
-SET = [a for option in TINY for a in ("--set", option)]
+SET = [a for option in TINY_TRAIN for a in ("--set", option)]
 
 
 def train_cli(data: Path, out: Path, *extra: str) -> int:
@@ -127,7 +127,7 @@ def test_resuming_takes_the_config_from_the_checkpoint(reversal_data_dir, traine
         path.write_text("model:\n  hidden_size: 16\n" if config_yaml == "partial" else "{[")
     assert train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "3") == 0
     resumed = Config.from_dict(Checkpoint.load(trained / "latest.pt").config)
-    assert resumed.train.lr == 3e-3 and resumed.train.batch_size == 8  # TINY's, not defaults
+    assert resumed.train.lr == 3e-3 and resumed.train.batch_size == 8  # TINY_TRAIN's, not defaults
     assert load_config(str(path)) == resumed  # rewritten, whole
 
 

@@ -8,11 +8,11 @@ import torch
 from padless.data.vocabulary import UNK_ID
 from padless.training.config import load_config
 from padless.training.step import StepLoss, accumulate_gradients, lr_factor
-from tests.helpers import CPU, FP32, TINY, grads, make_batch, reversal_id_pairs, tiny_model
+from tests.helpers import CPU, FP32, TINY_TRAIN, grads, make_batch, reversal_gru, reversal_id_pairs
 
 
 def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch() -> None:
-    tc = load_config(None, TINY).train
+    tc = load_config(None, TINY_TRAIN).train
     pairs = reversal_id_pairs(12, seed=3)
     # Very different token counts per micro-batch: a mean of per-batch means would be off.
     pairs.sort(key=lambda p: len(p[1]))
@@ -20,12 +20,12 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch() -> None:
     big = make_batch(pairs)
     assert len({b.n_tokens for b in micro}) == 3
 
-    model = tiny_model()
+    model = reversal_gru()
     loss_sum, tokens = accumulate_gradients(StepLoss(model, tc), micro, CPU, FP32)
     accumulated = grads(model)
     assert tokens == big.n_tokens
 
-    reference_model = tiny_model()
+    reference_model = reversal_gru()
     loss = reference_model.loss(big, reduction="mean").loss  # per-token mean, one batch
     loss.backward()
     reference = grads(reference_model)
@@ -34,7 +34,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch() -> None:
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
     # The test can tell: the tutorial-style average of micro-batch means differs.
-    naive_model = tiny_model()
+    naive_model = reversal_gru()
     for b in micro:
         (naive_model.loss(b, reduction="mean").loss / len(micro)).backward()
     differences = [(a - b).abs().max().item()
@@ -60,9 +60,9 @@ def test_lr_schedule_warms_up_then_decays() -> None:
 def test_word_dropout_feeds_unk_in_training_only() -> None:
     """``train.word_dropout`` 1.0: the training loss is that of all-UNK inputs; validation
     (``model.loss`` outside StepLoss) still reads the real inputs."""
-    tc = load_config(None, [*TINY, "train.word_dropout=1.0"]).train
+    tc = load_config(None, [*TINY_TRAIN, "train.word_dropout=1.0"]).train
     batch = make_batch(reversal_id_pairs(6, seed=4))
-    model = tiny_model().eval()  # no activation dropout: only word dropout can differ
+    model = reversal_gru().eval()  # no activation dropout: only word dropout can differ
     unk = batch.with_word_dropout(1.0, UNK_ID)
     assert (unk.src[batch.src_mask] == UNK_ID).all()
     with torch.no_grad():

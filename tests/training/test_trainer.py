@@ -25,13 +25,11 @@ from padless.runs.directory import RunDirectory
 from padless.training.config import load_config
 from padless.training.runlog import RunLog
 from padless.training.trainer import train
-from tests.helpers import TINY, WORDS
-
-TRANSFORMER = ("model.arch=transformer", "model.num_heads=2", "model.ffn_size=24")
+from tests.helpers import AS_TRANSFORMER, TINY_TRAIN, WORDS
 
 
 def run_config(*extra: str):
-    return load_config(None, [*TINY, *extra])
+    return load_config(None, [*TINY_TRAIN, *extra])
 
 
 def model_state(run_dir: Path, which: str = "latest") -> dict[str, torch.Tensor]:
@@ -69,7 +67,7 @@ def test_resume_continues_exactly(reversal_data: PreparedData, tmp_path: Path) -
 
 def test_a_transformer_resumes_exactly(reversal_data: PreparedData, tmp_path: Path) -> None:
     """Attention, residual and feed-forward dropout draw from the restored random states."""
-    extra = (*TRANSFORMER, "model.dropout=0.3", "train.accumulate=2", "train.valid_every=3",
+    extra = (*AS_TRANSFORMER, "model.dropout=0.3", "train.accumulate=2", "train.valid_every=3",
              "train.warmup_steps=2", "train.decay=inverse_sqrt", "train.max_steps=6")
     train(run_config(*extra), reversal_data.text, reversal_data.splits, tmp_path / "whole")
     train(run_config(*extra, "train.max_steps=4"), reversal_data.text, reversal_data.splits,
@@ -203,7 +201,7 @@ def test_padless_train_end_to_end_loss_falls(
 ) -> None:
     out = tmp_path / "run"
     args = ["train", "--data", str(reversal_data_dir), "--out", str(out),
-            *[a for o in TINY for a in ("--set", o)],
+            *[a for o in TINY_TRAIN for a in ("--set", o)],
             "--set", "train.valid_every=20", "--accumulate", "2"]
     assert cli_main([*args, "--config", "chatbot", "--max-steps", "60"]) == 0
     for name in ("config.yaml", "latest.pt", "best.pt", "log.csv", "loss.png", "text/vocab.json"):
@@ -246,7 +244,7 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(
 ) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "padless", "train", "--data", str(reversal_data_dir),
-               "--out", str(out), *[a for o in TINY for a in ("--set", o)],
+               "--out", str(out), *[a for o in TINY_TRAIN for a in ("--set", o)],
                "--set", "train.valid_every=100000", "--max-steps", "1000000"]
     proc = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -269,13 +267,13 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [(), TRANSFORMER], ids=["gru", "transformer"])
+@pytest.mark.parametrize("arch", [(), tuple(AS_TRANSFORMER)], ids=["gru", "transformer"])
 def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path, arch: tuple) -> None:
     """torchrun with 2 gloo processes == 1 process on the same global batches."""
     steps = "4"
     # No dropout, word dropout either: masks drawn by two processes cannot match one's.
     common = ["train", "--data", str(reversal_data_dir),
-              *[a for o in (*TINY, *arch) for a in ("--set", o)],
+              *[a for o in (*TINY_TRAIN, *arch) for a in ("--set", o)],
               "--set", "model.dropout=0", "--set", "train.word_dropout=0",
               "--set", "train.accumulate=2", "--set", "train.ema_decay=0.5",
               "--set", "train.valid_every=2",
@@ -293,7 +291,7 @@ def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path, arch: 
     one, two = Checkpoint.load(single / "latest.pt"), Checkpoint.load(ddp / "latest.pt")
     assert two.world_size == 2 and len(two.rng) == 2
     torch.manual_seed(0)  # the trainer's seed: the weights the runs started from
-    initial = build_model(load_config(None, [*TINY, *arch]).model, len(WORDS) + 4)
+    initial = build_model(load_config(None, [*TINY_TRAIN, *arch]).model, len(WORDS) + 4)
     moved = 0.0
     for name, tensor in one.ema_weights.items():  # the moving average, and the weights
         # Float error only: sums of gradients in a different order, through Adam.
@@ -386,7 +384,7 @@ def test_train_precision_fp16_on_a_cpu_is_one_line(
     reversal_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["train", "--data", str(reversal_data_dir), "--out", str(tmp_path / "run"),
-            *[a for o in TINY for a in ("--set", o)], "--max-steps", "1"]
+            *[a for o in TINY_TRAIN for a in ("--set", o)], "--max-steps", "1"]
     assert cli_main([*args, "--precision", "fp16", "--set", "train.device=cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fp16 needs a CUDA GPU" in err
