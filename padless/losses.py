@@ -24,12 +24,12 @@ Reductions (``N`` = number of real tokens):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from padless._chunked_ce import chunked_linear_cross_entropy
+from padless._tokens import REDUCTIONS, LossOutput, reduce_losses, select_tokens
 
 __all__ = [
     "LossOutput",
@@ -39,166 +39,9 @@ __all__ = [
     "masked_linear_cross_entropy",
 ]
 
-REDUCTIONS = ("mean", "sum", "sequence", "timestep", "none")
 # How far above 0 a log-probability may be through rounding (log_softmax's never is on CPU)
 # before masked_nll_loss takes its input for probabilities.
 LOG_PROB_TOLERANCE = 1e-4
-
-
-class LossOutput(NamedTuple):
-    """What every masked loss returns: ``loss, n_tokens = masked_...(...)``.
-
-    Attributes:
-        loss: scalar tensor (or ``target``-shaped for ``reduction="none"``).
-        n_tokens: number of real (non-pad) target tokens that entered the loss.
-    """
-
-    loss: torch.Tensor
-    n_tokens: int
-
-
-class _Selection(NamedTuple):
-    """The real tokens of a batch: flat positions (into ``target.reshape(-1)``) and ids."""
-
-    index: torch.Tensor  # [N] long, ascending
-    target: torch.Tensor  # [N] long
-    shape: torch.Size  # target's shape
-
-
-def _select_tokens(
-    fn: str,
-    score_shape: torch.Size,
-    target: torch.Tensor,
-    mask: torch.Tensor | None,
-    pad_id: int | None,
-    reduction: str,
-    batch_first: bool,
-) -> _Selection:
-    """Validate the arguments of a masked loss and select its real tokens.
-
-    ``score_shape`` is ``[..., V]``; all checks run before any work on the scores.
-    """
-    _check_target(fn, score_shape, target, reduction)
-    valid = _valid_mask(fn, target, mask, pad_id)
-    index = valid.reshape(-1).nonzero().squeeze(1)
-    ids = target.reshape(-1).index_select(0, index).long()
-    vocab = score_shape[-1]
-    if ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab:
-            bad = lo if lo < 0 else hi
-            where = index[(ids == bad).nonzero()[0, 0]].item()
-            position = tuple(int(i) for i in torch.unravel_index(torch.tensor(where), target.shape))
-            raise ValueError(
-                f"{fn}: target id {bad} at real position {position} is outside the "
-                f"vocabulary [0, {vocab}); mark it as padding in the mask or fix the data"
-            )
-    return _Selection(index, ids, target.shape)
-
-
-def _check_target(
-    fn: str, score_shape: torch.Size, target: torch.Tensor, reduction: str
-) -> None:
-    """The reduction is known, and ``target`` holds integer ids shaped like the scores."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"{fn}: unknown reduction {reduction!r}; valid ones are {', '.join(REDUCTIONS)}"
-        )
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"{fn}: target must be a tensor of token ids, got {type(target).__name__}")
-    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-        raise TypeError(f"{fn}: target must hold integer token ids, got dtype {target.dtype}")
-    if len(score_shape) < 1 or tuple(score_shape[:-1]) != tuple(target.shape):
-        hint = ""
-        if target.dim() == 2 and tuple(score_shape[:-1]) == tuple(target.shape)[::-1]:
-            hint = (
-                "; the scores look transposed relative to the target: use one layout for "
-                "both (time-major [T, B, V] with [T, B], or batch_first=True with [B, T, V] "
-                "and [B, T])"
-            )
-        elif len(score_shape) >= 2 and tuple(score_shape[:1]) + tuple(score_shape[2:]) == tuple(
-            target.shape
-        ):
-            hint = (
-                "; the class dimension must be last ([..., V]), not second as in "
-                "F.cross_entropy's [N, V, T] layout"
-            )
-        raise ValueError(
-            f"{fn}: scores of shape {tuple(score_shape)} do not match target of shape "
-            f"{tuple(target.shape)}; scores must be [*target.shape, V]{hint}"
-        )
-    if reduction in ("sequence", "timestep") and target.dim() not in (1, 2):
-        raise ValueError(
-            f"{fn}: reduction {reduction!r} needs a [T, B] or [B, T] target (or [B] for one "
-            f"step), got shape {tuple(target.shape)}"
-        )
-    if score_shape[-1] == 0:
-        raise ValueError(f"{fn}: scores have an empty class dimension (shape {tuple(score_shape)})")
-
-
-def _valid_mask(
-    fn: str, target: torch.Tensor, mask: torch.Tensor | None, pad_id: int | None
-) -> torch.Tensor:
-    """True at the real tokens: ``mask != 0``, or ``target != pad_id`` without a mask."""
-    if mask is None:
-        if pad_id is None:
-            raise ValueError(f"{fn}: give either mask (True at real tokens) or pad_id")
-        valid = target != pad_id
-    else:
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"{fn}: mask must be a tensor, got {type(mask).__name__}")
-        if mask.dtype.is_floating_point or mask.dtype.is_complex:
-            raise TypeError(
-                f"{fn}: mask must be bool, uint8 or integer (non-zero = real token), "
-                f"got {mask.dtype}"
-            )
-        if mask.shape != target.shape:
-            raise ValueError(
-                f"{fn}: mask of shape {tuple(mask.shape)} does not match target of shape "
-                f"{tuple(target.shape)}"
-            )
-        if mask.device != target.device:
-            mask = mask.to(target.device)
-        valid = mask != 0
-    return valid
-
-
-def _reduce(
-    per_token: torch.Tensor, sel: _Selection, reduction: str, batch_first: bool
-) -> LossOutput:
-    """Reduce per-token losses ``[N]`` (in the order of ``sel.index``) to a LossOutput."""
-    n = sel.index.numel()
-    if reduction == "sum":
-        return LossOutput(per_token.sum(), n)
-    if reduction == "mean":
-        # An empty sum is a differentiable zero, so an all-pad batch gives 0, not NaN.
-        return LossOutput(per_token.sum() / max(n, 1), n)
-    if reduction == "none":
-        numel = sel.shape.numel()
-        full = per_token.new_zeros(numel).index_copy(0, sel.index, per_token)
-        return LossOutput(full.view(sel.shape), n)
-
-    # "sequence" and "timestep": a [B] target is one time step of B sequences.
-    if len(sel.shape) == 1:
-        steps, batch = 1, sel.shape[0]
-    elif batch_first:
-        batch, steps = sel.shape
-    else:
-        steps, batch = sel.shape
-    if batch_first and len(sel.shape) == 2:
-        seq_of, step_of = sel.index // steps, sel.index % steps
-    else:
-        step_of, seq_of = sel.index // batch, sel.index % batch
-    if reduction == "timestep":
-        group, groups = step_of, steps
-    else:
-        group, groups = seq_of, batch
-    counts = torch.bincount(group, minlength=groups).to(per_token.dtype)
-    sums = per_token.new_zeros(groups).index_add(0, group, per_token)
-    group_means = sums / counts.clamp(min=1)
-    if reduction == "timestep":
-        return LossOutput(group_means.sum(), n)
-    return LossOutput(group_means.sum() / max(int((counts > 0).sum()), 1), n)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -267,7 +110,7 @@ def masked_nll_loss(
     """
     fn = "masked_nll_loss"
     _check_scores(fn, "log_probs", log_probs)
-    sel = _select_tokens(fn, log_probs.shape, target, mask, pad_id, reduction, batch_first)
+    sel = select_tokens(fn, log_probs.shape, target, mask, pad_id, reduction, batch_first)
     rows = log_probs.reshape(-1, log_probs.shape[-1]).index_select(0, sel.index)
     rows = rows.to(_compute_dtype(rows.dtype))
     per_token = -rows.gather(1, sel.target.unsqueeze(1)).squeeze(1)
@@ -279,7 +122,7 @@ def masked_nll_loss(
                 "is never above 0: pass log_softmax(logits) (or use masked_cross_entropy on "
                 "the logits), not probabilities"
             )
-    return _reduce(per_token, sel, reduction, batch_first)
+    return reduce_losses(per_token, sel, reduction, batch_first)
 
 
 def masked_cross_entropy(
@@ -315,10 +158,10 @@ def masked_cross_entropy(
     fn = "masked_cross_entropy"
     _check_scores(fn, "logits", logits)
     _check_options(fn, label_smoothing, focal_gamma)
-    sel = _select_tokens(fn, logits.shape, target, mask, pad_id, reduction, batch_first)
+    sel = select_tokens(fn, logits.shape, target, mask, pad_id, reduction, batch_first)
     rows = logits.reshape(-1, logits.shape[-1]).index_select(0, sel.index)
     per_token = _token_cross_entropy(rows, sel.target, label_smoothing, focal_gamma)
-    return _reduce(per_token, sel, reduction, batch_first)
+    return reduce_losses(per_token, sel, reduction, batch_first)
 
 
 def masked_linear_cross_entropy(
@@ -383,7 +226,7 @@ def masked_linear_cross_entropy(
     ):
         raise ValueError(f"{fn}: chunk_size must be a positive int or None, got {chunk_size!r}")
     score_shape = torch.Size((*hidden.shape[:-1], weight.shape[0]))
-    sel = _select_tokens(fn, score_shape, target, mask, pad_id, reduction, batch_first)
+    sel = select_tokens(fn, score_shape, target, mask, pad_id, reduction, batch_first)
     rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, sel.index)
     # Same per-token values as _token_cross_entropy(F.linear(rows, weight, bias), ...), chunked.
     per_token = chunked_linear_cross_entropy(
@@ -397,4 +240,4 @@ def masked_linear_cross_entropy(
         # "sum"/"mean" give every token the same upstream gradient (see _chunked_ce).
         uniform_grad=reduction in ("sum", "mean"),
     )
-    return _reduce(per_token, sel, reduction, batch_first)
+    return reduce_losses(per_token, sel, reduction, batch_first)
