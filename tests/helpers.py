@@ -192,3 +192,37 @@ def serve_in_thread(app: object) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@contextmanager
+def full_disk(monkeypatch: pytest.MonkeyPatch, room: int) -> Iterator[None]:
+    """Every file :func:`padless.runtime.files.atomic_write` writes fails as on a full disk
+    (``ENOSPC``) once it holds more than ``room`` bytes; smaller files are written."""
+    import errno
+    import os
+
+    real_fdopen = os.fdopen
+
+    class FullFile:
+        def __init__(self, file) -> None:
+            self.file, self.written = file, 0
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            if self.written > room:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.file.write(data)
+
+        def __getattr__(self, name: str):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+    with monkeypatch.context() as patch:
+        patch.setattr("padless.runtime.files.os.fdopen",
+                      lambda fd, mode: FullFile(real_fdopen(fd, mode)))
+        yield

@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TextIO
 
 import torch
@@ -47,12 +48,7 @@ def _terminal_lines() -> Iterator[str]:
         import readline  # importing it gives input() line editing and history
     except ImportError:  # not on every platform (e.g. Windows without pyreadline)
         readline = None
-    if readline is not None:
-        try:
-            readline.read_history_file(HISTORY_FILE)
-        except OSError:  # first run, or an unreadable file: start with an empty history
-            pass
-        readline.set_history_length(1000)
+    loaded = load_history(readline, HISTORY_FILE) if readline is not None else 0
     try:
         while True:
             try:
@@ -64,10 +60,31 @@ def _terminal_lines() -> Iterator[str]:
                 print("(that line is not text in your terminal's encoding; try again)")
     finally:
         if readline is not None:
-            try:
-                readline.write_history_file(HISTORY_FILE)
-            except OSError:  # a read-only home must not break the chat
-                pass
+            save_history(readline, HISTORY_FILE, loaded)
+
+
+HISTORY_LENGTH = 1000
+
+
+def load_history(readline: ModuleType, path: Path) -> int:
+    """Read ``path`` into readline's history; returns how many entries it then holds."""
+    try:
+        readline.read_history_file(path)
+    except OSError:  # first run, or an unreadable file: start with an empty history
+        pass
+    readline.set_history_length(HISTORY_LENGTH)
+    return readline.get_current_history_length()
+
+
+def save_history(readline: ModuleType, path: Path, loaded: int) -> None:
+    """Append the entries typed since :func:`load_history` to ``path`` (kept to the last
+    ``HISTORY_LENGTH``). Appending, not rewriting: two chats at once both keep their lines."""
+    try:
+        path.touch(exist_ok=True)  # readline appends only to a file that exists
+        typed = readline.get_current_history_length() - loaded
+        readline.append_history_file(max(0, typed), path)
+    except OSError:  # a read-only home must not break the chat
+        pass
 
 
 def converse(

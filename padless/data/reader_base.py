@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from padless.data.text import without_surrogates
 from padless.runtime.errors import UserError
 
 __all__ = [
@@ -46,6 +47,7 @@ class ReadStats:
     dropped: Counter = field(default_factory=Counter)
     bad_lines: int = 0
     missing_ids: int = 0
+    surrogates: int = 0  # pairs with a lone surrogate, replaced
     problems: list[str] = field(default_factory=list)
 
     def bad(self, path: str | os.PathLike, lineno: int | None, message: str) -> None:
@@ -118,12 +120,20 @@ def text_lines(path: Path, stats: ReadStats, encoding: str = "utf-8") -> Iterato
 
 
 def count_pair(stats: ReadStats, source: str, target: str) -> TextPair | None:
-    """Count a pair as read; ``None`` (and a drop) when a side is empty."""
+    """Count a pair as read; ``None`` (and a drop) when a side is empty.
+
+    Lone surrogates (``"\\ud800"`` in JSON or YAML: no character, and not writable as
+    UTF-8) become U+FFFD, noted once: every format's reader gives only writable text.
+    """
     stats.pairs_read += 1
     if not source.strip() or not target.strip():
         stats.drop("empty utterance")
         return None
-    return source, target
+    clean = without_surrogates(source), without_surrogates(target)
+    if clean != (source, target) and not stats.surrogates:
+        stats.note("lone surrogates (escapes like \\ud800, not text) replaced by U+FFFD")
+    stats.surrogates += clean != (source, target)
+    return clean
 
 
 def consecutive_pairs(stats: ReadStats, texts: list[str | None]) -> Iterator[TextPair]:

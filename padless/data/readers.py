@@ -26,8 +26,6 @@ from importlib import resources
 from itertools import zip_longest
 from pathlib import Path
 
-import yaml
-
 from padless.data.reader_base import (
     EXAMPLES,
     CorpusError,
@@ -39,6 +37,7 @@ from padless.data.reader_base import (
     read_text,
     text_lines,
 )
+from padless.runtime.yaml_text import YamlProblem, load_yaml
 
 __all__ = [
     "FORMATS",
@@ -218,17 +217,9 @@ def read_chatterbot(path: str | os.PathLike, stats: ReadStats) -> Iterator[TextP
         if text is None:
             continue
         try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            stats.bad(file, mark.line + 1 if mark else None,
-                      f"broken YAML ({getattr(e, 'problem', None) or e})")
-            continue
-        except RecursionError:
-            stats.bad(file, None, "YAML nested too deeply")
-            continue
-        except (ValueError, OverflowError) as e:  # a value YAML parsed but cannot build:
-            stats.bad(file, None, f"broken YAML ({e})")  # 2001-13-01, \U0011ffff
+            doc = load_yaml(text)
+        except YamlProblem as e:
+            stats.bad(file, e.line, f"broken YAML ({e})")
             continue
         convs = doc.get("conversations") if isinstance(doc, dict) else None
         if not isinstance(convs, list):

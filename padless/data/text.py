@@ -51,12 +51,18 @@ __all__ = [
     "normalize_none",
     "normalize_tutorial",
     "train_sentencepiece",
+    "without_surrogates",
 ]
 
 _SPACES = re.compile(r"\s+")
 # Lone surrogates: how Python passes on bytes that are not UTF-8 in a command-line argument
 # or a stream read with errors="surrogateescape" (the C locale). They are not text.
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (which UTF-8 can write)."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def normalize_tutorial(text: str) -> str:
@@ -187,8 +193,13 @@ def train_sentencepiece(
     except RuntimeError as e:  # sentencepiece checks its arguments against the corpus
         # Its words without "INTERNAL: src/x.cc(78) [...]" and its own command-line advice
         reason = str(e).rsplit("] ", 1)[-1].split(" Increase ")[0].strip() or str(e)
+        advice = ""  # only where the size is the problem: any other advice would mislead
+        if "smaller than required" in reason:
+            advice = "; raise --vocab-size"
+        elif "too high" in reason:
+            advice = "; lower --vocab-size"
         raise UserError(f"sentencepiece cannot train a {vocab_size}-piece vocabulary on this "
-                        f"corpus ({reason}); raise --vocab-size") from None
+                        f"corpus ({reason}){advice}") from None
     return SentencePieceTokenizer(out.getvalue())
 
 
@@ -258,7 +269,7 @@ class TextProcessor:
 
     def tokenize(self, text: str) -> list[str]:
         """Normalise and tokenise ``text``; undecodable bytes in it become U+FFFD (unknown)."""
-        return self.tokenizer.tokenize(self._normalize(_SURROGATES.sub("\ufffd", text)))
+        return self.tokenizer.tokenize(self._normalize(without_surrogates(text)))
 
     def encode(self, text: str) -> list[int]:
         """Normalise, tokenise and map to ids (no BOS/EOS); unknown words become UNK_ID."""

@@ -23,7 +23,7 @@ from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder
 from padless.models.scoring import corpus_scores
 from padless.runtime.errors import UserError
-from padless.runtime.files import atomic_write
+from padless.runtime.files import atomic_write, check_writable
 
 __all__ = ["Evaluation", "evaluate", "image_format_of", "plot_attention"]
 
@@ -137,7 +137,8 @@ def image_format_of(path: str | Path) -> str:
     """The image format a plot written to ``path`` gets (its suffix), checked before any work.
 
     Raises:
-        UserError: if ``path``'s directory does not exist or its suffix is no image format.
+        UserError: if ``path``'s directory does not exist or cannot be written in, or its
+            suffix is no image format.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -150,6 +151,7 @@ def image_format_of(path: str | Path) -> str:
     if image_format not in formats:
         raise UserError(f"{path}: not an image file name; end it in one of "
                         f"{', '.join('.' + f for f in sorted(formats))}")
+    check_writable(path)
     return image_format
 
 

@@ -8,7 +8,14 @@ from __future__ import annotations
 from padless.models.base import DecoderState, EncoderDecoder
 from padless.models.config import ARCHITECTURES, ModelConfig
 
-__all__ = ["ARCHITECTURES", "DecoderState", "EncoderDecoder", "ModelConfig", "build_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "DecoderState",
+    "EncoderDecoder",
+    "ModelConfig",
+    "build_model",
+    "parameter_count",
+]
 
 
 def build_model(config: ModelConfig, vocab_size: int, pad_id: int = 0) -> EncoderDecoder:
@@ -18,3 +25,13 @@ def build_model(config: ModelConfig, vocab_size: int, pad_id: int = 0) -> Encode
 
     builders = {"gru": Seq2Seq, "transformer": Transformer}
     return builders[config.arch](config, vocab_size, pad_id)
+
+
+def parameter_count(config: ModelConfig, vocab_size: int) -> int:
+    """The parameters :func:`build_model` would give the model, counted without allocating
+    them (built on PyTorch's ``meta`` device): a size check before the real build."""
+    import torch
+
+    with torch.device("meta"):
+        model = build_model(config, vocab_size)
+    return sum(p.numel() for p in model.parameters())

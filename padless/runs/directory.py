@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from padless.runtime.errors import UserError
@@ -126,7 +126,7 @@ class RunDirectory:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold ``RUN_DIR/.lock``: one ``padless train`` at a time (the directory is created
-        if missing).
+        if missing, and removed again if nothing was written in it).
 
         Raises:
             UserError: if another process holds it (the message names its pid), or the path
@@ -134,8 +134,15 @@ class RunDirectory:
         """
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path}: is a file, not a directory; choose another --out")
-        with exclusive_lock(self.path / ".lock", f"run directory {self.path}", "padless train"):
-            yield
+        created = not self.path.exists()
+        try:
+            with exclusive_lock(self.path / ".lock", f"run directory {self.path}",
+                                "padless train"):
+                yield
+        finally:
+            if created:  # a run that failed before writing anything leaves no empty folder
+                with suppress(OSError):  # (rmdir removes only an empty one)
+                    self.path.rmdir()
 
     def remove_temporaries(self) -> list[str]:
         """Delete the temporaries that killed writes of the run's own files left behind

@@ -6,7 +6,28 @@ import torch
 
 from padless.runtime.errors import UserError
 
-__all__ = ["resolve_device"]
+__all__ = ["check_device_name", "resolve_device"]
+
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def check_device_name(name: str) -> torch.device | None:
+    """The device ``name`` names (None for ``auto``), not yet checked against the machine.
+
+    Raises:
+        UserError: on a name torch does not know, or a device type other than CPU and CUDA
+            (``meta``, ``mps``, ``xpu``...: padless's kernels, precision rule and memory
+            checks know only these two).
+    """
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"unknown device {name!r}; expected {DEVICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"device {name!r} is not supported by padless; use {DEVICES}")
+    return device
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -18,14 +39,11 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
             (one GPU per process under ``torchrun``).
 
     Raises:
-        UserError: on a name torch does not know, or CUDA asked for where there is none.
+        UserError: as :func:`check_device_name`, or CUDA asked for where there is none.
     """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise UserError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+    device = check_device_name(name)
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device {name!r} asked for, but CUDA is not available here; use "
@@ -33,4 +51,3 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
-

@@ -30,6 +30,7 @@ from padless.runtime.errors import UserError
 __all__ = [
     "atomic_directory",
     "atomic_write",
+    "check_writable",
     "read_utf8",
     "remove_temporaries",
     "write_bytes_atomic",
@@ -79,14 +80,65 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            recorded = _WriteErrors(f)
+            try:
+                write(recorded)  # type: ignore[arg-type]  # a file in all that writers use
+                f.flush()
+                os.fsync(f.fileno())
+            except Exception as e:
+                error = recorded.error or e
+                if isinstance(error, OSError):
+                    raise _named(error, path) from None
+                raise
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+class _WriteErrors:
+    """A binary file that keeps the first ``OSError`` its writes raise.
+
+    ``torch.save`` turns a failed write (``ENOSPC``: the disk is full) into a ``RuntimeError``
+    ("unexpected pos") that has lost the reason; :func:`atomic_write` raises the kept error.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._file, name)
+
+
+def _named(error: OSError, path: Path) -> OSError:
+    """``error``, naming ``path`` if it names no file (a failed write does not)."""
+    if error.filename is None:
+        return OSError(error.errno, error.strerror or str(error), str(path))
+    return error
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Check, before any long work, that a file can be created beside ``path`` (a file that
+    work will write there at its end).
+
+    Raises:
+        UserError: naming the directory and the reason (read-only, not permitted, missing).
+    """
+    path = Path(path)
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise UserError(f"{path}: cannot write in {path.parent} ({e.strerror or e})") from None
 
 
 def read_utf8(path: str | os.PathLike) -> str:

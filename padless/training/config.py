@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,14 +23,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 
 from padless.models.config import ModelConfig
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
+from padless.runtime.devices import check_device_name
 from padless.runtime.errors import UserError
 from padless.runtime.files import read_utf8
+from padless.runtime.yaml_text import YamlProblem, load_yaml
 
 __all__ = [
     "Config",
@@ -44,6 +46,15 @@ __all__ = [
 
 class ConfigError(UserError):
     """A configuration key or value is wrong; the message starts with the dotted key."""
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short: a 10 MB ``--set`` value would make a 10 MB message."""
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxstring = short.maxother = 60
+    short.maxlist = short.maxdict = 6
+    short.maxlevel = 3
+    return short.repr(value)
 
 
 @dataclass
@@ -127,13 +138,10 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**31:  # the trainer derives per-rank seeds from it
             raise ConfigError(f"train.seed: must be in [0, 2**31), got {self.seed}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except (RuntimeError, ValueError, TypeError):
-                raise ConfigError(
-                    f"train.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}"
-                ) from None
+        try:
+            check_device_name(self.device)
+        except UserError as e:
+            raise ConfigError(f"train.device: {e}") from None
         if self.plateau_factor is not None and not 0.0 < self.plateau_factor < 1.0:
             raise ConfigError(
                 f"train.plateau_factor: must be in (0, 1) or null, got {self.plateau_factor}")
@@ -198,7 +206,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+        raise ConfigError(f"{where}: expected a mapping of keys, got {_shown(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     for key in data:
@@ -236,23 +244,24 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
                 return _convert(option, value, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: bad value {_shown(value)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
+            raise ConfigError(
+                f"{key}: must be one of {', '.join(map(str, args))}; got {_shown(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {_shown(value)}")
         pairs = enumerate(zip(args, value, strict=True))
         return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_shown(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_shown(value)}")
         return value
     if hint is float:
         # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it clearly is.
@@ -262,13 +271,13 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_shown(value)}")
         if not math.isfinite(value):  # YAML's .inf and .nan, or "inf" and "nan"
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {_shown(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_shown(value)}")
         return value
     raise ConfigError(f"{key}: unsupported field type {hint!r}")  # a bug in the dataclass
 
@@ -297,10 +306,9 @@ def _read_yaml(name_or_path: str) -> dict[str, Any]:
             f"(bundled: {', '.join(bundled_configs())})"
         )
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        data = load_yaml(text)
+    except YamlProblem as e:
+        line = f":{e.line}" if e.line is not None else ""
         raise ConfigError(f"{name_or_path}{line}: not valid YAML ({e})") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: the config must be a mapping (model:, train:)")
@@ -316,11 +324,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.hidden_size=256")
+            raise ConfigError(
+                f"--set {_shown(item)}: expected key=value, e.g. model.hidden_size=256")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"{key}: cannot parse value {raw!r}") from None
+            value = load_yaml(raw) if raw.strip() else None
+        except YamlProblem as e:
+            raise ConfigError(f"{key}: cannot parse value {_shown(raw)} ({e})") from None
         node = data
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
@@ -357,5 +366,5 @@ def resumed_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:
     for key, value in config.to_dict()["model"].items():
         if value != getattr(saved.model, key):
             raise ConfigError(f"model.{key}: the model of a resumed run cannot change "
-                              f"(it is {getattr(saved.model, key)!r})")
+                              f"(it is {_shown(getattr(saved.model, key))})")
     return config

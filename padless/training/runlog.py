@@ -76,16 +76,8 @@ class RunLog:
     def _truncate_after(self, step: int) -> None:
         """Keep the rows up to ``step``; a row that does not parse (a killed process's half
         row, a field someone made huge) is dropped, not a reason to stop."""
-        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        header = next(csv.reader(lines[:1]), [])
-        rows = []
-        for line in lines[1:]:
-            try:
-                row = dict(zip(header, next(csv.reader([line])), strict=False))
-            except (csv.Error, StopIteration):
-                continue
-            if _step(row) is not None and _step(row) <= step:
-                rows.append(row)
+        rows = [row for row in read_rows(self.path) if _step(row) is not None
+                and _step(row) <= step]
         out = io.StringIO()
         writer = csv.DictWriter(out, LOG_FIELDS, extrasaction="ignore")
         writer.writeheader()
@@ -99,8 +91,11 @@ class RunLog:
         row = {"kind": kind, "step": step, "time": f"{time.time():.3f}"}
         for name, value in values.items():
             row[name] = f"{value:.6g}" if isinstance(value, float) else value
-        self._writer.writerow(row)
-        self._file.flush()
+        try:
+            self._writer.writerow(row)
+            self._file.flush()
+        except OSError as e:  # a full disk: name the file (a write's error names none)
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         if self._tb is not None:
             for name, value in values.items():
                 if isinstance(value, int | float) and name not in ("epoch", "elapsed_s"):
@@ -113,6 +108,21 @@ class RunLog:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``log.csv``, by its header; a line that does not parse (a killed
+    process's half row, a field someone made larger than ``csv``'s limit) is left out, not a
+    reason to stop: the log is a record, never an input training depends on."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    header = next(csv.reader(lines[:1]), [])
+    rows = []
+    for line in lines[1:]:
+        try:
+            rows.append(dict(zip(header, next(csv.reader([line])), strict=False)))
+        except (csv.Error, StopIteration):
+            continue
+    return rows
 
 
 def _step(row: dict[str, str | None]) -> int | None:
@@ -135,18 +145,17 @@ def plot_losses(csv_path: Path, png_path: Path) -> bool:
     series: dict[str, tuple[list[int], list[float]]] = {
         "train": ([], []), "valid": ([], []), "accuracy": ([], []),
     }
-    with open(csv_path, newline="", encoding="utf-8", errors="replace") as f:
-        for row in csv.DictReader(f):
-            step = _step(row)
-            try:
-                if step is not None and row["loss"] and row["kind"] in ("train", "valid"):
-                    series[row["kind"]][1].append(float(row["loss"]))
-                    series[row["kind"]][0].append(step)
-                if step is not None and row["kind"] == "valid" and row["accuracy"]:
-                    series["accuracy"][1].append(float(row["accuracy"]))
-                    series["accuracy"][0].append(step)
-            except (TypeError, ValueError):  # a half-written row: the plot is only a picture
-                continue
+    for row in read_rows(csv_path):
+        step = _step(row)
+        try:
+            if step is not None and row["loss"] and row["kind"] in ("train", "valid"):
+                series[row["kind"]][1].append(float(row["loss"]))
+                series[row["kind"]][0].append(step)
+            if step is not None and row["kind"] == "valid" and row["accuracy"]:
+                series["accuracy"][1].append(float(row["accuracy"]))
+                series["accuracy"][0].append(step)
+        except (KeyError, TypeError, ValueError):  # a half-written row: the plot is a picture
+            continue
     if not series["train"][0] and not series["valid"][0]:
         return False
     has_accuracy = bool(series["accuracy"][0])

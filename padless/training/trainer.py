@@ -28,7 +28,7 @@ from tqdm import tqdm
 from padless.data.batch import Batch, IdPair
 from padless.data.loader import TrainingBatches, run_batches
 from padless.data.text import TextProcessor
-from padless.models import build_model
+from padless.models import build_model, parameter_count
 from padless.models.scoring import Scores, perplexity, teacher_forced_scores
 from padless.runs.checkpoint import Checkpoint, TrainState, text_settings
 from padless.runs.directory import RunDirectory
@@ -36,6 +36,7 @@ from padless.runs.info import RunInfo, check_for_training, read_run_info, write_
 from padless.runs.kept import keep_checkpoint
 from padless.runtime.errors import UserError
 from padless.runtime.files import write_text_atomic
+from padless.runtime.memory import check_training_fits
 from padless.runtime.precision import Precision, choose_precision
 from padless.training.config import Config
 from padless.training.distributed import World, all_reduce, setup_world, teardown_world
@@ -129,6 +130,8 @@ class Trainer:
 
         # Same seed on every rank for the weights (DDP also broadcasts rank 0's); dropout and
         # teacher-forcing coins then draw from a per-rank stream.
+        check_training_fits(parameter_count(config.model, len(text.vocab)), device,
+                            extra_copies=int(tc.ema_decay is not None))
         torch.manual_seed(tc.seed)
         self.model = build_model(config.model, len(text.vocab)).to(device)
         torch.manual_seed((tc.seed << 16) + 1 + world.rank)

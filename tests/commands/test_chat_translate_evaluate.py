@@ -159,3 +159,35 @@ def test_fp16_on_a_cpu_is_a_one_line_error(
     code, _, err = run_cli(["translate", str(qa_run_dir), "--precision", "half"], "hi\n",
                            monkeypatch, capsys)
     assert code == 2 and "invalid choice: 'half'" in err and "'auto', 'fp32', 'bf16', 'fp16'" in err
+
+
+def test_two_chats_at_once_both_keep_their_history(tmp_path) -> None:
+    """The chat that ended last used to rewrite the history file without the other's lines."""
+    readline = pytest.importorskip("readline")
+    from padless.commands.chat import load_history, save_history
+
+    history = tmp_path / ".padless_history"
+    history.write_text("old line\n")
+    readline.clear_history()
+    try:
+        loaded = load_history(readline, history)  # this chat starts
+        with history.open("a") as f:  # another chat, started at the same time, ends first
+            f.write("the other chat's line\n")
+        readline.add_history("this chat's line")
+        save_history(readline, history, loaded)
+    finally:
+        readline.clear_history()
+    lines = history.read_text().splitlines()
+    assert [line for line in lines if not line.startswith("_HiStOrY")] == [
+        "old line", "the other chat's line", "this chat's line"]
+
+
+@pytest.mark.parametrize("option", [["--temperature", "1e-45"], ["--top-p", "1e-300"]])
+def test_sampling_at_the_smallest_values_is_greedy_not_a_traceback(qa_run_dir, option,
+                                                                  monkeypatch, capsys) -> None:
+    lines = "how are you ?\nhello there\n"  # chat's scripted mode: one answer per line
+    code, sampled, err = run_cli(["chat", str(qa_run_dir), "--sample", "--seed", "2",
+                                  *option], lines, monkeypatch, capsys)
+    assert code == 0, err
+    code, greedy, err = run_cli(["chat", str(qa_run_dir)], lines, monkeypatch, capsys)
+    assert code == 0 and sampled == greedy

@@ -132,6 +132,36 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, words) -> None:
     assert out == "" and not (tmp_path / "d").exists()
 
 
+LONE_SURROGATE_CORPORA = {  # each holds "\ud800" escaped, as JSON and YAML may
+    "chitchat": ("c.json", '{"c": {"messages": [' + ", ".join(
+        f'[{{"text": "hello \\ud800 there {i}"}}], [{{"text": "fine {i}"}}]'
+        for i in range(30)) + ']}}'),
+    "convokit": ("utterances.jsonl", "".join(
+        f'{{"id": "q{i}", "text": "hello \\ud800 there {i}", "reply-to": null}}\n'
+        f'{{"id": "a{i}", "text": "fine {i}", "reply-to": "q{i}"}}\n' for i in range(30))),
+    "chatterbot": ("c.yml", "conversations:\n" + "".join(
+        f'- - "hello \\ud800 there {i}"\n  - fine {i}\n' for i in range(30))),
+}
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "sentencepiece"])
+@pytest.mark.parametrize("fmt", sorted(LONE_SURROGATE_CORPORA))
+def test_a_lone_surrogate_becomes_a_replacement_character(tmp_path, capsys, fmt,
+                                                          tokenizer) -> None:
+    """--normalize none kept them, and writing the split failed (UnicodeEncodeError); with
+    sentencepiece the message advised raising --vocab-size."""
+    name, text = LONE_SURROGATE_CORPORA[fmt]
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    extra = ["--vocab-size", "40"] if tokenizer == "sentencepiece" else []
+    code, out, err = cli(capsys, path, "--format", fmt, "--normalize", "none", "--tokenizer",
+                         tokenizer, "--out", tmp_path / "d", "--min-count", "1", *extra)
+    assert code == 0, err
+    assert "replaced by U+FFFD" in out + err
+    train = (tmp_path / "d" / "train.tsv").read_text(encoding="utf-8")
+    assert "\ufffd" in train
+
+
 def test_options_from_python_are_checked_by_name() -> None:
     for kwargs, field in (({"min_count": 0}, "min_count"), ({"vocab_size": 2}, "vocab_size"),
                           ({"max_length": 2.5}, "max_length"), ({"seed": -1}, "seed"),

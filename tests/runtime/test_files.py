@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from padless.runtime.errors import UserError
 from padless.runtime.files import (
@@ -16,6 +17,7 @@ from padless.runtime.files import (
     remove_temporaries,
     write_text_atomic,
 )
+from tests.helpers import full_disk
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
@@ -30,6 +32,21 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
         atomic_write(target, half_then_full_disk)
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_a_full_disk_under_torch_save_is_reported_as_a_full_disk(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """torch.save turns the failed write into "RuntimeError: ... unexpected pos"; the error
+    that comes out names the disk being full, and the file."""
+    target = tmp_path / "latest.pt"
+    torch.save({"old": torch.zeros(3)}, target)
+    before = target.read_bytes()
+    with full_disk(monkeypatch, room=1000), pytest.raises(OSError) as raised:
+        atomic_write(target, lambda f: torch.save({"new": torch.zeros(10_000)}, f))
+    assert raised.value.errno == 28 and raised.value.filename == str(target)
+    assert "No space left on device" in str(raised.value)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]
 
 
 def test_a_directory_is_replaced_as_a_whole(tmp_path: Path) -> None:

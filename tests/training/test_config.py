@@ -124,6 +124,43 @@ def test_yaml_file_config_and_its_errors(tmp_path) -> None:
         load_config(str(path))
 
 
+# 650 bytes that yaml.safe_load expands to 9**9 strings, whose repr took minutes and 2 GB
+LAUGHS = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + [
+    f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]"
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+]
+
+
+def test_yaml_aliases_are_refused_in_files_and_overrides(tmp_path) -> None:
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join([*LAUGHS, "model:", "  arch: *i"]) + "\n")
+    with pytest.raises(ConfigError, match=r"laughs\.yaml:2: not valid YAML \(aliases"):
+        load_config(str(path))
+    flow = "[" + ", ".join(["&a [lol, lol]", *["*a"] * 9]) + "]"
+    with pytest.raises(ConfigError, match=r"^model\.arch: cannot parse value .{,80} \(aliases"):
+        load_config(None, ["model.arch=" + flow])
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("train:\n  lr: [1,\n", 3),
+    ("hello\tworld\t\n", 1),  # a TSV corpus given as --config
+    ("model:\n  arch: x\n   bad: indent\n", 3),
+])
+def test_broken_yaml_is_one_line_with_its_line(tmp_path, text, line) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path))
+    message = str(raised.value)
+    assert message.startswith(f"{path}:{line}: not valid YAML (") and "\n" not in message
+
+
+def test_a_huge_value_is_cut_short_in_the_message() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, ["model.hidden_size=" + "x" * 10_000_000])
+    assert len(str(raised.value)) < 200
+
+
 def test_round_trips_through_yaml_and_the_checkpoint_are_lossless() -> None:
     cfg = load_config("chatbot", ["train.betas=[0.8, 0.95]", "train.max_time=1.5"])
     assert Config.from_dict(yaml.safe_load(cfg.to_yaml())) == cfg

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ import torch
 from padless.cli import main
 from padless.runs.checkpoint import Checkpoint
 from padless.runtime.lock import exclusive_lock
+from padless.training import trainer as trainer_module
 from padless.training.config import Config, load_config
 from padless.training.guards import DivergenceGuard
-from tests.helpers import TINY_TRAIN, assert_one_line_error, write_reversal_dataset
+from tests.helpers import TINY_TRAIN, assert_one_line_error, full_disk, write_reversal_dataset
 
 SET = [a for option in TINY_TRAIN for a in ("--set", option)]
 
@@ -54,11 +56,25 @@ def test_a_second_run_on_the_same_directory_is_refused(reversal_data_dir, tmp_pa
     (["--set", "train.betas=[0.9, .nan]"], ["train.betas[1]: expected a finite number"]),
     (["--set", "train.max_length=0"], ["train.max_length: must be >= 1"]),
     (["--set", "train.seed=-1"], ["train.seed: must be in [0, 2**31)"]),
+    (["--set", "train.device=meta"], ["train.device: device 'meta' is not supported"]),
+    (["--set", "train.device=mps"], ["train.device: device 'mps' is not supported"]),
+    (["--set", "train.device=xpu"], ["train.device: device 'xpu' is not supported"]),
 ])
 def test_values_that_are_not_finite_or_in_range_are_refused(
         reversal_data_dir, tmp_path, capsys, extra, words) -> None:
     code = train_cli(reversal_data_dir, tmp_path / "run", "--max-steps", "1", *extra)
     assert_one_line_error(code, capsys.readouterr().err, "train", *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_too_large_for_the_memory_is_one_line_with_its_size(reversal_data_dir, tmp_path,
+                                                                   capsys) -> None:
+    """model.hidden_size=1000000 used to end in "DefaultCPUAllocator: can't allocate 22 GB"
+    and leave an empty run directory."""
+    code = train_cli(reversal_data_dir, tmp_path / "run", "--max-steps", "1",
+                     "--set", "model.hidden_size=1000000", "--set", "model.embedding_size=100000")
+    assert_one_line_error(code, capsys.readouterr().err, "train", "the model has ",
+                          " parameters: training needs ", "GiB", "free; choose a smaller model")
     assert not (tmp_path / "run").exists()
 
 
@@ -115,6 +131,37 @@ def test_resuming_with_another_seed_or_split_is_one_line(reversal_data_dir, trai
     assert_one_line_error(code, capsys.readouterr().err, "train", *words)
 
 
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(
+        reversal_data_dir, trained, monkeypatch, capsys) -> None:
+    """torch.save used to hide the ENOSPC behind "RuntimeError: unexpected pos"."""
+    before = {name: (trained / name).read_bytes() for name in ("latest.pt", "best.pt")}
+    with full_disk(monkeypatch, room=16_000):  # config.yaml and run.json fit; no checkpoint
+        code = train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "4",
+                         "--set", "train.valid_every=2")
+    err = capsys.readouterr().err
+    assert_one_line_error(code, err, "train", "No space left on device", str(trained))
+    assert ".pt" in err.strip().splitlines()[-1]
+    assert {name: (trained / name).read_bytes() for name in before} == before
+    assert not list(trained.rglob("*.tmp"))
+    assert train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "4") == 0
+
+
+def test_a_log_with_a_field_past_the_csv_limit_resumes_and_plots(reversal_data_dir, trained,
+                                                                 capsys) -> None:
+    """A field over csv's 128 KiB limit (an edited log, a damaged disk) used to stop --resume
+    with _csv.Error."""
+    log = trained / "log.csv"
+    header, *rows = log.read_text().splitlines()
+    huge = rows[0].split(",")
+    huge[-1] = "9" * (200 * 1024)
+    log.write_text("\n".join([header, ",".join(huge), *rows[1:]]) + "\n")
+    assert train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "4") == 0
+    assert (trained / "loss.png").exists()
+    kept = log.read_text().splitlines()
+    assert len(max(kept, key=len)) < 1000  # the row that did not parse is gone
+    assert [row.split(",")[1] for row in kept[1:]][-1] == "4"
+
+
 @pytest.mark.parametrize("config_yaml", ["missing", "partial", "garbage"])
 def test_resuming_takes_the_config_from_the_checkpoint(reversal_data_dir, trained,
                                                        config_yaml) -> None:
@@ -139,6 +186,35 @@ def test_leftovers_of_killed_writes_are_removed_at_the_next_start(reversal_data_
     assert train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "3") == 0
     assert not any(path.exists() for path in leftovers)
     assert "removed 2 temporary file(s)" in capsys.readouterr().out
+
+
+def test_a_stop_signal_during_the_final_validation_ends_it_at_the_next_batch(
+        tmp_path, monkeypatch, capsys) -> None:
+    """A SIGTERM in the last validation of a 49k-pair split was honoured only after it (9
+    minutes). The validation stops at the next batch; latest.pt is saved; exit 143."""
+    data = write_reversal_dataset(tmp_path / "data")
+    pairs = (data / "train.tsv").read_text()
+    (data / "valid.tsv").write_text(pairs * 20)  # 4,800 pairs: 600 batches of 8
+    seen: list[int] = []
+    real_scores = trainer_module.teacher_forced_scores
+
+    def scores_with_a_sigterm_at_the_second_batch(model, batches, **kwargs):
+        def batches_seen():
+            for i, batch in enumerate(batches):
+                seen.append(i)
+                if i == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)  # handled in this (the main) thread
+                yield batch
+        return real_scores(model, batches_seen(), **kwargs)
+
+    monkeypatch.setattr(trainer_module, "teacher_forced_scores",
+                        scores_with_a_sigterm_at_the_second_batch)
+    code = train_cli(data, tmp_path / "run", "--max-steps", "2",
+                     "--set", "train.valid_every=100000")
+    assert code == 128 + signal.SIGTERM
+    assert len(seen) <= 3  # of 600
+    assert "SIGTERM: saved" in capsys.readouterr().out
+    assert Checkpoint.load(tmp_path / "run" / "latest.pt").step == 2
 
 
 def test_a_diverging_run_stops_with_one_line(reversal_data_dir, tmp_path, capsys) -> None:
