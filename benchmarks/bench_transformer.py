@@ -94,7 +94,8 @@ class TorchTransformer(nn.Module):
             mine.multihead_attn.in_proj_weight.copy_(
                 torch.cat([cross.query.weight, cross.key_value.weight]))
             mine.multihead_attn.in_proj_bias.copy_(
-                torch.cat([cross.query.bias, cross.key_value_bias()]))
+                torch.cat([cross.query.bias, cross.key_value.bias])
+            )
             mine.multihead_attn.out_proj.load_state_dict(cross.out.state_dict())
             _copy_rest(mine, theirs, ("norm1", "norm2", "norm3"))
         self.transformer.encoder.norm.load_state_dict(model.encoder_norm.state_dict())
@@ -120,7 +121,7 @@ class TorchTransformer(nn.Module):
 
 def _copy_attention(attention: nn.MultiheadAttention, theirs: nn.Module) -> None:
     attention.in_proj_weight.copy_(theirs.qkv.weight)
-    attention.in_proj_bias.copy_(theirs.in_bias())
+    attention.in_proj_bias.copy_(theirs.qkv.bias)
     attention.out_proj.load_state_dict(theirs.out.state_dict())
 
 

@@ -14,9 +14,11 @@ import sys
 
 from padless.commands.inputs import integer, number
 from padless.data.text import TextProcessor
+from padless.decoding.batched import MAX_SEED
 from padless.decoding.options import SearchOptions, knobs
 from padless.models import EncoderDecoder
 from padless.models.precision import for_decoding
+from padless.models.quantize import QUANTIZATIONS
 from padless.runs.directory import CHECKPOINT_NAMES
 from padless.runs.loading import load_model
 from padless.runtime.precision import PRECISIONS
@@ -34,6 +36,12 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     add_precision_argument(parser, "decode in")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        help="int8: decode with the linear layers in int8 (dynamic "
+        "quantization, CPU only; usually faster, nearly the same answers)",
+    )
     add_search_arguments(parser, sampling=sampling)
 
 
@@ -62,7 +70,7 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, sampling: bool = Fa
                             default=None if knob.sampling else default, metavar=knob.metavar,
                             help=f"{knob.help} (default {default:g})")
     if sampling:
-        parser.add_argument("--seed", type=integer(0, 2**63 - 1), metavar="S",
+        parser.add_argument("--seed", type=integer(0, MAX_SEED), metavar="S",
                             help="seed of the sampler (default: a fresh seed each run)")
 
 
@@ -89,12 +97,12 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
 
 
 def load_run(args: argparse.Namespace, rows: int = 1) -> tuple[EncoderDecoder, TextProcessor]:
-    """The model (eval mode, on ``--device``, in ``--precision`` for decoding ``rows``
-    sentences at a time) and TextProcessor of ``RUN_DIR``; the precision line goes to
-    stderr."""
+    """The model (eval mode, on ``--device``, in ``--precision`` or ``--quantize``d, for
+    decoding ``rows`` sentences at a time) and TextProcessor of ``RUN_DIR``; what it runs
+    in is said on stderr."""
     model, text, _ = load_model(args.run_dir, args.checkpoint, args.device)
-    chosen = for_decoding(model, args.precision, rows)
-    print(chosen.describe(), file=sys.stderr)
-    if chosen.warning is not None:
-        print(f"warning: {chosen.warning}", file=sys.stderr)
-    return model, text
+    decoding = for_decoding(model, args.precision, rows, args.quantize)
+    print(decoding.describe(), file=sys.stderr)
+    if decoding.warning is not None:
+        print(f"warning: {decoding.warning}", file=sys.stderr)
+    return decoding.model, text

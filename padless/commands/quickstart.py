@@ -107,13 +107,20 @@ def quickstart(
     deadline = start + minutes * 60
     data_dir, run_dir = Path(data_dir), Path(run_dir)
 
-    _banner(f"1/4 preparing the chitchat corpus into {data_dir}")
     if (data_dir / METADATA_FILE).exists():
-        print(f"already prepared: {data_dir} (delete it to prepare again)")
+        data = PreparedData.load(data_dir)
+        corpus = data.metadata.get("corpus")
+        _banner(f"1/4 using the dataset already prepared in {data_dir}")
+        if corpus == ["chitchat"]:
+            print(f"the chitchat corpus, prepared before (delete {data_dir} to prepare again)")
+        else:  # another corpus: say so, rather than call it the chitchat corpus
+            print(f"note: {data_dir} holds {', '.join(map(str, corpus or ['an unknown corpus']))}"
+                  f", not the chitchat corpus; quickstart trains on it")
     else:
+        _banner(f"1/4 preparing the chitchat corpus into {data_dir}")
         options = replace(PREPARE_OPTIONS, max_pairs=max_pairs)
         print(format_summary(prepare(["chitchat"], data_dir, options), data_dir))
-    data = PreparedData.load(data_dir)
+        data = PreparedData.load(data_dir)
 
     spent = (time.monotonic() - start) / 60
     train_minutes = max(0.05, minutes - spent - reserve_minutes(minutes))
@@ -134,7 +141,7 @@ def quickstart(
     _banner("3/4 evaluating the best checkpoint")
     which = "best" if run.best.exists() else "latest"
     model, text, _ = load_model(run_dir, which, resolve_device())
-    print(for_decoding(model, "auto", rows=64).describe())
+    print(for_decoding(model, "auto", rows=64).describe())  # cast in place
     pairs = data.splits["test"][:EVAL_PAIRS]
     left = deadline - time.monotonic() - CONVERSATION_SECONDS
     evaluation = evaluate(model, text, pairs, SearchOptions(), split=f"test ({len(pairs)} pairs)",

@@ -16,7 +16,7 @@ import sys
 
 from padless.commands.inputs import integer, number
 from padless.commands.options import add_decoding_arguments, search_options
-from padless.serving.settings import ServeSettings
+from padless.serving.settings import ServeSettings, bounds
 
 __all__ = ["add_arguments", "run"]
 
@@ -31,15 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only)")
     server.add_argument("--port", type=integer(0, 65535), default=8000,
                         help="TCP port (default 8000; 0: any)")
-    server.add_argument("--threads", type=integer(1), metavar="N",
+    server.add_argument("--threads", type=integer(*bounds("threads")), metavar="N",
                         help="torch threads for decoding (default: one per free core but one, "
                              "kept for HTTP; see padless/runtime/threads.py)")
     server.add_argument("--access-log", action="store_true", help="log every request")
     batching = parser.add_argument_group("batching")
-    batching.add_argument("--max-batch-size", type=integer(1), default=DEFAULTS.max_batch_size,
+    batching.add_argument("--max-batch-size", type=integer(*bounds("max_batch_size")),
+                          default=DEFAULTS.max_batch_size,
                           metavar="N", help="sentences decoded together (default "
                           f"{DEFAULTS.max_batch_size}; 1: one request at a time)")
-    batching.add_argument("--max-wait-ms", type=number(0), default=DEFAULTS.max_wait_ms,
+    batching.add_argument("--max-wait-ms", type=number(*bounds("max_wait_ms")),
+                          default=DEFAULTS.max_wait_ms,
                           metavar="MS", help="how long a request waits for others to join "
                           f"its batch (default {DEFAULTS.max_wait_ms:g})")
     batching.add_argument("--no-continuous-batching", action="store_true",
@@ -54,10 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--max-queue", "N", "waiting requests before answering 429"),
         ("--max-body-bytes", "N", "bytes per request body"),
     ):
-        default = getattr(DEFAULTS, option[2:].replace("-", "_"))
-        limits.add_argument(option, type=integer(1), default=default, metavar=metavar,
+        name = option[2:].replace("-", "_")
+        default = getattr(DEFAULTS, name)
+        limits.add_argument(option, type=integer(*bounds(name)), default=default, metavar=metavar,
                             help=f"at most this many {what} (default {default})")
-    limits.add_argument("--timeout", type=number(0, open_min=True), default=DEFAULTS.timeout_s,
+    limits.add_argument("--timeout", type=number(*bounds("timeout_s")), default=DEFAULTS.timeout_s,
                         metavar="S",
                         help="answer 504 to a request not done within S seconds "
                              f"(default {DEFAULTS.timeout_s:g})")
@@ -87,14 +90,24 @@ def run(args: argparse.Namespace) -> int:
 
     defaults = search_options(args)
     settings = _settings(args)
-    app = load_app(args.run_dir, which=args.checkpoint, device=args.device,
-                   defaults=defaults, settings=settings, precision=args.precision)
+    app = load_app(
+        args.run_dir,
+        which=args.checkpoint,
+        device=args.device,
+        defaults=defaults,
+        settings=settings,
+        precision=args.precision,
+        quantization=args.quantize,
+    )
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    print(f"padless serve: {args.run_dir} at {url}/ (chat page), {url}/docs (API); "
-          "Ctrl-C or SIGTERM stops it", flush=True)
-    chosen = app.state.precision
+    print(
+        f"padless serve: {args.run_dir} at {url}/ (chat page), {url}/docs (API); "
+        "Ctrl-C or SIGTERM stops it",
+        flush=True,
+    )
+    chosen = app.state.decoding
     print(f"padless serve: {chosen.describe()}", flush=True)
     if chosen.warning is not None:
         print(f"padless serve: warning: {chosen.warning}", file=sys.stderr)

@@ -24,8 +24,8 @@ from padless.masking import pad_batch
 from padless.models import EncoderDecoder
 
 __all__ = [
-    "InputsTruncated", "Reply", "cap_sources", "decode_ids", "decode_texts", "make_generator",
-    "reply", "run_search",
+    "MAX_SEED", "InputsTruncated", "Reply", "cap_sources", "decode_ids", "decode_texts",
+    "make_generator", "reply", "run_search",
 ]
 
 
@@ -33,8 +33,14 @@ class InputsTruncated(UserWarning):
     """Some inputs were longer than the cap and were cut (the message says how many)."""
 
 
+# the largest sampling seed: 2**53 - 1, an integer every JSON parser holds exactly (a
+# JavaScript client's numbers are doubles)
+MAX_SEED = 2**53 - 1
+
+
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """A sampling generator on ``device``: seeded, or freshly seeded when ``seed`` is None."""
+    """A sampling generator on ``device``: seeded (``0 <= seed <= MAX_SEED``), or freshly
+    seeded when ``seed`` is None."""
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()

@@ -88,8 +88,16 @@ def beam_search(
         log_probs, state, attention = model.decode_step(beams.prev, state)
         log_probs, vocab = log_probs.float(), log_probs.size(1)
         scores = penalize_repetitions(log_probs, beams.tokens, repetition_penalty)
-        allowed = restrict(scores, step, eos_id, min_length, banned_ids, beams.tokens,
-                           no_repeat_ngram)
+        allowed = restrict(
+            scores,
+            step,
+            eos_id,
+            min_length,
+            banned_ids,
+            beams.tokens,
+            no_repeat_ngram,
+            inplace=scores is not log_probs,
+        )
         candidates = (beams.score.view(-1, 1) + allowed).view(n_active, k * vocab)
         top_score, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # [n, 2k]
         top_beam, top_token = top_index // vocab, top_index % vocab

@@ -29,13 +29,19 @@ def penalize_repetitions(
     """
     if penalty == 1.0 or history.size(1) == 0:
         return log_probs
-    if lengths is None:
-        seen = torch.zeros_like(log_probs, dtype=torch.bool).scatter_(1, history, True)
-    else:
+    index = history
+    if lengths is not None:  # padding points at the row's first token: it gets the same value
         real = torch.arange(history.size(1), device=history.device) < lengths.unsqueeze(1)
-        counts = torch.zeros(log_probs.shape, dtype=torch.long, device=log_probs.device)
-        seen = counts.scatter_add_(1, history, real.long()) > 0
-    return torch.where(seen, log_probs * penalty, log_probs)
+        index = torch.where(real, history, history[:, :1])
+        penalised = log_probs.gather(1, index) * penalty
+        unpenalised_rows = lengths == 0  # nothing seen: leave the row as it is
+        penalised = torch.where(
+            unpenalised_rows.unsqueeze(1), log_probs.gather(1, index), penalised
+        )
+    else:
+        penalised = log_probs.gather(1, index) * penalty
+    # only the seen ids are touched: no [R, V] mask, and a repeated id writes one value
+    return log_probs.clone().scatter_(1, index, penalised)
 
 
 def repeated_ngram_bans(

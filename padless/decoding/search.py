@@ -122,8 +122,11 @@ def restrict(
     history: torch.Tensor | None = None,
     no_repeat_ngram: int = 0,
     lengths: torch.Tensor | None = None,
+    *,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """``log_probs [R, V]`` with the banned choices at -inf.
+    """``log_probs [R, V]`` with the banned choices at -inf (``inplace``: in ``log_probs``
+    itself, which the caller does not need any more).
 
     Banned: ``banned_ids``; EOS before ``min_length`` tokens (``step``, the tokens
     generated so far, is 0 at the first step); with ``no_repeat_ngram=n > 0`` and the
@@ -139,7 +142,8 @@ def restrict(
     bans_ngrams = no_repeat_ngram > 0 and history is not None and step >= no_repeat_ngram
     if not banned_ids and first >= min_length and not bans_ngrams:
         return log_probs
-    restricted = log_probs.clone()
+    eos = log_probs[:, eos_id].clone()
+    restricted = log_probs if inplace else log_probs.clone()
     if banned_ids:
         restricted[:, list(banned_ids)] = -math.inf
     if lengths is None and step < min_length:
@@ -148,9 +152,9 @@ def restrict(
         restricted[lengths < min_length, eos_id] = -math.inf
     if bans_ngrams:
         restricted[repeated_ngram_bans(history, no_repeat_ngram, lengths)] = -math.inf
-    stuck = ~restricted.isfinite().any(dim=1)
-    if stuck.any():
-        restricted[stuck, eos_id] = log_probs[stuck, eos_id]
+    # a row with nothing allowed (NaN counts as nothing) ends: one reduction, not isfinite's
+    stuck = ~(restricted.amax(dim=1) > -math.inf)
+    restricted[:, eos_id] = torch.where(stuck, eos, restricted[:, eos_id])
     return restricted
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from padless.data.batch import Batch
 from padless.losses import LossOutput, masked_linear_cross_entropy
 from padless.models.config import ModelConfig
+from padless.runtime.errors import UserError
 
 __all__ = ["DecoderState", "EncoderDecoder"]
 
@@ -51,6 +52,21 @@ class EncoderDecoder(nn.Module):
     vocab_size: int
     pad_id: int
     output: nn.Linear
+    quantized: str | None = None  # "int8 (engine)" once padless.models.quantize made it so
+
+    def train(self, mode: bool = True) -> EncoderDecoder:
+        """As ``nn.Module.train``; a quantized model decodes only.
+
+        Raises:
+            UserError: training mode for a quantized model.
+        """
+        if mode and self.quantized is not None:
+            raise UserError(
+                f"this model is quantized ({self.quantized}) for decoding; "
+                "training needs the float model: load the checkpoint without "
+                "--quantize"
+            )
+        return super().train(mode)
 
     def target_states(self, batch: Batch, **options: object) -> Tensor:
         """``[batch.n_tokens, H]`` decoder output states at the real target tokens.

@@ -1,27 +1,79 @@
-"""A trained model set up to decode in the precision chosen for its device: :func:`for_decoding`.
+"""A trained model set up to decode fast on its device: :func:`for_decoding`.
 
-Decoding casts the weights (bf16 or fp16 matmuls with no per-call casts, and half the memory
-traffic); log-probabilities are still computed in float32 (``decode_step``). Training runs
-under autocast instead (:mod:`padless.training.step`).
+Either in the precision chosen for the device (:func:`padless.runtime.precision
+.choose_precision`): the weights are cast (bf16 or fp16 matmuls with no per-call casts, and
+half the memory traffic; log-probabilities are still float32, ``decode_step``), whereas
+training runs under autocast (:mod:`padless.training.step`); or, with ``quantization``,
+int8 linear layers (:mod:`padless.models.quantize`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from padless.models.base import EncoderDecoder
+from padless.models.quantize import quantize
+from padless.runtime.errors import UserError
 from padless.runtime.precision import Precision, choose_precision
 
-__all__ = ["for_decoding"]
+__all__ = ["Decoding", "for_decoding"]
 
 
-def for_decoding(model: EncoderDecoder, requested: str = "auto", rows: int = 1) -> Precision:
-    """Choose the precision to decode with ``model`` on its device, ``rows`` sentences at a
-    time (:func:`padless.runtime.precision.choose_precision`), and cast the model to it in
-    place; returns the choice (its ``describe()`` is the line to show the user).
+@dataclass(frozen=True)
+class Decoding:
+    """A model ready to decode, and what it runs in.
+
+    Attributes:
+        model: the model (the one given, cast; or a quantized copy).
+        precision: the precision chosen (None when quantized).
+        quantized: ``"int8 (engine)"`` when quantized, else None.
+    """
+
+    model: EncoderDecoder
+    precision: Precision | None
+    quantized: str | None = None
+
+    def describe(self) -> str:
+        """The line a command shows: ``precision: NAME (why)``."""
+        if self.quantized is not None:
+            return f"precision: {self.quantized} linear layers, float32 elsewhere"
+        return self.precision.describe()
+
+    @property
+    def warning(self) -> str | None:
+        return None if self.precision is None else self.precision.warning
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``/v1/model`` reports of it (plain JSON values)."""
+        if self.quantized is not None:
+            return {"name": "int8", "quantized": self.quantized}
+        return self.precision.to_dict()
+
+
+def for_decoding(
+    model: EncoderDecoder,
+    precision: str = "auto",
+    rows: int = 1,
+    quantization: str | None = None,
+) -> Decoding:
+    """``model`` set up to decode ``rows`` sentences at a time: cast in place to the
+    precision chosen for its device, or (``quantization="int8"``) a quantized copy.
 
     Raises:
-        UserError: an unknown precision, or fp16 asked for on a CPU.
+        UserError: an unknown precision, fp16 on a CPU, an explicit precision beside a
+            quantization (int8 decides it), or what :func:`padless.models.quantize.quantize`
+            refuses (another device than the CPU).
     """
+    if quantization is not None:
+        if precision not in ("auto", "fp32"):
+            raise UserError(
+                f"--quantize {quantization} and --precision {precision}: int8 "
+                "decodes with float32 activations; leave --precision out"
+            )
+        quantized = quantize(model, quantization, rows)
+        return Decoding(quantized, None, quantized.quantized)
     workload = model.config.workload(max(1, rows), training=False)
-    chosen = choose_precision(requested, model.device, workload)
+    chosen = choose_precision(precision, model.device, workload)
     model.to(chosen.dtype)
-    return chosen
+    return Decoding(model, chosen)

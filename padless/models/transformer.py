@@ -12,15 +12,15 @@ Positions are sinusoidal rather than learned: no parameters, any length works (a
 longer than every training target included), and the length-bucketed batches that leave the
 long positions of a learned table rarely trained do not matter.
 
-Decoding is incremental: :class:`TransformerDecoderState` keeps every decoder layer's
-self-attention keys and values (one more per step, so a step costs ``O(t)``, not a re-run of
-the prefix) and the cross-attention keys and values of the encoder memory, computed once.
+Decoding is incremental: :class:`padless.models.kv_cache.TransformerDecoderState` keeps every
+decoder layer's self-attention keys and values in a preallocated cache (a step costs
+``O(t)``, not a re-run of the prefix; rows may be at different steps, so requests join a
+running batch) and the cross-attention keys and values of the encoder memory, computed once.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -29,46 +29,11 @@ from padless.data.batch import Batch
 from padless.masking import lengths_to_mask
 from padless.models.base import EncoderDecoder
 from padless.models.config import ModelConfig
+from padless.models.kv_cache import TransformerDecoderState
 from padless.models.packing import Packing
 from padless.models.transformer_layers import DecoderLayer, EncoderLayer, sinusoids
 
-__all__ = ["Transformer", "TransformerDecoderState"]
-
-
-@dataclass(frozen=True)
-class TransformerDecoderState:
-    """The decoding state of ``R`` rows (hypotheses) after ``t`` steps.
-
-    Attributes:
-        self_kv: per decoder layer, ``[2, R, heads, t, d]``: the keys and values of the
-            ``t`` tokens fed so far.
-        memory: per decoder layer, ``[2, R, heads, S, d]``: cross-attention keys and values
-            of the encoder memory (zeros at source pads).
-        key_mask: ``[R, 1, 1, S]`` bool, True at real source tokens.
-        sources: ``[R]`` long, the source sentence each row decodes; rows with the same
-            source hold the same ``memory``, so :meth:`select` copies it only when the rows'
-            sources change (not when beam search reorders the beams of each sentence).
-    """
-
-    self_kv: tuple[Tensor, ...]
-    memory: tuple[Tensor, ...]
-    key_mask: Tensor
-    sources: Tensor
-
-    @property
-    def steps(self) -> int:
-        """``t``, the number of tokens fed so far."""
-        return self.self_kv[0].shape[3]
-
-    def select(self, rows: Tensor) -> TransformerDecoderState:
-        """The state of ``rows`` (see :class:`padless.models.base.DecoderState`)."""
-        sources = self.sources.index_select(0, rows)
-        memory, key_mask = self.memory, self.key_mask
-        if not torch.equal(sources, self.sources):
-            memory = tuple(kv.index_select(1, rows) for kv in memory)
-            key_mask = key_mask.index_select(0, rows)
-        self_kv = tuple(kv.index_select(1, rows) for kv in self.self_kv)
-        return TransformerDecoderState(self_kv, memory, key_mask, sources)
+__all__ = ["Transformer", "TransformerDecoderState"]  # the state: from padless.models.kv_cache
 
 
 class Transformer(EncoderDecoder):
@@ -210,33 +175,30 @@ class Transformer(EncoderDecoder):
         mask = lengths_to_mask(src_lengths, src.shape[0]).to(src.device)  # [S, B]
         packing = Packing.from_mask(mask)
         memory = self._encode(src[mask], packing)
-        blocks = tuple(layer.cross_attention.memory_blocks(memory, packing).contiguous()
-                       for layer in self.decoder_layers)
-        batch = src.shape[1]
-        size = memory.shape[-1]
-        empty = memory.new_zeros(2, batch, self.heads, 0, size // self.heads)
-        return TransformerDecoderState(
-            tuple(empty for _ in self.decoder_layers), blocks, packing.key_mask,
-            torch.arange(batch, device=src.device))
+        blocks = tuple(
+            layer.cross_attention.memory_blocks(memory, packing).contiguous()
+            for layer in self.decoder_layers
+        )
+        return TransformerDecoderState.start(blocks, packing.key_mask, self.heads, memory.shape[-1])
 
     def decode_step(
         self, prev_tokens: Tensor, state: TransformerDecoderState
     ) -> tuple[Tensor, TransformerDecoderState, Tensor]:
-        """One step for ``R`` rows: ``(log_probs [R, V] float32 at least, next state,
-        attention [R, S])``; the attention is the last layer's cross-attention averaged over
-        heads, exactly 0 at source pads."""
-        position = torch.full_like(prev_tokens, state.steps)
-        x = self._embed(self.tgt_embedding, prev_tokens, position, state.steps + 1)
-        caches, weights = [], None
+        """One step for ``R`` rows, each at its own position: ``(log_probs [R, V] float32 at
+        least, next state, attention [R, S])``; the attention is the last layer's
+        cross-attention averaged over heads, exactly 0 at source pads. ``state`` is used up:
+        go on from the one returned."""
+        caches = state.caches()
+        x = self._embed(self.tgt_embedding, prev_tokens, state.lengths, state.steps + 1)
+        weights = None
         last = len(self.decoder_layers) - 1
-        for i, layer in enumerate(self.decoder_layers):
-            x, cache, weights = layer.step(x, state.self_kv[i], state.memory[i],
-                                           state.key_mask, need_weights=i == last)
-            caches.append(cache)
+        for i, (layer, cache) in enumerate(zip(self.decoder_layers, caches, strict=True)):
+            x, layer_weights = layer.step(
+                x, cache, state.memory[i], state.key_mask, need_weights=i == last
+            )
+            weights = layer_weights if i == last else weights
         logits = self.output(self.decoder_norm(x))
         # float32 at least (bf16/fp16 upcast, float64 kept), as the masked losses do
         dtype = torch.promote_types(logits.dtype, torch.float32)
         log_probs = torch.log_softmax(logits, dim=-1, dtype=dtype)
-        next_state = TransformerDecoderState(tuple(caches), state.memory, state.key_mask,
-                                             state.sources)
-        return log_probs, next_state, weights.mean(dim=1)
+        return log_probs, state.advanced(caches), weights.mean(dim=1)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from padless.models.kv_cache import SelfCache
 from padless.models.packing import Packing
 
 __all__ = [
@@ -70,34 +71,62 @@ def attention_with_weights(
     return weights.to(value.dtype) @ value, weights
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused ``H -> 3H`` query/key/value projection.
+def _linear_with_zero_bias(size: int, out: int) -> nn.Linear:
+    """``nn.Linear(size, out)`` whose bias starts at 0 without drawing random numbers (the
+    weights are drawn as before the biases were fused: same seed, same model)."""
+    linear = nn.Linear(size, out, bias=False)
+    linear.bias = nn.Parameter(torch.zeros(out))
+    return linear
 
-    Keys have no bias: ``q . (k + b)`` adds the same ``q . b`` to every key's score, which
-    the softmax cancels, so such a bias only ever gets rounding noise as its gradient (and
-    Adam turns noise into steps of ``lr``). Queries and values keep theirs.
-    """
+
+def _keys_without_bias(linear: nn.Linear, keys: slice) -> None:
+    """Keep ``linear.bias[keys]`` (the keys' part) at 0 for good: zero it, and zero its
+    gradient. ``q . (k + b)`` adds the same ``q . b`` to every key's score, which the softmax
+    cancels, so a key bias would only ever get rounding noise as its gradient (and Adam turns
+    noise into steps of ``lr``). One bias tensor keeps the projection a plain ``nn.Linear``:
+    one call, and what ``torch.ao.quantization.quantize_dynamic`` converts."""
+    with torch.no_grad():
+        linear.bias[keys] = 0.0
+
+    def without_keys(grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        grad[keys] = 0.0
+        return grad
+
+    linear.bias.register_hook(without_keys)
+
+
+def _fuse_old_biases(state: dict, prefix: str, names: list[str], fused: str, size: int) -> None:
+    """Checkpoints of padless before 2026-12 kept the query and value biases apart (the key
+    bias did not exist): fold them into the fused bias ``fused`` (key part 0)."""
+    if all(prefix + name not in state for name in names if name):
+        return
+    parts = [state.pop(prefix + name) if name else None for name in names]
+    like = next(p for p in parts if p is not None)
+    state[prefix + fused] = torch.cat([like.new_zeros(size) if p is None else p for p in parts])
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused ``H -> 3H`` query/key/value projection (keys
+    without a bias: see :func:`_keys_without_bias`)."""
 
     def __init__(self, size: int, heads: int, dropout: float) -> None:
         super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(size, 3 * size, bias=False)
-        self.query_bias = nn.Parameter(torch.zeros(size))
-        self.value_bias = nn.Parameter(torch.zeros(size))
+        self.heads, self.dropout, self.size = heads, dropout, size
+        self.qkv = _linear_with_zero_bias(size, 3 * size)
+        _keys_without_bias(self.qkv, slice(size, 2 * size))
         self.out = nn.Linear(size, size)
 
-    def in_bias(self) -> Tensor:
-        """``[3H]``: the query, key (zero) and value biases of :attr:`qkv`."""
-        zeros = torch.zeros_like(self.query_bias)
-        return torch.cat((self.query_bias, zeros, self.value_bias))
-
-    def _qkv(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.qkv.weight, self.in_bias())
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        _fuse_old_biases(
+            state_dict, prefix, ["query_bias", "", "value_bias"], "qkv.bias", self.size
+        )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor, packing: Packing, *, causal: bool) -> Tensor:
         """``x [N, H]`` packed -> ``[N, H]``; causal (decoder) or key-padding masked (encoder)."""
         n, size = x.shape
-        blocks = packing.to_blocks(self._qkv(x))  # [B, L, 3H]
+        blocks = packing.to_blocks(self.qkv(x))  # [B, L, 3H]
         batch, length = blocks.shape[:2]
         q, k, v = blocks.view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(
@@ -106,17 +135,15 @@ class SelfAttention(nn.Module):
         )  # [B, heads, L, d]
         return self.out(packing.from_blocks(out.transpose(1, 2)).reshape(n, size))
 
-    def step(self, x: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
-        """One decoding step: ``x [R, H]``, ``cache [2, R, heads, t, d]`` (keys, values).
-
-        Returns ``(output [R, H], cache [2, R, heads, t + 1, d])``: the new token's key and
-        value appended; it attends to all ``t + 1`` (every row is at the same step).
-        """
+    def step(self, x: Tensor, cache: SelfCache) -> Tensor:
+        """One decoding step: ``x [R, H]``, each row's new token; its key and value go into
+        ``cache`` (in place, at the row's own position) and it attends to its row's tokens so
+        far. Returns ``[R, H]``."""
         rows, size = x.shape
-        q, k, v = self._qkv(x).view(rows, 3, self.heads, 1, -1).unbind(1)  # [R, heads, 1, d]
-        cache = torch.cat((cache, torch.stack((k, v))), dim=3)
-        out = F.scaled_dot_product_attention(q, cache[0], cache[1])
-        return self.out(out.reshape(rows, size)), cache
+        q, k, v = self.qkv(x).view(rows, 3, self.heads, -1).unbind(1)  # [R, heads, d]
+        keys, values, mask = cache.append(k, v)
+        out = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=mask)
+        return self.out(out.reshape(rows, size))
 
 
 class CrossAttention(nn.Module):
@@ -125,20 +152,19 @@ class CrossAttention(nn.Module):
 
     def __init__(self, size: int, heads: int, dropout: float) -> None:
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads, self.dropout, self.size = heads, dropout, size
         self.query = nn.Linear(size, size)
-        self.key_value = nn.Linear(size, 2 * size, bias=False)
-        self.value_bias = nn.Parameter(torch.zeros(size))
+        self.key_value = _linear_with_zero_bias(size, 2 * size)
+        _keys_without_bias(self.key_value, slice(0, size))
         self.out = nn.Linear(size, size)
 
-    def key_value_bias(self) -> Tensor:
-        """``[2H]``: the key (zero) and value biases of :attr:`key_value`."""
-        return torch.cat((torch.zeros_like(self.value_bias), self.value_bias))
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        _fuse_old_biases(state_dict, prefix, ["", "value_bias"], "key_value.bias", self.size)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def memory_blocks(self, memory: Tensor, packing: Packing) -> Tensor:
         """Keys and values of the packed memory ``[N_src, H]``: ``[2, B, heads, S, d]``."""
-        key_value = F.linear(memory, self.key_value.weight, self.key_value_bias())
-        blocks = packing.to_blocks(key_value)  # [B, S, 2H], zeros at pads
+        blocks = packing.to_blocks(self.key_value(memory))  # [B, S, 2H], zeros at pads
         batch, length = blocks.shape[:2]
         return blocks.view(batch, length, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
 
@@ -217,15 +243,12 @@ class DecoderLayer(nn.Module):
         return x + self.dropout(self.feed_forward(self.norm3(x)))
 
     def step(
-        self, x: Tensor, cache: Tensor, memory: Tensor, key_mask: Tensor, *, need_weights: bool
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One decoding step of ``x [R, H]``: ``(output [R, H], cache, weights or None)``.
-
-        ``cache``: this layer's self-attention keys and values (see :meth:`SelfAttention.step`).
-        """
-        attended, cache = self.self_attention.step(self.norm1(x), cache)
-        x = x + self.dropout(attended)
+        self, x: Tensor, cache: SelfCache, memory: Tensor, key_mask: Tensor, *, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """One decoding step of ``x [R, H]``: ``(output [R, H], weights or None)``; the new
+        tokens' keys and values go into ``cache`` (see :meth:`SelfAttention.step`)."""
+        x = x + self.dropout(self.self_attention.step(self.norm1(x), cache))
         attended, weights = self.cross_attention.step(
             self.norm2(x), memory, key_mask, need_weights=need_weights)
         x = x + self.dropout(attended)
-        return x + self.dropout(self.feed_forward(self.norm3(x))), cache, weights
+        return x + self.dropout(self.feed_forward(self.norm3(x))), weights

@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from padless.data.text import TextProcessor
@@ -58,9 +59,10 @@ PAGE_FILES = {
 _POLL_S = 0.1  # how often a waiting request checks that its client is still there
 # what the API's errors look like, for the OpenAPI description: one line, never a list
 ERRORS = {status: {"model": ErrorMessage, "description": what} for status, what in (
-    (413, "input over a limit"), (422, "a malformed body or a bad value"),
-    (429, "the queue is full"), (503, "shutting down, or the decoding worker failed"),
-    (504, "no answer within the timeout"))}
+    (400, "a body that cannot be read as text"), (413, "input over a limit"),
+    (422, "a malformed body or a bad value"), (429, "the queue is full"),
+    (503, "shutting down, or the decoding worker failed"), (504, "no answer within the timeout"),
+)}
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                "img-src 'self' data:; base-uri 'none'; form-action 'none'")
 
@@ -153,8 +155,10 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
         started = time.perf_counter()
         options = service.options(request)
         ids = service.encode(request.message, "message")
-        if not ids:
-            raise HTTPException(422, "message: no words to answer")
+        if not ids:  # as translate's empty lines and chat's at the prompt: an empty answer
+            return ChatResponse(reply="", tokens=[], score=None, source_tokens=[],
+                                attention=[], finished=False, method=options.method,
+                                latency_ms=(time.perf_counter() - started) * 1000)
         (hyp,) = await service.decode(http, [ids], options, request.seed, attention=True)
         return service.chat_response(ids, hyp, options.method, started)
 
@@ -269,7 +273,34 @@ def create_app(
     app.state.batcher, app.state.settings = batcher, settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _add_error_handlers(app)
-    info = {**(info or {}), "defaults": asdict(defaults), "limits": asdict(settings)}
+    info = {
+        **(info or {}),
+        "defaults": asdict(defaults),
+        "limits": asdict(settings),
+        # the searches whose requests join and leave a running batch at every step
+        "continuous_batching": sorted(batcher.continuous),
+    }
     _add_api_routes(app, _Service(batcher, text, defaults, settings), info)
     _add_page_routes(app)
+    app.openapi = lambda: _openapi_with_limits(app, settings)
     return app
+
+
+def _openapi_with_limits(app: FastAPI, settings: ServeSettings) -> dict[str, Any]:
+    """FastAPI's OpenAPI document, with this server's limits on the request fields (the
+    characters of a message or line, lines per request, beams), so that a body the schema
+    calls valid is one the server takes. The token limit depends on the tokenizer: the one
+    413 a schema-valid body can still get."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                             routes=app.routes)
+        models = schema["components"]["schemas"]
+        models["ChatRequest"]["properties"]["message"]["maxLength"] = settings.max_chars
+        lines = models["TranslateRequest"]["properties"]["lines"]
+        lines["maxItems"] = settings.max_lines
+        lines["items"]["maxLength"] = settings.max_chars
+        for name in ("ChatRequest", "TranslateRequest"):
+            beam = models[name]["properties"]["beam"]["anyOf"][0]  # [integer, null]
+            beam["maximum"] = settings.max_beam
+        app.openapi_schema = schema
+    return app.openapi_schema

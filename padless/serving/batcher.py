@@ -175,6 +175,13 @@ class DynamicBatcher:
             self._worker = threading.Thread(target=self._run, name="padless-decode", daemon=True)
             self._worker.start()
 
+    def abandon(self) -> None:
+        """Stop decoding at the next step and answer every request taken with
+        :class:`ShuttingDown`; :meth:`close` then stops the worker. Plain assignments only,
+        so a signal handler may call it."""
+        self.draining = True
+        self._abandon = True
+
     def close(self, timeout: float | None = None, *, abandon: bool = False) -> None:
         """Take no more requests, decode the waiting ones (``abandon``: stop at the next step
         and fail them with :class:`ShuttingDown`), then stop the worker (waits for it up to

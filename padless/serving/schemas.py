@@ -11,10 +11,11 @@ rather than silently ignored.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
+from padless.decoding.batched import MAX_SEED
 from padless.decoding.options import SearchOptions, knobs
 
 __all__ = [
@@ -31,13 +32,25 @@ def json_number(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def _only_numbers(value: Any) -> Any:
+    """JSON's numbers and nothing else: ``7.0`` is an integer (JSON Schema says so), while
+    ``true`` and ``"7"``, which pydantic's lax mode would take, are not numbers."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError("expected a number")
+    return value
+
+
+def _number(kind: type) -> Any:
+    return Annotated[kind | None, BeforeValidator(_only_numbers)]
+
+
 def _search_fields() -> dict[str, Any]:
     """``beam``, ``sample``, the sampling settings and ``seed``, as pydantic fields."""
     defaults = SearchOptions()
     fields: dict[str, Any] = {
-        "beam": (int | None, Field(None, ge=1, description="beam search with this many beams "
+        "beam": (_number(int), Field(None, ge=1, description="beam search with this many beams "
                                                            "(1: greedy search)")),
-        "sample": (bool, Field(False, description="sample the answer (with the fields "
+        "sample": (StrictBool, Field(False, description="sample the answer (with the fields "
                                                   "below)")),
     }
     for name, knob in knobs():
@@ -49,17 +62,29 @@ def _search_fields() -> dict[str, Any]:
         if knob.maximum is not None:
             bounds["lt" if knob.open_max else "le"] = knob.maximum
         kind = type(getattr(defaults, name))
-        fields[name] = (kind | None, Field(
+        fields[name] = (_number(kind), Field(
             None, description=f"{knob.help} (default {getattr(defaults, name)})", **bounds))
-    fields["seed"] = (int | None, Field(
-        None, ge=0, lt=2**63, description="seed of this request's sampler: the same seed and "
+    fields["seed"] = (_number(int), Field(
+        None, ge=0, le=MAX_SEED, description="seed of this request's sampler: the same seed and "
         "request give the same answer, whatever else the server is doing"))
     return fields
 
 
+# The rules between fields (SearchOptions.asked enforces them), in the JSON schema too, so
+# that what it calls valid the server accepts: beam or sample, and the sampling settings with
+# "sample": true only.
+_COMBINATIONS = {
+    "allOf": [
+        {"if": {"properties": {"sample": {"const": True}}, "required": ["sample"]},
+         "then": {"properties": {"beam": {"type": "null"}}},
+         "else": {"properties": {name: {"type": "null"} for name in SAMPLING_FIELDS}}},
+    ]
+}
+
 DecodingRequest = create_model(
     "DecodingRequest",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False,
+                          json_schema_extra=_COMBINATIONS),
     __doc__="How to decode; every field is optional (the server's defaults apply).",
     **_search_fields(),
 )
@@ -68,7 +93,8 @@ DecodingRequest = create_model(
 class ChatRequest(DecodingRequest):
     """``POST /v1/chat``: one message to answer."""
 
-    message: str = Field(description="what to say to the model")
+    message: str = Field(description="what to say to the model (one with no words gets an "
+                                     "empty reply)")
 
 
 class ChatResponse(BaseModel):

@@ -3,7 +3,8 @@ steps of ``padless serve``.
 
 Shutting down: SIGTERM (or the first Ctrl-C) makes the server refuse new requests (503, and
 the listening socket closes), answer every request it has already taken, and return; after
-SIGTERM the process then exits 0. A second Ctrl-C stops at once.
+SIGTERM the process then exits 0. A second Ctrl-C stops decoding at the next step: the
+requests still waiting get a 503 each, and the process exits 130. A third forces the exit.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ def load_app(
     defaults: SearchOptions | None = None,
     settings: ServeSettings | None = None,
     precision: str = "auto",
+    quantization: str | None = None,
 ) -> FastAPI:
     """The application serving ``RUN_DIR``'s ``which`` checkpoint on ``device`` in
-    ``precision`` (chosen for batches of ``settings.max_batch_size``; ``app.state.precision``
-    says what it became), ``defaults`` and ``settings`` as in
+    ``precision`` (chosen for batches of ``settings.max_batch_size``) or ``quantization``
+    (``app.state.decoding`` says what it became), ``defaults`` and ``settings`` as in
     :func:`padless.serving.app.create_app`.
 
     Raises:
@@ -81,10 +83,13 @@ def load_app(
     """
     settings = settings or ServeSettings()
     model, text, config = load_model(run_dir, which, resolve_device(device))
-    chosen = for_decoding(model, precision, rows=settings.max_batch_size)
-    info = {**describe_run(run_dir, which, model, text, config), "precision": chosen.to_dict()}
-    app = create_app(model, text, defaults=defaults, settings=settings, info=info)
-    app.state.precision = chosen
+    decoding = for_decoding(model, precision, settings.max_batch_size, quantization)
+    info = {
+        **describe_run(run_dir, which, decoding.model, text, config),
+        "precision": decoding.to_dict(),
+    }
+    app = create_app(decoding.model, text, defaults=defaults, settings=settings, info=info)
+    app.state.decoding = decoding
     return app
 
 
@@ -117,9 +122,18 @@ class _DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, batcher: DynamicBatcher) -> None:
         super().__init__(config)
         self.batcher = batcher
+        self._abandoned = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.batcher.draining = True  # a plain assignment: safe in a signal handler
+        # plain assignments only: this runs in a signal handler
+        if self.should_exit and sig == signal.SIGINT and not self._abandoned:
+            # the second Ctrl-C: every request taken gets its 503 at the next decoding step,
+            # and the drain then ends at once (uvicorn's own second Ctrl-C dropped them
+            # unanswered and left the decoding thread running into the interpreter's exit)
+            self._abandoned = True
+            self.batcher.abandon()
+            return
+        self.batcher.draining = True
         super().handle_exit(sig, frame)
 
 
@@ -127,7 +141,8 @@ def run_server(app: FastAPI, sock: socket.socket, *, access_log: bool = False,
                log_level: str = "info") -> None:
     """Serve ``app`` on ``sock`` until SIGTERM or Ctrl-C, then drain (see the module doc).
 
-    Returns normally after SIGTERM; raises KeyboardInterrupt after Ctrl-C.
+    Returns normally after SIGTERM; raises KeyboardInterrupt after Ctrl-C. The decoding
+    thread has stopped either way.
     """
     settings: ServeSettings = app.state.settings
     config = uvicorn.Config(
@@ -142,3 +157,6 @@ def run_server(app: FastAPI, sock: socket.socket, *, access_log: bool = False,
         server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        # a forced exit (a third Ctrl-C) skips the application's shutdown: the decoding
+        # thread must still stop before the interpreter does
+        app.state.batcher.close(timeout=10, abandon=True)

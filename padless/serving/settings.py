@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 from padless.runtime.errors import UserError
 
-__all__ = ["ServeSettings"]
+__all__ = ["ServeSettings", "bounds"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,31 @@ class ServeSettings:
                 if not isinstance(value, bool):
                     raise UserError(f"{f.name} must be true or false, got {value!r}")
                 continue
-            if f.name in ("max_wait_ms", "timeout_s"):
-                least = 0.0 if f.name == "max_wait_ms" else 1e-3
-                if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                        math.isfinite(value) and value >= least):
-                    raise UserError(f"{f.name} must be a finite number >= {least:g}, "
-                                     f"got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{f.name} must be a positive integer, got {value!r}")
+            least, most = _BOUNDS[f.name]
+            number = int | float if isinstance(least, float) else int
+            kind = "a number" if isinstance(least, float) else "an integer"
+            if isinstance(value, bool) or not isinstance(value, number) or not (
+                    math.isfinite(value) and least <= value <= most):
+                raise UserError(f"{f.name} must be {kind} in [{least:g}, {most:g}], "
+                                f"got {value!r}")
+
+
+def bounds(name: str) -> tuple[float, float]:
+    """The least and the most a setting may be (``padless serve``'s options check the same)."""
+    return _BOUNDS[name]
+
+
+# Upper bounds too: a value past what any server needs breaks a timer or an allocation later,
+# in the decoding thread (--max-wait-ms 1e308 overflowed its wait), instead of at start.
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "max_chars": (1, 10_000_000),
+    "max_input_tokens": (1, 100_000),
+    "max_lines": (1, 100_000),
+    "max_beam": (1, 1024),
+    "max_batch_size": (1, 65_536),
+    "max_wait_ms": (0.0, 60_000.0),  # a minute
+    "max_queue": (1, 10_000_000),
+    "timeout_s": (1e-3, 86_400.0),  # a day
+    "max_body_bytes": (1, 1 << 34),
+    "threads": (1, 4096),
+}

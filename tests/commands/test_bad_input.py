@@ -47,6 +47,10 @@ def test_undecodable_bytes_never_reach_the_tokenizer(qa_run_dir, tmp_path, monke
 
 @pytest.mark.parametrize(("argv", "words"), [
     (["chat", "--device", "gpu"], ["unknown device 'gpu'"]),
+    (["chat", "--device", "meta"], ["device 'meta' is not supported by padless"]),
+    (["chat", "--device", "mps"], ["device 'mps' is not supported by padless"]),
+    (["evaluate", "--device", "xpu"], ["device 'xpu' is not supported by padless"]),
+    (["translate", "--quantize", "int4"], ["--quantize", "'int4'"]),
     (["chat", "--beam", "3", "--length-penalty", "nan"], ["--length-penalty", "'nan'"]),
     (["chat", "--sample", "--temperature", "inf"], ["--temperature", "'inf'"]),
     (["translate", "--batch-size", "0"], ["--batch-size", "'0'"]),
@@ -57,6 +61,8 @@ def test_undecodable_bytes_never_reach_the_tokenizer(qa_run_dir, tmp_path, monke
     (["evaluate", "--batch-size", "0"], ["--batch-size", "'0'"]),
     (["evaluate", "--attention-plot", "no/such/dir/a.png"], ["no/such/dir does not exist"]),
     (["evaluate", "--attention-plot", "attention.txt"], ["not an image file name", ".png"]),
+    # read-only even for root: checked before the evaluation, not after it
+    (["evaluate", "--attention-plot", "/proc/attention.png"], ["cannot write in /proc"]),
     (["evaluate", "--attention-plot", "a.png", "--input", "#%&"], ["no token to attend to"]),
 ])
 def test_bad_options_stop_before_any_work(qa_run_dir, argv, words, tmp_path, monkeypatch,

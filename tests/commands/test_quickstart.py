@@ -48,6 +48,10 @@ def test_quickstart_trains_evaluates_and_tells_how_to_chat(
     assert "BLEU" in out and "perplexity" in out
     assert "> do you like music ?" in out and "beam 5:" in out
     assert f"padless chat {run_dir}" in out
+    # the tiny corpus is not the chitchat corpus, and quickstart says so (it used to print
+    # "preparing the chitchat corpus... already prepared")
+    assert f"{prepared} holds {prepared.parent / 'pairs.tsv'}, not the chitchat corpus" in out
+    assert "preparing the chitchat corpus" not in out
     # a 4-step model answers with random words, yet no answer shown repeats a 3-gram
     answers = [line.split(":", 1)[1].split() for line in out.splitlines()
                if line.strip().startswith(("greedy:", "beam 5:", "model:"))]

@@ -13,6 +13,7 @@ from padless.decoding.options import SearchOptions
 from padless.masking import pad_batch
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
+from padless.models.transformer import Transformer
 from tests.helpers import reversal_gru
 
 
@@ -29,6 +30,29 @@ def model_with_short_answers() -> Seq2Seq:
     return model
 
 
+def transformer_with_short_answers() -> Transformer:
+    """The same for the Transformer, whose rows then sit at different positions of its cache."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        arch="transformer",
+        embedding_size=16,
+        hidden_size=16,
+        num_heads=2,
+        ffn_size=32,
+        num_layers=2,
+        dropout=0.0,
+        tie_output=False,
+    )
+    model = Transformer(config, 20).double().eval()
+    with torch.no_grad():
+        model.output.weight.mul_(2.0)
+        model.output.bias[EOS_ID] += 1.0
+    return model
+
+
+MODELS = {"gru": model_with_short_answers, "transformer": transformer_with_short_answers}
+
+
 def add(decoder: RowDecoder, sources: list[list[int]], tags: list) -> None:
     src, lengths = pad_batch(sources, PAD_ID)
     decoder.add(src, lengths, tags)
@@ -40,16 +64,22 @@ def sources(n: int, seed: int) -> list[list[int]]:
     return [torch.randint(4, 16, (int(k),), generator=generator).tolist() for k in lengths]
 
 
-@pytest.mark.parametrize("options", [
-    SearchOptions(max_length=7),
-    SearchOptions(max_length=7, min_length=3),
-    SearchOptions(max_length=6, min_length=0, allow_unk=True, no_repeat_ngram=0,
-                  repetition_penalty=1.0),
-    SearchOptions(max_length=7, no_repeat_ngram=2, repetition_penalty=2.0),
-    SearchOptions(max_length=7, no_repeat_ngram=1, repetition_penalty=1.0),
-], ids=["default", "min-length-3", "unrestricted", "no-repeat-2-penalty-2", "no-repeat-1"])
-def test_sentences_joining_at_any_step_get_the_answer_greedy_gives_alone(options) -> None:
-    model = model_with_short_answers()
+@pytest.mark.parametrize(
+    "options",
+    [
+        SearchOptions(max_length=7),
+        SearchOptions(max_length=7, min_length=3),
+        SearchOptions(
+            max_length=6, min_length=0, allow_unk=True, no_repeat_ngram=0, repetition_penalty=1.0
+        ),
+        SearchOptions(max_length=7, no_repeat_ngram=2, repetition_penalty=2.0),
+        SearchOptions(max_length=7, no_repeat_ngram=1, repetition_penalty=1.0),
+    ],
+    ids=["default", "min-length-3", "unrestricted", "no-repeat-2-penalty-2", "no-repeat-1"],
+)
+@pytest.mark.parametrize("arch", MODELS)
+def test_sentences_joining_at_any_step_get_the_answer_greedy_gives_alone(options, arch) -> None:
+    model = MODELS[arch]()
     engine = RowDecoder(model, options, return_attention=True)
     arrivals = [sources(5, 0), [], sources(3, 1), sources(1, 2), [], [], sources(6, 3)]
     answers, tag, running = {}, 0, []
@@ -71,9 +101,10 @@ def test_sentences_joining_at_any_step_get_the_answer_greedy_gives_alone(options
         torch.testing.assert_close(got.attention, expected.attention)
 
 
-def test_rows_that_leave_do_not_change_the_others() -> None:
+@pytest.mark.parametrize("arch", MODELS)
+def test_rows_that_leave_do_not_change_the_others(arch: str) -> None:
     """A request given up in the middle: its rows leave at once, the others go on as alone."""
-    model, options = model_with_short_answers(), SearchOptions(max_length=7, min_length=5)
+    model, options = MODELS[arch](), SearchOptions(max_length=7, min_length=5)
     engine = RowDecoder(model, options)
     wave = sources(6, 4)
     add(engine, wave, list(range(6)))

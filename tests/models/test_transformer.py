@@ -79,7 +79,7 @@ def reference_states(model: Transformer, batch: Batch) -> torch.Tensor:
     for layer in model.encoder_layers:
         a = layer.self_attention
         h = layer.norm1(x)
-        x = x + reference_attention(h, h, a.qkv.weight, a.in_bias(), a.out, HEADS, src_keys)
+        x = x + reference_attention(h, h, a.qkv.weight, a.qkv.bias, a.out, HEADS, src_keys)
         x = x + layer.feed_forward(layer.norm2(x))
     memory = model.encoder_norm(x)
     y = model.tgt_embedding(tgt.clamp(0, VOCAB - 1)) * scale + table[: tgt.shape[1]]
@@ -90,9 +90,9 @@ def reference_states(model: Transformer, batch: Batch) -> torch.Tensor:
     for layer in model.decoder_layers:
         a, c = layer.self_attention, layer.cross_attention
         h = layer.norm1(y)
-        y = y + reference_attention(h, h, a.qkv.weight, a.in_bias(), a.out, HEADS, self_keys)
+        y = y + reference_attention(h, h, a.qkv.weight, a.qkv.bias, a.out, HEADS, self_keys)
         w = torch.cat([c.query.weight, c.key_value.weight])
-        b = torch.cat([c.query.bias, c.key_value_bias()])
+        b = torch.cat([c.query.bias, c.key_value.bias])
         y = y + reference_attention(layer.norm2(y), memory, w, b, c.out, HEADS, cross_keys)
         y = y + layer.feed_forward(layer.norm3(y))
     states = model.decoder_norm(y)  # [B, T, H]

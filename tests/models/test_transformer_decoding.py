@@ -124,13 +124,14 @@ def test_state_select_repeats_reorders_and_drops_rows() -> None:
     assert torch.equal(expanded.memory[0], state.memory[0].repeat_interleave(2, dim=1))
     _, stepped, _ = model.decode_step(torch.full((8,), BOS), expanded)
     _, stepped, _ = model.decode_step(torch.arange(3, 11), stepped)
-    assert stepped.steps == 2 and stepped.self_kv[1].shape == (2, 8, 2, 2, 4)
+    assert stepped.steps == 2 and stepped.uniform == 2 and stepped.lengths.tolist() == [2] * 8
+    assert stepped.keys[1].shape == (8, 2, stepped.capacity, 4)  # [R, heads, capacity, d]
     order = torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])  # beams of each sentence swapped
     swapped = stepped.select(order)
     assert all(a is b for a, b in zip(swapped.memory, stepped.memory, strict=True))
     assert swapped.key_mask is stepped.key_mask
-    for got, had in zip(swapped.self_kv, stepped.self_kv, strict=True):
-        assert torch.equal(got, had[:, order])
+    for got, had in zip(swapped.keys + swapped.values, stepped.keys + stepped.values, strict=True):
+        assert torch.equal(got[:, :, :2], had[order, :, :2])
     dropped = swapped.select(torch.tensor([2, 3, 6]))
     assert torch.equal(dropped.sources, torch.tensor([1, 1, 3]))
     assert torch.equal(dropped.memory[1], state.memory[1][:, [1, 1, 3]])
@@ -165,3 +166,46 @@ def test_decoding_is_padding_invariant() -> None:
         alone = beam_search(model, *pad_batch([source]), options)
         assert alone.tokens[0] == together.tokens[i]
         assert alone.scores[0] == pytest.approx(together.scores[i], abs=1e-9)
+
+
+def test_the_cache_grows_past_its_first_capacity() -> None:
+    """Answers longer than the preallocated cache: it doubles, the answers do not change."""
+    from padless.models.kv_cache import INITIAL_CAPACITY
+
+    model = make_model(seed=5, eos_bias=-3.0)  # EOS unlikely: long answers
+    src, lengths = pad_batch(SOURCES)
+    options = SearchOptions.plain(max_length=2 * INITIAL_CAPACITY + 3)
+    with torch.no_grad():
+        cached = greedy_search(model, src, lengths, options)
+        uncached = greedy_search(Uncached(model), src, lengths, options)
+    assert cached.tokens == uncached.tokens
+    assert max(len(t) for t in cached.tokens) > 2 * INITIAL_CAPACITY
+    assert cached.scores == pytest.approx(uncached.scores, abs=1e-9)
+
+
+def test_rows_at_different_steps_attend_to_their_own_past_only() -> None:
+    """Two states concatenated after different numbers of steps decode as they would apart."""
+    model = make_model()
+    first = model.start_decoding(*pad_batch(SOURCES[:2]))
+    for token in (BOS, 5, 6):
+        _, first, _ = model.decode_step(torch.full((2,), token), first)
+    second = model.start_decoding(*pad_batch(SOURCES[2:4]))
+    _, second, _ = model.decode_step(torch.full((2,), BOS), second)
+    both = first.select(torch.arange(2)).concat(second.select(torch.arange(2)))
+    assert both.uniform is None and both.lengths.tolist() == [3, 3, 1, 1]
+    want_first, _, att_first = model.decode_step(torch.tensor([7, 8]), first)
+    want_second, _, att_second = model.decode_step(torch.tensor([9, 4]), second)
+    got, after, att = model.decode_step(torch.tensor([7, 8, 9, 4]), both)
+    torch.testing.assert_close(got, torch.cat([want_first, want_second]))
+    width = max(att_first.shape[1], att_second.shape[1])
+    pad = torch.nn.functional.pad
+    torch.testing.assert_close(
+        att,
+        torch.cat(
+            [
+                pad(att_first, (0, width - att_first.shape[1])),
+                pad(att_second, (0, width - att_second.shape[1])),
+            ]
+        ),
+    )
+    assert after.lengths.tolist() == [4, 4, 2, 2]

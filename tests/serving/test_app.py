@@ -77,6 +77,44 @@ def test_chat_search_options(client, run) -> None:
     assert chat(sample=True, temperature=1.5, top_p=0.9, seed=3)["reply"] == sampled["reply"]
 
 
+@pytest.mark.parametrize("fields", [{"temperature": 1e-45}, {"temperature": 1e-39},
+                                    {"temperature": 5e-324}, {"top_p": 1e-300}])
+def test_sampling_at_the_smallest_values_the_schema_takes_is_greedy(client, run,
+                                                                      fields) -> None:
+    """These were 500s (multinomial: probability tensor contains inf/nan)."""
+    model, text = run
+    response = client.post("/v1/chat", json={"message": "hello there", "sample": True,
+                                             "seed": 1, **fields})
+    assert response.status_code == 200, response.text
+    ((greedy,),) = decode_ids(model, [text.encode("hello there")], SearchOptions(max_length=10))
+    assert response.json()["tokens"] == text.vocab.decode(greedy.tokens)
+
+
+@pytest.mark.parametrize("message", ["", "   ", "#%&"])
+def test_a_message_with_no_words_gets_an_empty_reply(client, message) -> None:
+    """As an empty line at chat's prompt and in translate; it was a 422 that the schema did
+    not foresee."""
+    response = client.post("/v1/chat", json={"message": message})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["reply"] == "" and body["tokens"] == [] and body["attention"] == []
+
+
+def test_the_openapi_document_states_the_servers_limits_and_the_field_rules(client) -> None:
+    """So that a body the schema calls valid is one the server takes (schemathesis's
+    positive-data check, benchmarks/fuzz_api.py)."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    chat, translate = schemas["ChatRequest"], schemas["TranslateRequest"]
+    assert chat["properties"]["message"]["maxLength"] == LIMITS.max_chars
+    assert translate["properties"]["lines"]["maxItems"] == LIMITS.max_lines
+    assert translate["properties"]["lines"]["items"]["maxLength"] == LIMITS.max_chars
+    assert chat["properties"]["beam"]["anyOf"][0]["maximum"] == LIMITS.max_beam
+    (rule,) = chat["allOf"]
+    assert rule["then"]["properties"] == {"beam": {"type": "null"}}
+    assert set(rule["else"]["properties"]) == {"temperature", "top_k", "top_p"}
+    assert client.post("/v1/chat", json={"message": "hi", "beam": 2.0}).status_code == 200
+
+
 def test_translate_answers_every_line_in_input_order(client, run) -> None:
     model, text = run
     lines = ["what is your name ?", "", "hi", "where do you live today my friend ?"]
@@ -138,7 +176,11 @@ ERRORS = [  # (method, route, body or raw bytes, status, part of the message)
      "body.temperature"),
     ("post", "/v1/chat", {"message": "hi", "sample": True, "seed": -1}, 422, "body.seed"),
     ("post", "/v1/chat", {"message": "hi", "sample": True, "seed": 2**70}, 422, "body.seed"),
-    ("post", "/v1/chat", {"message": ""}, 422, "no words"),
+    ("post", "/v1/chat", {"message": "hi", "sample": True, "seed": 2**53}, 422, "body.seed"),
+    # what JSON Schema calls no number or no boolean, which pydantic's lax mode took
+    ("post", "/v1/chat", {"message": "hi", "sample": True, "seed": False}, 422, "body.seed"),
+    ("post", "/v1/chat", {"message": "hi", "beam": "2"}, 422, "body.beam"),
+    ("post", "/v1/chat", {"message": "hi", "sample": 1}, 422, "body.sample"),
     ("post", "/v1/chat", {"message": " ?! "}, 200, ""),
     ("post", "/v1/chat", {"message": "a" * 201}, 413, "201 characters"),
     ("post", "/v1/chat", {"message": LONG}, 413, "13 tokens"),

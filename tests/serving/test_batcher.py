@@ -11,9 +11,11 @@ import torch
 from padless.decoding.batched import decode_ids, make_generator
 from padless.decoding.options import SearchOptions
 from padless.decoding.search import Hypothesis
+from padless.runs.directory import RunDirectory
+from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
 from padless.serving.batcher import DynamicBatcher, QueueFull, ShuttingDown
-from tests.helpers import QUESTIONS, wait_until
+from tests.helpers import QUESTIONS, GatedModel, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +250,57 @@ def test_empty_sources_get_empty_answers(model_and_sources, continuous) -> None:
 def test_bad_settings_are_refused(model_and_sources, kwargs) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         DynamicBatcher(model_and_sources[0], **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_a_request_given_up_mid_batch_frees_its_rows_and_the_others_go_on(
+    model_and_sources, arch, qa_run_dir, tmp_path
+) -> None:
+    model, sources = model_and_sources
+    if arch == "transformer":
+        model = transformer_run_model(qa_run_dir, tmp_path)
+    options = SearchOptions(max_length=10, min_length=6)
+    gated = GatedModel(model)
+    batcher = DynamicBatcher(gated, max_wait_ms=0)
+    assert batcher.continuous == {"greedy", "sample"}  # both architectures' states join
+    futures = [batcher.submit([s], options) for s in sources[:3]]
+    batcher.start()
+    try:
+        assert gated.entered.wait(60)  # the three decode together, held at their first step
+        batcher.cancel(futures[1])
+        gated.release.set()
+        answers = [futures[0].result(timeout=60), futures[2].result(timeout=60)]
+        with pytest.raises(CancelledError):
+            futures[1].result(timeout=60)
+    finally:
+        batcher.close()
+    assert batcher.stats.cancelled == 1 and batcher.stats.requests == 2
+    for source, (hyp,) in zip([sources[0], sources[2]], answers, strict=True):
+        assert hyp.tokens == alone(model, source, options).tokens
+
+
+def transformer_run_model(qa_run_dir: Path, tmp_path: Path) -> torch.nn.Module:
+    """A tiny Transformer trained one step on the run's data (for the batcher's tests)."""
+    from padless.cli import main
+    from tests.helpers import AS_TRANSFORMER, TINY_RUN
+
+    run = tmp_path / "transformer"
+    data = str(RunDirectory(qa_run_dir).path.parent)
+    info = read_run_info(RunDirectory(qa_run_dir))
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                info.data_dir or data,
+                "--out",
+                str(run),
+                "--max-steps",
+                "1",
+                *(f"--set={kv}" for kv in [*TINY_RUN, *AS_TRANSFORMER]),
+            ]
+        )
+        == 0
+    )
+    model, _, _ = load_model(run, device="cpu")
+    return model
