@@ -1,16 +1,23 @@
 """Splits and the prepared dataset that ``padless prepare`` writes and training reads.
 
-A prepared dataset is a directory of human-inspectable files::
+A prepared dataset is a directory::
 
-    metadata.json        settings and counts (format "padless-prepared")
+    metadata.json        settings and counts (format "padless-prepared"), and the token
+                         store's sizes and checksums
     text.json            the TextProcessor's settings (normaliser, tokenizer)
     vocab.json           the vocabulary, specials first (ids are positions)
     sentencepiece.model  only with --tokenizer sentencepiece
+    NAME.tokens NAME.offsets
+                         per split, the token store training reads, memory-mapped
+                         (:mod:`padless.data.store`)
     train.tsv valid.tsv test.tsv
-                         one pair per line: source tokens, a TAB, target tokens; tokens are
-                         separated by single spaces (word tokens and sentencepiece pieces
-                         never contain whitespace). Words outside the vocabulary are kept as
-                         written and become UNK when loaded, so the files show what was said.
+                         the same pairs for people: source tokens, a TAB, target tokens;
+                         tokens are separated by single spaces (word tokens and sentencepiece
+                         pieces never contain whitespace). Words outside the vocabulary are
+                         kept as written, so the files show what was said.
+
+A dataset prepared before the store (TSV files only) loads from its TSV files, in memory,
+as before.
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from padless.data.batch import Batch, IdPair, make_batches
 from padless.data.sampler import BucketBatchSampler
+from padless.data.store import TokenSplit
 from padless.data.text import TextProcessor
 from padless.data.vocabulary import Vocabulary
 from padless.runtime.errors import UserError
@@ -125,18 +135,19 @@ def read_split(path: str | os.PathLike, vocab: Vocabulary) -> list[IdPair]:
 
 
 class PreparedData:
-    """A prepared dataset loaded into memory.
+    """A prepared dataset, opened.
 
     Attributes:
         text: the TextProcessor used to prepare it (the trainer saves it with the model).
         vocab: ``text.vocab``; one joint vocabulary for source and target.
-        splits: ``"train"``, ``"valid"``, ``"test"`` -> ``(source ids, target ids)`` pairs,
-            without BOS/EOS (``Batch.from_pairs`` adds them).
+        splits: ``"train"``, ``"valid"``, ``"test"`` -> a
+            :class:`~padless.data.store.TokenSplit`: ``(source ids, target ids)`` pairs,
+            without BOS/EOS (``Batch.from_pairs`` adds them), memory-mapped.
         metadata: the contents of ``metadata.json`` (settings and counts).
     """
 
     def __init__(
-        self, text: TextProcessor, splits: dict[str, list[IdPair]], metadata: dict
+        self, text: TextProcessor, splits: dict[str, TokenSplit], metadata: dict
     ) -> None:
         self.text = text
         self.vocab = text.vocab
@@ -171,18 +182,24 @@ class PreparedData:
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise UserError(f"{meta_path}: not a padless prepared-dataset metadata file")
         text = TextProcessor.load(data_dir)
+        store = metadata.get("store")
         splits = {}
         for name in SPLITS:
-            path = data_dir / f"{name}.tsv"
+            if isinstance(store, dict):
+                if not isinstance(store.get(name), dict):
+                    raise UserError(f"{meta_path}: no token store of the {name} split; "
+                                    "prepare the dataset again")
+                splits[name] = TokenSplit.open(data_dir, name, store[name], len(text.vocab))
+                continue
+            path = data_dir / f"{name}.tsv"  # a dataset prepared before the store
             if not path.exists():
                 raise UserError(f"{path}: missing; the prepared dataset is incomplete")
-            splits[name] = read_split(path, text.vocab)
+            splits[name] = TokenSplit.from_pairs(read_split(path, text.vocab))
         return cls(text, splits, metadata)
 
-    def lengths(self, split: str) -> tuple[list[int], list[int]]:
+    def lengths(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """``(source lengths, target lengths)`` of a split (without BOS/EOS)."""
-        pairs = self.splits[split]
-        return [len(s) for s, _ in pairs], [len(t) for _, t in pairs]
+        return self.splits[split].lengths()
 
     def sampler(self, split: str, **kwargs: object) -> BucketBatchSampler:
         """A ``BucketBatchSampler`` over ``split``; ``kwargs`` go to its constructor."""

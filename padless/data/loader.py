@@ -9,23 +9,34 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
+
 from padless.data.batch import Batch, IdPair, make_batches
 from padless.data.sampler import BucketBatchSampler
+from padless.data.store import TokenSplit
 from padless.runtime.errors import UserError
 
-__all__ = ["TrainingBatches", "run_batches", "validation_batches", "within_length"]
+__all__ = ["TrainingBatches", "as_split", "run_batches", "validation_batches", "within_length"]
 
 
-def within_length(pairs: Sequence[IdPair], max_length: int | None) -> list[IdPair]:
+def as_split(pairs: Sequence[IdPair]) -> TokenSplit:
+    """``pairs`` as a :class:`~padless.data.store.TokenSplit` (a list of pairs is copied
+    into arrays; a split is itself)."""
+    return pairs if isinstance(pairs, TokenSplit) else TokenSplit.from_pairs(pairs)
+
+
+def within_length(pairs: Sequence[IdPair], max_length: int | None) -> TokenSplit:
     """The pairs with at most ``max_length`` tokens on either side (None: all of them)."""
+    split = as_split(pairs)
     if max_length is None:
-        return list(pairs)
-    return [pair for pair in pairs if max(len(pair[0]), len(pair[1])) <= max_length]
+        return split
+    source, target = split.lengths()
+    short = (source <= max_length) & (target <= max_length)
+    return split if short.all() else split.subset(np.flatnonzero(short))
 
 
-def _sampler(pairs: Sequence[IdPair], **options: object) -> BucketBatchSampler:
-    return BucketBatchSampler([len(s) for s, _ in pairs], [len(t) for _, t in pairs],
-                              **options)  # type: ignore[arg-type]
+def _sampler(pairs: TokenSplit, **options: object) -> BucketBatchSampler:
+    return BucketBatchSampler(*pairs.lengths(), **options)  # type: ignore[arg-type]
 
 
 class TrainingBatches:
@@ -47,7 +58,7 @@ class TrainingBatches:
         num_shards: int = 1,
         shard_index: int = 0,
     ) -> None:
-        self.pairs = pairs
+        self.pairs = pairs = as_split(pairs)
         self.sampler = _sampler(pairs, batch_size=batch_size, max_tokens=max_tokens,
                                 shuffle=True, seed=seed, num_shards=num_shards,
                                 shard_index=shard_index)
@@ -75,14 +86,14 @@ class TrainingBatches:
         """Where the next batch comes from (plain ints)."""
         return self.sampler.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        """Go on from :meth:`state_dict`.
+    def load_state_dict(self, state: dict) -> str | None:
+        """Go on from :meth:`state_dict`; a notice if not exactly (see the sampler's).
 
         Raises:
             ValueError: if the state belongs to another split, seed or batch size, where
                 resuming would repeat or skip pairs.
         """
-        self.sampler.load_state_dict(state)
+        return self.sampler.load_state_dict(state)
 
 
 def validation_batches(
@@ -97,6 +108,7 @@ def validation_batches(
     order (empty when there are fewer pairs than processes)."""
     if len(pairs) < num_shards:
         return []
+    pairs = as_split(pairs)
     sampler = _sampler(pairs, batch_size=batch_size, max_tokens=max_tokens, shuffle=False,
                        num_shards=num_shards, shard_index=shard_index)
     return list(make_batches(pairs, sampler))

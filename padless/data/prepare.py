@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from padless.data.dataset import FORMAT, METADATA_FILE, SPLITS, TokenPair, split_pairs, write_split
 from padless.data.readers import FORMATS, CorpusError, ReadStats, detect_format, read_corpus
+from padless.data.store import write_token_split
 from padless.data.text import (
     NORMALIZERS,
     TOKENIZERS,
@@ -55,8 +56,10 @@ DEFAULT_MAX_LENGTH = 200
 # Above this share of <unk> in the training split, the summary warns (min_count too high?).
 UNK_WARNING_RATE = 0.2
 # What a prepared dataset holds; prepare replaces the whole folder, so it refuses any other.
-DATASET_FILES = frozenset({METADATA_FILE, "train.tsv", "valid.tsv", "test.tsv", "vocab.json",
-                           "text.json", SentencePieceTokenizer.MODEL_FILE})
+DATASET_FILES = frozenset({METADATA_FILE, "vocab.json", "text.json",
+                           SentencePieceTokenizer.MODEL_FILE,
+                           *(f"{name}{suffix}" for name in SPLITS
+                             for suffix in (".tsv", ".tokens", ".offsets"))})
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,11 @@ def prepare(
         text, splits, metadata = _build(corpus, fmt, opts)
         with atomic_directory(out) as tmp:
             text.save(tmp)
+            metadata["store"] = {}
             for name in SPLITS:
                 write_split(tmp / f"{name}.tsv", splits[name])
+                ids = ((text.vocab.encode(s), text.vocab.encode(t)) for s, t in splits[name])
+                metadata["store"][name] = write_token_split(tmp, name, ids, len(text.vocab))
             write_json_atomic(tmp / METADATA_FILE, metadata)
     return metadata
 

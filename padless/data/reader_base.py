@@ -7,7 +7,12 @@ file and line and, with ``--skip-bad-lines``, counting the line and going on.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
+import re
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,12 +23,15 @@ from padless.data.text import without_surrogates
 from padless.runtime.errors import UserError
 
 __all__ = [
+    "COMPRESSED_SUFFIXES",
     "CorpusError",
+    "MAX_LINE_BYTES",
     "TextPair",
     "ReadStats",
     "consecutive_pairs",
     "count_pair",
     "decoded_lines",
+    "format_suffix",
     "open_binary",
     "read_text",
     "text_lines",
@@ -70,20 +78,55 @@ class ReadStats:
             self.dropped[reason] += n
 
 
+# Compressed corpora are read as they are, told by their first bytes (a name can lie):
+# gzip's deflate header, bz2's stream and first block headers (plain text may start with
+# "BZh"), xz's six bytes.
+_MAGIC = {"gzip": re.compile(b"\x1f\x8b\x08"),
+          "bz2": re.compile(b"BZh[1-9](1AY&SY|\x17rE8P\x90)"),
+          "xz": re.compile(b"\xfd7zXZ\x00")}
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+# A longer line is no sentence (a file without line ends, a pasted dump): it is skipped,
+# counted and never held in memory.
+MAX_LINE_BYTES = 1 << 20
+
+
+def format_suffix(path: str | os.PathLike) -> str:
+    """The suffix that names a corpus file's format, lower-case, behind any compression's:
+    ``pairs.tsv.gz`` -> ``.tsv``."""
+    path = Path(path)
+    if path.suffix.lower() in COMPRESSED_SUFFIXES:
+        path = path.with_suffix("")
+    return path.suffix.lower()
+
+
 def open_binary(path: Path) -> BinaryIO:
-    """Open for reading, turning a missing file into a ``CorpusError`` naming it."""
+    """Open for reading (gzip, bz2 and xz decompressed on the fly), turning a missing file
+    into a ``CorpusError`` naming it."""
     try:
-        return open(path, "rb")
+        f = open(path, "rb")
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CorpusError(f"{path}: is a directory, expected a file") from None
+    head = f.peek(10)[:10]
+    for kind, magic in _MAGIC.items():
+        if magic.match(head):
+            f.close()  # reopened by name, so that closing the stream closes the file
+            return {"gzip": gzip, "bz2": bz2, "xz": lzma}[kind].open(path, "rb")
+    return f
+
+
+# what a damaged compressed stream raises, by module
+_DAMAGED = (EOFError, OSError, zlib.error, lzma.LZMAError)
 
 
 def read_text(path: Path, stats: ReadStats) -> str | None:
     """A whole UTF-8 file (for JSON and YAML documents); None if undecodable (reported)."""
     with open_binary(path) as f:
-        raw = f.read()
+        try:
+            raw = f.read()
+        except _DAMAGED as e:
+            raise CorpusError(f"{path}: the compressed data is damaged ({e})") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -92,24 +135,49 @@ def read_text(path: Path, stats: ReadStats) -> str | None:
         return None
 
 
+def _raw_lines(path: Path, stats: ReadStats) -> Iterator[bytes | None]:
+    """The file's lines as bytes, one at a time; None for a line over ``MAX_LINE_BYTES``
+    (skipped without reading it into memory, and counted)."""
+    with open_binary(path) as f:
+        lineno = 0
+        try:
+            while raw := f.readline(MAX_LINE_BYTES + 1):
+                lineno += 1
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    while raw and not raw.endswith(b"\n"):
+                        raw = f.readline(MAX_LINE_BYTES)
+                    stats.pairs_read += 1  # the pair (or turn) it would have been
+                    stats.drop(f"line over {MAX_LINE_BYTES >> 20} MB")
+                    stats.note(f"{path}:{lineno}: a line over {MAX_LINE_BYTES >> 20} MB, skipped")
+                    yield None
+                    continue
+                yield raw
+        except _DAMAGED as e:
+            raise CorpusError(f"{path}: the compressed data is damaged after line {lineno} "
+                              f"({e}); nothing was written") from None
+
+
 def decoded_lines(
     path: Path, stats: ReadStats, encoding: str = "utf-8"
 ) -> Iterator[tuple[int, str | None]]:
-    """``(line number, text without the newline)``; the text is None for an undecodable line.
+    """``(line number, text without the newline)``; the text is None for an undecodable line
+    (reported) or one too long to be a sentence (counted).
 
     Decoding line by line is what lets a bad byte be reported with its line number.
     """
-    with open_binary(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as e:
-                stats.bad(path, lineno, f"not valid {encoding} (byte {e.start + 1}: {e.reason})")
-                yield lineno, None
-                continue
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")  # a BOM written by some editors
-            yield lineno, line.rstrip("\r\n")
+    for lineno, raw in enumerate(_raw_lines(path, stats), 1):
+        if raw is None:
+            yield lineno, None
+            continue
+        try:
+            line = raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            stats.bad(path, lineno, f"not valid {encoding} (byte {e.start + 1}: {e.reason})")
+            yield lineno, None
+            continue
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")  # a BOM written by some editors
+        yield lineno, line.rstrip("\r\n")
 
 
 def text_lines(path: Path, stats: ReadStats, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:

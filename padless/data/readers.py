@@ -34,6 +34,7 @@ from padless.data.reader_base import (
     consecutive_pairs,
     count_pair,
     decoded_lines,
+    format_suffix,
     read_text,
     text_lines,
 )
@@ -287,9 +288,9 @@ def detect_format(corpus: list[str]) -> str:
         return "chitchat"
     if len(corpus) == 2:
         for name in corpus:
-            if Path(name).suffix.lower() in _PAIR_SUFFIXES:
+            if format_suffix(name) in _PAIR_SUFFIXES:
                 raise CorpusError(
-                    f"{name}: a {_PAIR_SUFFIXES[Path(name).suffix.lower()]} corpus holds pairs "
+                    f"{name}: a {_PAIR_SUFFIXES[format_suffix(name)]} corpus holds pairs "
                     "already; two files are read as one parallel corpus (line-aligned plain "
                     "text): give one corpus, or pass --format parallel if that is what they are"
                 )
@@ -310,8 +311,8 @@ def detect_format(corpus: list[str]) -> str:
     if path.name in CORNELL_FILES:
         return "cornell"
     by_suffix = {**_PAIR_SUFFIXES, ".txt": "tsv"}
-    if path.suffix.lower() in by_suffix:
-        return by_suffix[path.suffix.lower()]
+    if format_suffix(path) in by_suffix:
+        return by_suffix[format_suffix(path)]
     raise CorpusError(f"{path}: cannot tell the corpus format from its name; pass --format")
 
 

@@ -366,11 +366,13 @@ class Trainer:
         if self.scaler is not None and checkpoint.scaler is not None:
             self.scaler.load_state_dict(checkpoint.scaler)
         try:
-            self.batches.load_state_dict(checkpoint.sampler)
+            notice = self.batches.load_state_dict(checkpoint.sampler)
         except ValueError as e:  # resuming would repeat or skip pairs
             raise UserError(f"{self.run_dir.latest}: cannot resume exactly ({e}); resume with "
                             "the dataset, train.seed, train.max_length, train.batch_size and "
                             "train.max_tokens the run started with, or start a new run") from None
+        if notice:
+            self.say(f"notice: {notice}")
         self.state = replace(checkpoint.state)
         if checkpoint.world_size == self.world.world_size:
             set_rng_state(checkpoint.rng[self.world.rank])

@@ -233,3 +233,41 @@ def test_an_unreadable_corpus_is_one_line(tmp_path, capsys, monkeypatch) -> None
     assert not (tmp_path / "d").exists()
 
 
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_a_compressed_corpus_prepares_as_the_plain_one(tmp_path, capsys, suffix) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    plain = corpus(tmp_path / "a.tsv")
+    packed = tmp_path / f"a.tsv{suffix}"
+    module = {".gz": gzip, ".bz2": bz2, ".xz": lzma}[suffix]
+    packed.write_bytes(module.compress(plain.read_bytes()))
+    assert cli(capsys, plain, "--out", tmp_path / "plain")[0] == 0
+    code, _, err = cli(capsys, packed, "--out", tmp_path / "packed")  # format from .tsv
+    assert code == 0, err
+    assert files(tmp_path / "packed").keys() == files(tmp_path / "plain").keys()
+    for name in ("train.tsv", "valid.tsv", "test.tsv", "train.tokens", "vocab.json"):
+        assert (tmp_path / "packed" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+
+
+def test_a_truncated_gzip_is_one_line_and_writes_nothing(tmp_path, capsys) -> None:
+    import gzip
+
+    data = gzip.compress(corpus(tmp_path / "a.tsv").read_bytes() * 20)
+    damaged = tmp_path / "a.tsv.gz"
+    damaged.write_bytes(data[: len(data) // 2])
+    code, out, err = cli(capsys, damaged, "--out", tmp_path / "d")
+    assert_one_line_error(code, err, "prepare", f"{damaged}: the compressed data is damaged "
+                                                "after line", "nothing was written")
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_line_of_megabytes_is_skipped_with_a_notice_not_loaded(tmp_path, capsys) -> None:
+    path = corpus(tmp_path / "a.tsv", extra=["word " * 600_000 + "\tanswer"])  # 3 MB
+    code, out, err = cli(capsys, path, "--out", tmp_path / "d")
+    assert code == 0, err
+    assert "line over 1 MB" in out
+    assert PreparedData.load(tmp_path / "d").metadata["counts"]["dropped"]["line over 1 MB"] == 1

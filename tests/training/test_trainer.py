@@ -294,10 +294,14 @@ def test_two_processes_match_one(reversal_data_dir: Path, tmp_path: Path, arch: 
     initial = build_model(load_config(None, [*TINY_TRAIN, *arch]).model, len(WORDS) + 4)
     moved = 0.0
     for name, tensor in one.ema_weights.items():  # the moving average, and the weights
-        # Float error only: sums of gradients in a different order, through Adam.
-        torch.testing.assert_close(two.ema_weights[name], tensor, rtol=1e-5, atol=1e-6)
+        # Float error only: sums of gradients in a different order, through Adam, which
+        # divides by sqrt(v): a coordinate whose gradient is at the noise level moves by up
+        # to ~1e-5 here (one of 256 attention weights, with the numpy sampler's batch order;
+        # every other coordinate agrees to 2e-7). A real error (a lost shard, a wrong scale)
+        # moves everything by ~1e-3 and shows in the logged losses and gradient norms below.
+        torch.testing.assert_close(two.ema_weights[name], tensor, rtol=1e-5, atol=2e-5)
         torch.testing.assert_close(two.weights[name], one.weights[name], rtol=1e-5,
-                                   atol=1e-6)
+                                   atol=2e-5)
         moved = max(moved, (tensor - initial.state_dict()[name]).abs().max().item())
     assert moved > 1e-3  # the parameters did move
     # Adam hides a constant gradient factor; the logged gradient norm (before clipping)

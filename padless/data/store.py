@@ -1,0 +1,221 @@
+"""The token store: a split's token ids in two flat files, memory-mapped by training.
+
+Per split ``NAME`` a prepared dataset holds (``padless prepare`` writes them)::
+
+    NAME.tokens   every pair's source ids then target ids, back to back, no BOS/EOS:
+                  little-endian uint16 when the vocabulary has at most 65,536 entries,
+                  else int32
+    NAME.offsets  int64, ``2 * pairs + 1`` boundaries: pair ``i``'s source is
+                  ``tokens[offsets[2i]:offsets[2i+1]]``, its target
+                  ``tokens[offsets[2i+1]:offsets[2i+2]]``
+
+and ``metadata.json`` records, per split, the pairs, the tokens, the dtype and a CRC-32 of
+each file. :class:`TokenSplit` opens them with ``numpy.memmap``: no Python object per pair,
+and the pages are the operating system's, shared by every process that maps them (the
+``torchrun`` processes of one machine). Opening checks sizes, boundaries, ids and checksums,
+so a damaged store is refused by name rather than trained on. The ``.tsv`` files beside
+them hold the same pairs as text, for people to read (words outside the vocabulary as
+written).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+
+from padless.data.batch import IdPair
+from padless.runtime.errors import UserError
+from padless.runtime.files import atomic_write
+
+__all__ = ["TokenSplit", "token_dtype", "write_token_split"]
+
+_CHUNK = 1 << 22  # elements per pass when checking or writing: bounded memory at any size
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (at most 65,536 entries), else int32."""
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<i4")
+
+
+def _paths(directory: Path, name: str) -> tuple[Path, Path]:
+    return directory / f"{name}.tokens", directory / f"{name}.offsets"
+
+
+def write_token_split(directory: str | os.PathLike, name: str, pairs: Iterable[IdPair],
+                      vocab_size: int) -> dict:
+    """Write ``pairs`` as the store of split ``name`` in ``directory`` (each file
+    atomically); returns what ``metadata.json`` records of it."""
+    directory = Path(directory)
+    dtype = token_dtype(vocab_size)
+    tokens_path, offsets_path = _paths(directory, name)
+    ends: list[int] = []
+    tokens_crc = 0
+
+    def write_tokens(f) -> None:
+        nonlocal tokens_crc
+        total, chunk = 0, []
+        for source, target in pairs:
+            if not source or not target:
+                raise ValueError(f"{name}: a pair with an empty side")
+            chunk.extend(source)
+            ends.append(total + len(source))
+            chunk.extend(target)
+            total += len(source) + len(target)
+            ends.append(total)
+            if len(chunk) >= _CHUNK:
+                tokens_crc = _write(f, np.asarray(chunk, dtype=dtype), tokens_crc)
+                chunk.clear()
+        tokens_crc = _write(f, np.asarray(chunk, dtype=dtype), tokens_crc)
+
+    atomic_write(tokens_path, write_tokens)
+    offsets = np.asarray([0, *ends], dtype="<i8")
+    offsets_crc = zlib.crc32(offsets.tobytes())
+    atomic_write(offsets_path, lambda f: f.write(offsets.tobytes()))
+    return {"pairs": len(ends) // 2, "tokens": int(offsets[-1]), "dtype": dtype.str,
+            "crc32": {"tokens": tokens_crc, "offsets": offsets_crc}}
+
+
+def _write(f, array: np.ndarray, crc: int) -> int:
+    data = array.tobytes()
+    f.write(data)
+    return zlib.crc32(data, crc)
+
+
+class TokenSplit(Sequence[IdPair]):
+    """The pairs of one split: a sequence of ``(source ids, target ids)``, built from flat
+    arrays (a memory-mapped store, or :meth:`from_pairs` in memory).
+
+    ``len`` and ``split[i]`` as for a list; ``split[a:b]`` and :meth:`subset` are views that
+    copy no tokens; :meth:`lengths` gives the side lengths as arrays, without touching the
+    tokens.
+    """
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray,
+                 rows: np.ndarray | None = None) -> None:
+        self.tokens = tokens
+        self.offsets = offsets
+        self.rows = rows  # the pairs of this view, by number in the store (None: all)
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[IdPair]) -> TokenSplit:
+        """The split of ``pairs`` in memory (a dataset prepared before the store, tests)."""
+        pairs = list(pairs)
+        lengths = [len(side) for pair in pairs for side in pair]
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        tokens = np.fromiter((t for pair in pairs for side in pair for t in side),
+                             dtype=np.int64, count=int(offsets[-1]))
+        return cls(tokens, offsets)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, name: str, info: dict,
+             vocab_size: int) -> TokenSplit:
+        """Map split ``name``'s store in ``directory``, checked against ``info`` (what
+        :func:`write_token_split` returned) and the vocabulary size.
+
+        Raises:
+            UserError: naming the file, if it is missing, of the wrong size, damaged
+                (checksum), or holds boundaries or ids out of range.
+        """
+        tokens_path, offsets_path = _paths(Path(directory), name)
+        try:
+            pairs, count, dtype = int(info["pairs"]), int(info["tokens"]), np.dtype(info["dtype"])
+            crc = {key: int(info["crc32"][key]) for key in ("tokens", "offsets")}
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{Path(directory) / 'metadata.json'}: the store of {name} is not "
+                            "described; prepare the dataset again") from None
+        tokens = _mapped(tokens_path, dtype, count, crc["tokens"])
+        offsets = _mapped(offsets_path, np.dtype("<i8"), 2 * pairs + 1, crc["offsets"])
+        _check_boundaries(offsets, count, offsets_path)
+        _check_ids(tokens, vocab_size, tokens_path)
+        return cls(tokens, offsets)
+
+    def __len__(self) -> int:
+        return (len(self.offsets) - 1) // 2 if self.rows is None else len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> IdPair: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> TokenSplit: ...
+
+    def __getitem__(self, index: int | slice) -> IdPair | TokenSplit:
+        if isinstance(index, slice):
+            return self.subset(np.arange(len(self))[index])
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"pair {index} of {n}")
+        row = int(index % n if self.rows is None else self.rows[index])
+        start, middle, end = self.offsets[2 * row : 2 * row + 3]
+        return (self.tokens[start:middle].tolist(), self.tokens[middle:end].tolist())
+
+    def __iter__(self) -> Iterator[IdPair]:
+        return (self[i] for i in range(len(self)))
+
+    def subset(self, indices: np.ndarray) -> TokenSplit:
+        """The view of the pairs at ``indices`` (positions in this split)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        rows = indices if self.rows is None else self.rows[indices]
+        return TokenSplit(self.tokens, self.offsets, rows)
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(source lengths, target lengths)``, ``[len(self)]`` each (without BOS/EOS):
+        uint16 where every length fits (a 10M-pair split: 40 MB), computed in chunks."""
+        n_all = (len(self.offsets) - 1) // 2
+        blocks = [(start, min(n_all, start + _CHUNK)) for start in range(0, n_all, _CHUNK)]
+        longest = max((int(np.diff(self.offsets[2 * a : 2 * b + 1]).max()) for a, b in blocks),
+                      default=0)
+        dtype = np.uint16 if longest < 1 << 16 else np.int64
+        source, target = np.empty(n_all, dtype=dtype), np.empty(n_all, dtype=dtype)
+        for a, b in blocks:
+            sides = np.diff(self.offsets[2 * a : 2 * b + 1])
+            source[a:b], target[a:b] = sides[0::2], sides[1::2]
+        if self.rows is not None:
+            return source[self.rows], target[self.rows]
+        return source, target
+
+
+def _mapped(path: Path, dtype: np.dtype, count: int, crc: int) -> np.ndarray:
+    """``path`` as a read-only array of ``count`` ``dtype`` items, its CRC-32 checked."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; the prepared dataset is incomplete, prepare it "
+                        "again") from None
+    if size != count * dtype.itemsize:
+        raise UserError(f"{path}: {size} bytes, expected {count * dtype.itemsize} ({count} "
+                        f"{dtype.name}); the file is damaged, prepare the dataset again")
+    if count == 0:
+        return np.zeros(0, dtype=dtype)
+    array = np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+    found = 0
+    for start in range(0, count, _CHUNK):
+        found = zlib.crc32(array[start : start + _CHUNK], found)
+    if found != crc:
+        raise UserError(f"{path}: checksum mismatch (the file is damaged); prepare the dataset "
+                        "again")
+    return array
+
+
+def _check_boundaries(offsets: np.ndarray, count: int, path: Path) -> None:
+    """Boundaries start at 0, end at the token count, and every side holds a token."""
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != count:
+        raise UserError(f"{path}: the boundaries do not span the tokens; prepare the dataset "
+                        "again")
+    for start in range(0, len(offsets) - 1, _CHUNK):
+        if (np.diff(offsets[start : start + _CHUNK + 1]) < 1).any():
+            raise UserError(f"{path}: a boundary out of order (an empty side); prepare the "
+                            "dataset again")
+
+
+def _check_ids(tokens: np.ndarray, vocab_size: int, path: Path) -> None:
+    for start in range(0, len(tokens), _CHUNK):
+        block = tokens[start : start + _CHUNK]
+        if len(block) and (int(block.max()) >= vocab_size or int(block.min()) < 0):
+            raise UserError(f"{path}: an id outside the vocabulary of {vocab_size}; prepare "
+                            "the dataset again")
