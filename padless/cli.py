@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
 
 # import names of the `app` extra's packages (pyproject.toml): the library needs none of them
 APP_DEPENDENCIES = {"chitchat_dataset", "numpy", "yaml", "tqdm", "sacrebleu", "sentencepiece",
-                    "matplotlib", "fastapi", "uvicorn"}
+                    "matplotlib", "fastapi", "uvicorn", "zstandard"}
 
 
 def _command(name: str) -> ModuleType:

@@ -35,6 +35,15 @@ ANSWERS = [
     "good morning to you", "bye , see you .", "it is late .", "maybe i am .",
     "no jokes today .", "go to sleep then .", "take an umbrella .",
 ]
+
+
+def random_pairs(n: int, vocab: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """``n`` id pairs, 1 to 9 ids a side, ids below ``vocab``."""
+    rng = random.Random(seed)
+    return [([rng.randrange(vocab) for _ in range(rng.randint(1, 9))],
+             [rng.randrange(vocab) for _ in range(rng.randint(1, 9))]) for _ in range(n)]
+
+
 # `--set` options for a model small enough that a step takes milliseconds, in fp32
 TINY_MODEL = ["model.embedding_size=16", "model.hidden_size=16", "model.num_layers=1",
               "model.dropout=0.0", "train.precision=fp32"]

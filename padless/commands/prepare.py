@@ -13,7 +13,7 @@ from pathlib import Path
 
 from padless.commands.inputs import integer, number
 from padless.data.dataset import METADATA_FILE
-from padless.data.prepare import DEFAULT_MAX_LENGTH, PrepareOptions, prepare
+from padless.data.prepare import DEFAULT_MAX_LENGTH, PrepareOptions, default_workers, prepare
 from padless.data.readers import FORMATS
 from padless.data.text import NORMALIZERS, TOKENIZERS
 from padless.data.vocabulary import SPECIALS
@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="count and skip malformed lines instead of stopping")
     parser.add_argument("--max-pairs", type=integer(1), default=None,
                         help="read only the first N pairs (for quick runs)")
+    parser.add_argument("--workers", type=integer(1), default=default_workers(), metavar="N",
+                        help="processes that normalise and tokenise (default: the cores, "
+                             f"{default_workers()} here); the output is the same for any N")
 
 
 def format_summary(meta: dict, out: str | Path) -> str:
@@ -97,9 +100,9 @@ def run(args: argparse.Namespace) -> int:
     A bad corpus, option or ``--out`` raises ``UserError`` (``CorpusError``), which
     ``padless.cli.main`` reports in one line (exit 2).
     """
-    # every option but the corpus and --out is a field of PrepareOptions, by the same name
+    # every option but the corpus, --out and --workers is a field of PrepareOptions
     options = PrepareOptions(**{f.name: getattr(args, f.name) for f in fields(PrepareOptions)})
-    meta = prepare(args.corpus, args.out, options)
+    meta = prepare(args.corpus, args.out, options, workers=args.workers)
     for message in meta["warnings"]:
         print(f"padless prepare: warning: {message}", file=sys.stderr)
     print(format_summary(meta, args.out))

@@ -1,7 +1,8 @@
 """The ``Batch``: one padded mini-batch of (source, target) pairs that owns its masks.
 
 Every batch in padless (training, validation, evaluation, benchmarks) is built here, by
-:meth:`Batch.from_pairs` or :func:`make_batches`.
+:meth:`Batch.from_pairs` or :meth:`Batch.from_padded` (a token store's rows), most often
+through :func:`make_batches`.
 """
 
 from __future__ import annotations
@@ -66,15 +67,42 @@ class Batch:
         for i, (src, _) in enumerate(pairs):
             if len(src) == 0:
                 raise ValueError(f"Batch.from_pairs: the source of pair {i} is empty")
-        src, src_lengths = pad_batch([s for s, _ in pairs], pad_id, batch_first)
-        tgt_in, tgt_lengths = pad_batch([[bos_id, *t] for _, t in pairs], pad_id, batch_first)
-        tgt_out, _ = pad_batch([[*t, eos_id] for _, t in pairs], pad_id, batch_first)
+        src, src_lengths = pad_batch([s for s, _ in pairs], pad_id, batch_first=True)
+        tgt, tgt_lengths = pad_batch([t for _, t in pairs], pad_id, batch_first=True)
+        return cls.from_padded(src, src_lengths, tgt, tgt_lengths, pad_id=pad_id,
+                               bos_id=bos_id, eos_id=eos_id, batch_first=batch_first)
+
+    @classmethod
+    def from_padded(
+        cls,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt: torch.Tensor,
+        tgt_lengths: torch.Tensor,
+        *,
+        pad_id: int = PAD_ID,
+        bos_id: int = BOS_ID,
+        eos_id: int = EOS_ID,
+        batch_first: bool = False,
+    ) -> Batch:
+        """Build a batch from padded rows: ``src`` ``[B, S]`` and ``tgt`` ``[B, T]`` (long,
+        ``pad_id`` beyond ``src_lengths`` / ``tgt_lengths``, ``[B]`` each, no BOS/EOS), as
+        :meth:`padless.data.store.TokenSplit.batch` gathers them from the store."""
+        rows = torch.arange(len(tgt_lengths))
+        tgt_in = torch.cat([tgt.new_full((len(tgt), 1), bos_id), tgt], dim=1)  # [B, T + 1]
+        tgt_out = torch.cat([tgt, tgt.new_full((len(tgt), 1), pad_id)], dim=1)
+        tgt_out[rows, tgt_lengths] = eos_id
+        src_lengths, tgt_lengths = src_lengths.cpu(), tgt_lengths + 1  # EOS counted
+
+        def layout(x: torch.Tensor) -> torch.Tensor:
+            return x if batch_first else x.t().contiguous()
+
         return cls(
-            src=src,
+            src=layout(src),
             src_lengths=src_lengths,
             src_mask=lengths_to_mask(src_lengths, batch_first=batch_first),
-            tgt_in=tgt_in,
-            tgt_out=tgt_out,
+            tgt_in=layout(tgt_in),
+            tgt_out=layout(tgt_out),
             tgt_mask=lengths_to_mask(tgt_lengths, batch_first=batch_first),
             n_tokens=int(tgt_lengths.sum()),
             batch_first=batch_first,
@@ -132,6 +160,12 @@ class Batch:
 def make_batches(
     pairs: Sequence[IdPair], index_lists: Iterable[Sequence[int]], *, batch_first: bool = False
 ) -> Iterator[Batch]:
-    """The ``Batch`` of each list of indices into ``pairs`` (e.g. what a sampler yields)."""
+    """The ``Batch`` of each list of indices into ``pairs`` (e.g. what a sampler yields);
+    from a :class:`~padless.data.store.TokenSplit` gathered in a few array operations."""
+    from padless.data.store import TokenSplit  # the store module imports this one
+
     for indices in index_lists:
-        yield Batch.from_pairs([pairs[i] for i in indices], batch_first=batch_first)
+        if isinstance(pairs, TokenSplit):
+            yield pairs.batch(indices, batch_first=batch_first)
+        else:
+            yield Batch.from_pairs([pairs[i] for i in indices], batch_first=batch_first)

@@ -1,5 +1,5 @@
 """The batches a training run reads: :class:`TrainingBatches` (endless, shuffled by epoch,
-resumable, sharded over processes) and :func:`validation_batches` (fixed), both length-
+resumable, sharded over processes) and :class:`ValidationBatches` (fixed), both length-
 bucketed by :class:`padless.data.sampler.BucketBatchSampler`; :func:`within_length`, the
 length cap on what a run trains on.
 """
@@ -16,7 +16,7 @@ from padless.data.sampler import BucketBatchSampler
 from padless.data.store import TokenSplit
 from padless.runtime.errors import UserError
 
-__all__ = ["TrainingBatches", "as_split", "run_batches", "validation_batches", "within_length"]
+__all__ = ["TrainingBatches", "ValidationBatches", "as_split", "run_batches", "within_length"]
 
 
 def as_split(pairs: Sequence[IdPair]) -> TokenSplit:
@@ -96,22 +96,30 @@ class TrainingBatches:
         return self.sampler.load_state_dict(state)
 
 
-def validation_batches(
-    pairs: Sequence[IdPair],
-    *,
-    batch_size: int | None,
-    max_tokens: int | None,
-    num_shards: int = 1,
-    shard_index: int = 0,
-) -> list[Batch]:
+class ValidationBatches:
     """This process's share of the validation batches of ``pairs``, in one fixed, sorted
-    order (empty when there are fewer pairs than processes)."""
-    if len(pairs) < num_shards:
-        return []
-    pairs = as_split(pairs)
-    sampler = _sampler(pairs, batch_size=batch_size, max_tokens=max_tokens, shuffle=False,
-                       num_shards=num_shards, shard_index=shard_index)
-    return list(make_batches(pairs, sampler))
+    order, built anew from the arrays at each pass (``len``: how many; empty when there
+    are fewer pairs than processes). A list of them would hold the whole split as
+    tensors for the whole run: 0.3 GB at 10M pairs."""
+
+    def __init__(self, pairs: Sequence[IdPair], *, batch_size: int | None,
+                 max_tokens: int | None, num_shards: int = 1, shard_index: int = 0) -> None:
+        self.pairs = as_split(pairs)
+        self.sampler = None
+        if len(self.pairs) >= num_shards:
+            self.sampler = _sampler(self.pairs, batch_size=batch_size, max_tokens=max_tokens,
+                                    shuffle=False, num_shards=num_shards,
+                                    shard_index=shard_index)
+        self._len = 0 if self.sampler is None else len(self.sampler)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.sampler is None:
+            return iter(())
+        self.sampler.set_epoch(0)  # the same batches at every pass
+        return make_batches(self.pairs, self.sampler)
 
 
 def run_batches(
@@ -125,9 +133,9 @@ def run_batches(
     shard_index: int = 0,
     say: Callable[[str], object] = print,
     where: str | os.PathLike | None = None,
-) -> tuple[TrainingBatches, list[Batch]]:
+) -> tuple[TrainingBatches, ValidationBatches]:
     """A training run's batches: :class:`TrainingBatches` of ``splits["train"]`` and this
-    process's :func:`validation_batches` of ``splits["valid"]``, both within ``max_length``
+    process's :class:`ValidationBatches` of ``splits["valid"]``, both within ``max_length``
     tokens a side (``say`` tells how many pairs that leaves out: one runaway pair can take
     minutes per step and all the memory, and a step cannot be interrupted).
 
@@ -154,4 +162,4 @@ def run_batches(
     limits = {"batch_size": batch_size, "max_tokens": max_tokens, "num_shards": num_shards,
               "shard_index": shard_index}
     return (TrainingBatches(usable["train"], seed=seed, **limits),
-            validation_batches(usable["valid"], **limits))
+            ValidationBatches(usable["valid"], **limits))

@@ -1,38 +1,47 @@
-"""The prepare pipeline: a corpus in, a prepared dataset (splits, vocabulary, metadata) out.
+"""The prepare pipeline: a corpus in, a prepared dataset (splits, vocabulary, token store,
+metadata) out, in two streaming passes, so memory does not grow with the corpus.
 
 The steps, in order, each counted in the summary and in ``metadata.json``:
 
-1. read pairs (:mod:`padless.data.readers`), dropping pairs with an empty side or a missing turn;
+1. read pairs (:mod:`padless.data.readers`, line by line for the line formats, gzip/bz2/xz
+   decompressed), dropping pairs with an empty side or a missing turn;
 2. normalise, dropping pairs a side of which becomes empty (emoji only, say);
-3. de-duplicate and split by seed (:func:`padless.data.dataset.split_pairs`);
-4. tokenise (training sentencepiece on the training split only, if asked);
+3. de-duplicate (an 8-byte digest a pair, :mod:`padless.data.dedupe`) and split by the
+   digest (keyed by the seed): the same pair always lands in the same split, with no list
+   of the corpus held anywhere; a corpus of fewer than 100 unique pairs gets the exact
+   seeded split (:func:`padless.data.dataset.split_pairs`) instead, so that its valid and
+   test splits are never empty;
+4. tokenise (sentencepiece trains on a seeded sample of at most ``SPM_SAMPLE`` training
+   sides);
 5. drop pairs longer than ``max_length`` tokens on either side (default 200: a cap, so a
-   runaway line, a whole file without line ends, cannot become a million-token pair);
-6. build the vocabulary on the training split (``min_count`` maps rarer words to UNK);
+   runaway line cannot become a million-token pair);
+6. build the vocabulary on the training split, from counts (``min_count`` maps rarer words
+   to UNK);
 7. with ``drop_unk_pairs`` (the tutorial's behaviour), drop pairs with a word outside it.
 
-Everything is deterministic: the same input and options write byte-identical files. The
-dataset is built in a temporary sibling directory and replaces ``out`` as a whole
+Pass 1 (steps 1-3, and 4-6 for words) writes each split's normalised pairs to a temporary
+file; pass 2 tokenises them, encodes them with the vocabulary and writes the token store
+(:mod:`padless.data.store`) and the TSV files. Normalising and tokenising run in
+``workers`` processes (:mod:`padless.data.parallel`), in order: the same input and options
+write byte-identical files for any number of workers. The dataset is built in a temporary
+sibling directory and replaces ``out`` as a whole
 (:func:`padless.runtime.files.atomic_directory`), under a lock (``.NAME.lock`` beside it),
 so a failed, interrupted or concurrent run never leaves a mix of two datasets.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import re
-import sys
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+import numpy as np
 
-from padless.data.dataset import FORMAT, METADATA_FILE, SPLITS, TokenPair, split_pairs, write_split
-from padless.data.readers import FORMATS, CorpusError, ReadStats, detect_format, read_corpus
-from padless.data.store import write_token_split
+from padless.data.dataset import FORMAT, METADATA_FILE, SPLITS
+from padless.data.passes import HISTOGRAM_BINS, FirstPass, second_pass
+from padless.data.readers import FORMATS, CorpusError, ReadStats, detect_format
 from padless.data.text import (
     NORMALIZERS,
     TOKENIZERS,
@@ -46,10 +55,9 @@ from padless.runtime.errors import UserError
 from padless.runtime.files import atomic_directory, remove_temporaries, write_json_atomic
 from padless.runtime.lock import exclusive_lock
 
-__all__ = ["DATASET_FILES", "DEFAULT_MAX_LENGTH", "HISTOGRAM_BINS", "PrepareOptions", "prepare"]
+__all__ = ["DATASET_FILES", "DEFAULT_MAX_LENGTH", "HISTOGRAM_BINS", "PrepareOptions",
+           "default_workers", "prepare"]
 
-# Upper bounds of the length-histogram bins (tokens); the last bin is open-ended.
-HISTOGRAM_BINS = (5, 10, 20, 50, 100)
 # Pairs longer than this many tokens on a side are dropped unless max_length says otherwise:
 # 0.3 % of the chitchat corpus, none of the tutorial's or the quickstart's data.
 DEFAULT_MAX_LENGTH = 200
@@ -130,23 +138,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _tokenize(text: TextProcessor, pairs: list[tuple[str, str]]) -> list[TokenPair]:
-    tok = text.tokenizer.tokenize
-    return [(tok(s), tok(t)) for s, t in pairs]
-
-
-def _unk_rate(vocab: Vocabulary, pairs: list[TokenPair]) -> float:
-    tokens = [tok for s, t in pairs for tok in (*s, *t)]
-    return sum(tok not in vocab for tok in tokens) / len(tokens) if tokens else 0.0
-
-
-def _histogram(lengths: list[int]) -> list[int]:
-    counts = [0] * (len(HISTOGRAM_BINS) + 1)
-    for n in lengths:
-        counts[next((k for k, top in enumerate(HISTOGRAM_BINS) if n <= top), -1)] += 1
-    return counts
-
-
 def bin_labels() -> list[str]:
     """Labels of the length-histogram bins: ``1-5``, ..., ``101+``."""
     lows = [1, *(top + 1 for top in HISTOGRAM_BINS)]
@@ -155,8 +146,17 @@ def bin_labels() -> list[str]:
     ]
 
 
+def default_workers() -> int:
+    """Processes prepare uses by default: one per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
 def prepare(
-    corpus: list[str], out: str | os.PathLike, options: PrepareOptions | None = None
+    corpus: list[str], out: str | os.PathLike, options: PrepareOptions | None = None,
+    *, workers: int | None = None,
 ) -> dict:
     """Run the pipeline on ``corpus`` and write the dataset into ``out``.
 
@@ -165,6 +165,8 @@ def prepare(
         out: the dataset folder; it may hold an earlier prepared dataset, which is replaced
             as a whole once the new one is complete (a failure leaves it untouched).
         options: see :class:`PrepareOptions` (default: its defaults).
+        workers: processes that normalise and tokenise (default: the cores); the output
+            is the same for any number.
 
     Returns:
         The metadata, also written to ``out/metadata.json``: settings, counts, vocabulary
@@ -183,63 +185,72 @@ def prepare(
         remove_temporaries(out.parent, re.escape(out.name))  # of a prepare that was killed
         _check_out(out)
         fmt = detect_format(corpus) if opts.format == "auto" else opts.format
-        text, splits, metadata = _build(corpus, fmt, opts)
         with atomic_directory(out) as tmp:
+            text, metadata = _build(corpus, fmt, opts, tmp, workers or default_workers())
             text.save(tmp)
-            metadata["store"] = {}
-            for name in SPLITS:
-                write_split(tmp / f"{name}.tsv", splits[name])
-                ids = ((text.vocab.encode(s), text.vocab.encode(t)) for s, t in splits[name])
-                metadata["store"][name] = write_token_split(tmp, name, ids, len(text.vocab))
             write_json_atomic(tmp / METADATA_FILE, metadata)
     return metadata
 
 
-def _build(
-    corpus: list[str], fmt: str, opts: PrepareOptions
-) -> tuple[TextProcessor, dict[str, list[TokenPair]], dict]:
-    """Steps 1-7: the TextProcessor, the token pairs of each split and the metadata."""
+def _build(corpus: list[str], fmt: str, opts: PrepareOptions, out: Path,
+           workers: int) -> tuple[TextProcessor, dict]:
+    """Steps 1-7 into ``out``: the TextProcessor and the metadata."""
     stats = ReadStats(skip_bad_lines=opts.skip_bad_lines)
-    normalised = _read_normalised(corpus, fmt, opts, stats)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        texts, duplicates = split_pairs(normalised, valid_fraction=opts.valid_fraction,
-                                        test_fraction=opts.test_fraction, seed=opts.seed)
-    if duplicates:
-        stats.drop("duplicate", duplicates)
-    if not texts["train"]:
-        raise CorpusError(f"{' '.join(corpus)}: no usable pairs (read {stats.pairs_read})")
-    text, splits = _tokenized_splits(texts, opts, stats)
-    if not splits["train"]:
+    first = FirstPass(out, opts, stats)
+    try:
+        first.run(corpus, fmt, workers)
+        if not _has_lines(first.paths["train"]):
+            raise CorpusError(f"{' '.join(corpus)}: no usable pairs (read {stats.pairs_read})")
+        if opts.tokenizer == "sentencepiece":
+            tokenizer = train_sentencepiece(first.sample, vocab_size=opts.vocab_size,
+                                            model_type=opts.spm_model, seed=opts.seed)
+            text = TextProcessor(Vocabulary(tokenizer.pieces()), normalize=opts.normalize,
+                                 tokenizer=tokenizer)
+        else:
+            vocab = Vocabulary.from_counts(first.counts, min_count=opts.min_count)
+            if len(vocab) == len(SPECIALS) and first.counts:
+                raise CorpusError(f"no training word is seen {opts.min_count} times "
+                                  "(--min-count): the vocabulary would hold no word; lower "
+                                  "--min-count")
+            text = TextProcessor(vocab, normalize=opts.normalize, tokenizer=WordTokenizer())
+        counted, store = second_pass(first, text, out, opts, stats, workers)
+    finally:
+        for path in first.paths.values():
+            path.unlink(missing_ok=True)
+    if not counted["train"].pairs:
         raise CorpusError(f"{' '.join(corpus)}: every training pair was filtered out")
-    unk_rate = {name: round(_unk_rate(text.vocab, splits[name]), 6) for name in SPLITS}
-    notes = [str(w.message) for w in caught] + _warnings(opts, stats, unk_rate["train"])
-    kept_pairs = [p for name in SPLITS for p in splits[name]]
+    unk_rate = {name: round(c.unknown / c.tokens, 6) if c.tokens else 0.0
+                for name, c in counted.items()}
     metadata = {
         "format": FORMAT,
-        "version": 1,
+        "version": 2,
         "corpus": corpus,
         "corpus_format": fmt,
         "settings": {k: v for k, v in asdict(opts).items() if k != "format"},
         "counts": {
             "read": stats.pairs_read,
-            "kept": len(kept_pairs),
+            "kept": sum(c.pairs for c in counted.values()),
             "dropped": dict(sorted(stats.dropped.items())),
             "bad_lines": stats.bad_lines,
             "missing_ids": stats.missing_ids,
-            "splits": {name: len(splits[name]) for name in SPLITS},
+            "splits": {name: c.pairs for name, c in counted.items()},
         },
         "vocab_size": len(text.vocab),
         "unk_rate": unk_rate,
         "length_histogram": {
             "bins": bin_labels(),
-            "source": _histogram([len(s) for s, _ in kept_pairs]),
-            "target": _histogram([len(t) for _, t in kept_pairs]),
+            "source": np.sum([c.source_bins for c in counted.values()], axis=0).tolist(),
+            "target": np.sum([c.target_bins for c in counted.values()], axis=0).tolist(),
         },
         "problems": stats.problems,
-        "warnings": notes,
+        "warnings": first.notes + _warnings(opts, stats, unk_rate["train"]),
+        "store": store,
     }
-    return text, splits, metadata
+    return text, metadata
+
+
+def _has_lines(path: Path) -> bool:
+    return path.stat().st_size > 0
 
 
 def _warnings(opts: PrepareOptions, stats: ReadStats, train_unk_rate: float) -> list[str]:
@@ -253,59 +264,6 @@ def _warnings(opts: PrepareOptions, stats: ReadStats, train_unk_rate: float) -> 
         notes.append(f"{train_unk_rate:.0%} of the training tokens are <unk>: the model will "
                      "learn little; lower --min-count (or raise --vocab-size)")
     return notes
-
-
-def _read_normalised(
-    corpus: list[str], fmt: str, opts: PrepareOptions, stats: ReadStats
-) -> list[tuple[str, str]]:
-    """Steps 1-2: the corpus' pairs, normalised; pairs with a side left empty are dropped."""
-    raw = tqdm(read_corpus(corpus, fmt, stats), desc="reading", unit=" pairs",
-               disable=None, file=sys.stderr)
-    normalize = NORMALIZERS[opts.normalize]
-    normalised = []
-    for source, target in itertools.islice(raw, opts.max_pairs):
-        source, target = normalize(source), normalize(target)
-        if source and target:
-            normalised.append((source, target))
-        else:
-            stats.drop("empty after normalisation")
-    return normalised
-
-
-def _tokenized_splits(
-    texts: dict[str, list[tuple[str, str]]], opts: PrepareOptions, stats: ReadStats
-) -> tuple[TextProcessor, dict[str, list[TokenPair]]]:
-    """Steps 4-7: the TextProcessor (tokenizer and vocabulary) and the filtered token pairs."""
-    if opts.tokenizer == "sentencepiece":
-        spm_tok = train_sentencepiece(
-            (side for pair in texts["train"] for side in pair),
-            vocab_size=opts.vocab_size, model_type=opts.spm_model, seed=opts.seed,
-        )
-        text = TextProcessor(Vocabulary(spm_tok.pieces()), normalize=opts.normalize,
-                             tokenizer=spm_tok)
-    else:
-        text = TextProcessor(Vocabulary(), normalize=opts.normalize, tokenizer=WordTokenizer())
-    splits = {name: _tokenize(text, pairs) for name, pairs in texts.items()}
-
-    if opts.max_length is not None:
-        for name, pairs in splits.items():
-            kept = [p for p in pairs if max(len(p[0]), len(p[1])) <= opts.max_length]
-            stats.drop(f"longer than {opts.max_length} tokens", len(pairs) - len(kept))
-            splits[name] = kept
-    if opts.tokenizer == "word":
-        text.vocab = Vocabulary.build(
-            (side for pair in splits["train"] for side in pair), min_count=opts.min_count
-        )
-        if len(text.vocab) == len(SPECIALS) and splits["train"]:
-            raise CorpusError(f"no training word is seen {opts.min_count} times (--min-count): "
-                              "the vocabulary would hold no word; lower --min-count")
-    if opts.drop_unk_pairs:
-        vocab = text.vocab
-        for name, pairs in splits.items():
-            kept = [p for p in pairs if all(tok in vocab for side in p for tok in side)]
-            stats.drop("unknown word (--drop-unk-pairs)", len(pairs) - len(kept))
-            splits[name] = kept
-    return text, splits
 
 
 def _check_out(out: Path) -> None:

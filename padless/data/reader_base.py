@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
 import re
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import BinaryIO
 
 from padless.data.text import without_surrogates
@@ -80,11 +82,12 @@ class ReadStats:
 
 # Compressed corpora are read as they are, told by their first bytes (a name can lie):
 # gzip's deflate header, bz2's stream and first block headers (plain text may start with
-# "BZh"), xz's six bytes.
+# "BZh"), xz's six bytes, zstd's frame magic number.
 _MAGIC = {"gzip": re.compile(b"\x1f\x8b\x08"),
           "bz2": re.compile(b"BZh[1-9](1AY&SY|\x17rE8P\x90)"),
-          "xz": re.compile(b"\xfd7zXZ\x00")}
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+          "xz": re.compile(b"\xfd7zXZ\x00"),
+          "zstd": re.compile(re.escape(b"\x28\xb5\x2f\xfd"))}
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 # A longer line is no sentence (a file without line ends, a pasted dump): it is skipped,
 # counted and never held in memory.
 MAX_LINE_BYTES = 1 << 20
@@ -100,8 +103,8 @@ def format_suffix(path: str | os.PathLike) -> str:
 
 
 def open_binary(path: Path) -> BinaryIO:
-    """Open for reading (gzip, bz2 and xz decompressed on the fly), turning a missing file
-    into a ``CorpusError`` naming it."""
+    """Open for reading (gzip, bz2, xz and zstd decompressed on the fly), turning a missing
+    file into a ``CorpusError`` naming it."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -112,11 +115,63 @@ def open_binary(path: Path) -> BinaryIO:
     for kind, magic in _MAGIC.items():
         if magic.match(head):
             f.close()  # reopened by name, so that closing the stream closes the file
+            if kind == "zstd":
+                return _open_zstd(path)
             return {"gzip": gzip, "bz2": bz2, "xz": lzma}[kind].open(path, "rb")
     return f
 
 
-# what a damaged compressed stream raises, by module
+def _open_zstd(path: Path) -> BinaryIO:
+    try:
+        import zstandard
+    except ImportError:  # the app extra has it; the library does not need it
+        raise CorpusError(f"{path}: zstd-compressed, and the zstandard package is not "
+                          "installed (pip install zstandard, or decompress the file)") from None
+    return io.BufferedReader(_ZstdFrames(path, zstandard))
+
+
+class _ZstdFrames(io.RawIOBase):
+    """A zstd file's frames decompressed in turn. zstandard's own stream reader ends
+    quietly where a truncated file ends; this one raises ``EOFError`` in the middle of a
+    frame, and an ``OSError`` for corrupt data, as gzip does. Compressed data goes in 8 KB
+    at a time, which bounds what one call can expand to (a zstd block expands at most
+    ~40,000x)."""
+
+    def __init__(self, path: Path, zstandard: ModuleType) -> None:
+        self._file = open(path, "rb")
+        self._decompressor, self._error = zstandard.ZstdDecompressor(), zstandard.ZstdError
+        self._frame = None
+        self._out, self._at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._at == len(self._out):
+            frame = self._frame
+            rest = frame.unused_data if frame is not None and frame.eof else b""
+            data = rest or self._file.read(8192)
+            if not data:
+                if frame is not None and not frame.eof:
+                    raise EOFError("the stream ends in the middle of a zstd frame")
+                return 0
+            if frame is None or frame.eof:
+                self._frame = frame = self._decompressor.decompressobj()
+            try:
+                self._out, self._at = frame.decompress(data), 0
+            except self._error as e:
+                raise OSError(f"zstd: {e}") from None
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+# what a damaged compressed stream raises, by module (_ZstdFrames turns zstd's into these)
 _DAMAGED = (EOFError, OSError, zlib.error, lzma.LZMAError)
 
 

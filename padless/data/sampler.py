@@ -139,11 +139,10 @@ class BucketBatchSampler:
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1:]
         n = len(self.src_lengths)
+        ordered = np.arange(n, dtype=np.int32)  # 4 bytes a pair, shuffled in place
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch])
-            ordered = rng.permutation(n).astype(np.int32)
-        else:
-            ordered = np.arange(n, dtype=np.int32)
+            rng.shuffle(ordered)
         # two stable passes (radix sorts for lengths below 2**16): by target, then source
         for key in (self.src_lengths, self.tgt_lengths):
             ordered = ordered[np.argsort(key[ordered], kind="stable")]
@@ -156,12 +155,11 @@ class BucketBatchSampler:
     def _cut(self, ordered: np.ndarray) -> np.ndarray:
         """Batch boundaries over length-sorted ``ordered``, under the size and token limits
         (the greedy cut, pair by pair, done run by run of equal lengths)."""
-        src = self.src_lengths[ordered].astype(np.int64)
-        tgt = self.tgt_lengths[ordered].astype(np.int64)
-        change = np.flatnonzero((np.diff(src) != 0) | (np.diff(tgt) != 0)) + 1
+        src, tgt = self.src_lengths[ordered], self.tgt_lengths[ordered]  # as stored: uint16
+        change = np.flatnonzero((src[1:] != src[:-1]) | (tgt[1:] != tgt[:-1])) + 1
         run_starts = np.concatenate([[0], change])
         run_counts = np.diff(np.concatenate([run_starts, [len(ordered)]]))
-        widths = np.maximum(src[run_starts], tgt[run_starts] + 1)
+        widths = np.maximum(src[run_starts].astype(np.int64), tgt[run_starts].astype(np.int64) + 1)
         bounds = [0]
         size, longest, position = 0, 0, 0
         for width, count in zip(widths.tolist(), run_counts.tolist(), strict=True):

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import overload
 
 import numpy as np
+import torch
 
-from padless.data.batch import IdPair
+from padless.data.batch import Batch, IdPair
+from padless.data.vocabulary import PAD_ID
 from padless.runtime.errors import UserError
 from padless.runtime.files import atomic_write
 
@@ -48,42 +50,57 @@ def _paths(directory: Path, name: str) -> tuple[Path, Path]:
 
 def write_token_split(directory: str | os.PathLike, name: str, pairs: Iterable[IdPair],
                       vocab_size: int) -> dict:
-    """Write ``pairs`` as the store of split ``name`` in ``directory`` (each file
-    atomically); returns what ``metadata.json`` records of it."""
+    """Write ``pairs`` as the store of split ``name`` in ``directory``, streaming (memory
+    bounded whatever their number; each file atomically); returns what ``metadata.json``
+    records of it."""
     directory = Path(directory)
     dtype = token_dtype(vocab_size)
     tokens_path, offsets_path = _paths(directory, name)
-    ends: list[int] = []
-    tokens_crc = 0
+    done: dict = {}
 
-    def write_tokens(f) -> None:
-        nonlocal tokens_crc
-        total, chunk = 0, []
-        for source, target in pairs:
-            if not source or not target:
-                raise ValueError(f"{name}: a pair with an empty side")
-            chunk.extend(source)
-            ends.append(total + len(source))
-            chunk.extend(target)
-            total += len(source) + len(target)
-            ends.append(total)
-            if len(chunk) >= _CHUNK:
-                tokens_crc = _write(f, np.asarray(chunk, dtype=dtype), tokens_crc)
-                chunk.clear()
-        tokens_crc = _write(f, np.asarray(chunk, dtype=dtype), tokens_crc)
+    def write_both(offsets_file) -> None:
+        def write_tokens(tokens_file) -> None:
+            tokens, bounds = _Chunks(tokens_file, dtype), _Chunks(offsets_file, np.dtype("<i8"))
+            bounds.add([0])
+            total = 0
+            for source, target in pairs:
+                if not source or not target:
+                    raise ValueError(f"{name}: a pair with an empty side")
+                tokens.add(source)
+                tokens.add(target)
+                bounds.add([total + len(source), total + len(source) + len(target)])
+                total += len(source) + len(target)
+            tokens.flush()
+            bounds.flush()
+            done.update(pairs=(bounds.count - 1) // 2, tokens=total,
+                        crc32={"tokens": tokens.crc, "offsets": bounds.crc})
 
-    atomic_write(tokens_path, write_tokens)
-    offsets = np.asarray([0, *ends], dtype="<i8")
-    offsets_crc = zlib.crc32(offsets.tobytes())
-    atomic_write(offsets_path, lambda f: f.write(offsets.tobytes()))
-    return {"pairs": len(ends) // 2, "tokens": int(offsets[-1]), "dtype": dtype.str,
-            "crc32": {"tokens": tokens_crc, "offsets": offsets_crc}}
+        atomic_write(tokens_path, write_tokens)
+
+    atomic_write(offsets_path, write_both)
+    return {"pairs": done["pairs"], "tokens": done["tokens"], "dtype": dtype.str,
+            "crc32": done["crc32"]}
 
 
-def _write(f, array: np.ndarray, crc: int) -> int:
-    data = array.tobytes()
-    f.write(data)
-    return zlib.crc32(data, crc)
+class _Chunks:
+    """Numbers appended to a binary file as ``dtype``, a chunk at a time, with their CRC-32."""
+
+    def __init__(self, file, dtype: np.dtype) -> None:
+        self.file, self.dtype = file, dtype
+        self.buffer: list[int] = []
+        self.count = self.crc = 0
+
+    def add(self, values: Sequence[int]) -> None:
+        self.buffer.extend(values)
+        if len(self.buffer) >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        data = np.asarray(self.buffer, dtype=self.dtype).tobytes()
+        self.file.write(data)
+        self.crc = zlib.crc32(data, self.crc)
+        self.count += len(self.buffer)
+        self.buffer.clear()
 
 
 class TokenSplit(Sequence[IdPair]):
@@ -162,6 +179,30 @@ class TokenSplit(Sequence[IdPair]):
         indices = np.asarray(indices, dtype=np.int64)
         rows = indices if self.rows is None else self.rows[indices]
         return TokenSplit(self.tokens, self.offsets, rows)
+
+    def batch(self, indices: Sequence[int] | np.ndarray, *, batch_first: bool = False) -> Batch:
+        """The :class:`~padless.data.batch.Batch` of the pairs at ``indices`` (``B`` of
+        them), gathered from the arrays in one indexing operation a side."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if not len(indices):
+            raise ValueError("TokenSplit.batch: the batch is empty")
+        if indices.min() < -len(self) or indices.max() >= len(self):
+            raise IndexError(f"TokenSplit.batch: an index outside the {len(self)} pairs")
+        rows = indices % len(self) if self.rows is None else self.rows[indices]
+        bounds = self.offsets[2 * rows[:, None] + np.arange(3)]  # [B, 3]: start, middle, end
+        src, src_lengths = self._padded(bounds[:, 0], bounds[:, 1])
+        tgt, tgt_lengths = self._padded(bounds[:, 1], bounds[:, 2])
+        return Batch.from_padded(src, src_lengths, tgt, tgt_lengths, batch_first=batch_first)
+
+    def _padded(self, starts: np.ndarray, ends: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, L]`` rows ``tokens[starts[b]:ends[b]]``, PAD beyond each length, and the
+        ``[B]`` lengths."""
+        lengths = ends - starts
+        positions = np.arange(int(lengths.max()))
+        valid = positions < lengths[:, None]  # [B, L]
+        rows = np.full(valid.shape, PAD_ID, dtype=np.int64)
+        rows[valid] = self.tokens[(starts[:, None] + positions)[valid]]
+        return torch.from_numpy(rows), torch.from_numpy(lengths)
 
     def lengths(self) -> tuple[np.ndarray, np.ndarray]:
         """``(source lengths, target lengths)``, ``[len(self)]`` each (without BOS/EOS):

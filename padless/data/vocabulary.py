@@ -73,6 +73,13 @@ class Vocabulary:
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)
+        return cls.from_counts(counts, min_count=min_count, max_size=max_size)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Counter[str], *, min_count: int = 1, max_size: int | None = None
+    ) -> Vocabulary:
+        """The vocabulary of token ``counts`` (see :meth:`build`)."""
         kept = sorted(
             (tok for tok, c in counts.items() if c >= min_count and tok not in SPECIALS),
             key=lambda tok: (-counts[tok], tok),

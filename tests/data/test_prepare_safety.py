@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import padless.data.prepare as prepare_module
+import padless.data.passes as passes_module
 from padless.data.dataset import PreparedData
 from padless.data.prepare import DEFAULT_MAX_LENGTH, PrepareOptions, prepare
 from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -46,14 +46,14 @@ def test_a_prepare_that_fails_while_writing_leaves_the_old_dataset(
     before = files(out)
     written = []
 
-    def write_split_then_fail(path, pairs) -> None:
+    def write_split_then_fail(directory, name, pairs, vocab_size) -> dict:
         if written:
             raise failure
-        written.append(path)
-        real_write_split(path, pairs)
+        written.append(name)
+        return real_write_split(directory, name, pairs, vocab_size)
 
-    real_write_split = prepare_module.write_split
-    monkeypatch.setattr(prepare_module, "write_split", write_split_then_fail)
+    real_write_split = passes_module.write_token_split
+    monkeypatch.setattr(passes_module, "write_token_split", write_split_then_fail)
     other = corpus(tmp_path / "b.tsv", extra=["completely different\twords here"])
     with pytest.raises(type(failure)):
         prepare([str(other)], out, PrepareOptions(seed=5))
@@ -233,18 +233,23 @@ def test_an_unreadable_corpus_is_one_line(tmp_path, capsys, monkeypatch) -> None
     assert not (tmp_path / "d").exists()
 
 
-
-
-@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
-def test_a_compressed_corpus_prepares_as_the_plain_one(tmp_path, capsys, suffix) -> None:
+def compress(data: bytes, suffix: str) -> bytes:
     import bz2
     import gzip
     import lzma
 
+    import zstandard
+
+    if suffix == ".zst":
+        return zstandard.ZstdCompressor().compress(data)
+    return {".gz": gzip, ".bz2": bz2, ".xz": lzma}[suffix].compress(data)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+def test_a_compressed_corpus_prepares_as_the_plain_one(tmp_path, capsys, suffix) -> None:
     plain = corpus(tmp_path / "a.tsv")
     packed = tmp_path / f"a.tsv{suffix}"
-    module = {".gz": gzip, ".bz2": bz2, ".xz": lzma}[suffix]
-    packed.write_bytes(module.compress(plain.read_bytes()))
+    packed.write_bytes(compress(plain.read_bytes(), suffix))
     assert cli(capsys, plain, "--out", tmp_path / "plain")[0] == 0
     code, _, err = cli(capsys, packed, "--out", tmp_path / "packed")  # format from .tsv
     assert code == 0, err
@@ -253,11 +258,10 @@ def test_a_compressed_corpus_prepares_as_the_plain_one(tmp_path, capsys, suffix)
         assert (tmp_path / "packed" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
 
 
-def test_a_truncated_gzip_is_one_line_and_writes_nothing(tmp_path, capsys) -> None:
-    import gzip
-
-    data = gzip.compress(corpus(tmp_path / "a.tsv").read_bytes() * 20)
-    damaged = tmp_path / "a.tsv.gz"
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_a_truncated_gzip_is_one_line_and_writes_nothing(tmp_path, capsys, suffix) -> None:
+    data = compress(corpus(tmp_path / "a.tsv").read_bytes() * 20, suffix)
+    damaged = tmp_path / f"a.tsv{suffix}"
     damaged.write_bytes(data[: len(data) // 2])
     code, out, err = cli(capsys, damaged, "--out", tmp_path / "d")
     assert_one_line_error(code, err, "prepare", f"{damaged}: the compressed data is damaged "

@@ -10,19 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from padless.cli import main
+from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
 from padless.data.loader import TrainingBatches
 from padless.data.sampler import BucketBatchSampler
 from padless.data.store import TokenSplit, token_dtype, write_token_split
 from padless.runtime.errors import UserError
-
-
-def random_pairs(n: int, vocab: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
-    rng = random.Random(seed)
-    return [([rng.randrange(vocab) for _ in range(rng.randint(1, 9))],
-             [rng.randrange(vocab) for _ in range(rng.randint(1, 9))]) for _ in range(n)]
+from tests.helpers import random_pairs
 
 
 @pytest.mark.parametrize("vocab", [17, 1 << 16, (1 << 16) + 1])
@@ -43,6 +40,26 @@ def test_what_is_written_is_what_opens(tmp_path: Path, vocab: int) -> None:
     assert list(TokenSplit.from_pairs(pairs)) == pairs
     with pytest.raises(IndexError):
         split[500]
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_a_batch_gathered_from_the_store_equals_one_built_from_the_pairs(
+        tmp_path: Path, batch_first: bool) -> None:
+    pairs = random_pairs(200, 70_000, seed=3)  # int32 ids
+    split = TokenSplit.open(tmp_path, "train", write_token_split(tmp_path, "train", pairs,
+                                                                 70_000), 70_000)
+    view = split.subset(np.arange(200)[::-1])
+    for indices in ([7], [0, 199, 5, 5, 42], list(range(0, 200, 3))):
+        built = Batch.from_pairs([pairs[199 - i] for i in indices], batch_first=batch_first)
+        gathered = view.batch(indices, batch_first=batch_first)
+        for name in ("src", "src_lengths", "src_mask", "tgt_in", "tgt_out", "tgt_mask"):
+            a, b = getattr(built, name), getattr(gathered, name)
+            assert a.dtype == b.dtype and torch.equal(a, b), name
+        assert gathered.n_tokens == built.n_tokens
+    with pytest.raises(IndexError):
+        view.batch([200])
+    with pytest.raises(ValueError, match="empty"):
+        view.batch([])
 
 
 def test_token_dtype_switches_to_int32_past_uint16() -> None:

@@ -1,0 +1,91 @@
+"""prepare in two streaming passes: the same files for any number of workers, duplicates
+removed with digests, a split by digest for corpora that are not small."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from padless.data.dataset import PreparedData
+from padless.data.dedupe import SeenDigests, pair_digest, split_of
+from padless.data.passes import SMALL_CORPUS
+from padless.data.prepare import PrepareOptions, prepare
+
+
+def chat_corpus(path: Path, n: int, seed: int = 0, duplicates: int = 0) -> Path:
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(300)] + ["café", "naïve", "déjà"]
+    lines = [" ".join(rng.choices(words, k=rng.randint(1, 12))) + "\t"
+             + " ".join(rng.choices(words, k=rng.randint(1, 12))) for _ in range(n)]
+    lines += rng.choices(lines, k=duplicates)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tokenizer", ["word", "sentencepiece"])
+def test_the_output_is_byte_identical_for_any_number_of_workers(tmp_path, tokenizer) -> None:
+    """Above a chunk (4,096 pairs) the worker processes start; the files must not change."""
+    corpus = chat_corpus(tmp_path / "c.tsv", 9000, duplicates=500)
+    options = PrepareOptions(tokenizer=tokenizer, vocab_size=200, min_count=2)
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        prepare([str(corpus)], out, options, workers=workers)
+        outputs.append(files(out))
+    assert outputs[0] == outputs[1]
+    assert not [name for name in outputs[0] if name.endswith(".pass1")]  # no leftovers
+
+
+def test_duplicates_are_dropped_and_the_split_follows_the_digest(tmp_path) -> None:
+    corpus = chat_corpus(tmp_path / "c.tsv", 3000, duplicates=400)
+    meta = prepare([str(corpus)], tmp_path / "d", PrepareOptions(valid_fraction=0.1,
+                                                                 test_fraction=0.05))
+    unique = len(set(corpus.read_text(encoding="utf-8").splitlines()))
+    counts = meta["counts"]
+    assert counts["dropped"]["duplicate"] == 3400 - unique
+    assert sum(counts["splits"].values()) == unique
+    assert abs(counts["splits"]["valid"] / unique - 0.1) < 0.02
+    assert abs(counts["splits"]["test"] / unique - 0.05) < 0.015
+    data = PreparedData.load(tmp_path / "d")
+    pairs = {name: {(tuple(s), tuple(t)) for s, t in data.splits[name]} for name in data.splits}
+    assert not pairs["train"] & (pairs["valid"] | pairs["test"])  # no pair in two splits
+    # the split of a pair is its digest's: the same pair in another corpus, the same split
+    for line in (tmp_path / "d" / "valid.tsv").read_text(encoding="utf-8").splitlines()[:20]:
+        source, target = line.split("\t")
+        assert split_of(pair_digest(source, target, 0), 0.1, 0.05) == "valid"
+
+
+def test_a_small_corpus_keeps_the_exact_seeded_split(tmp_path) -> None:
+    corpus = chat_corpus(tmp_path / "c.tsv", SMALL_CORPUS - 10)
+    meta = prepare([str(corpus)], tmp_path / "d", PrepareOptions(valid_fraction=0.01,
+                                                                 test_fraction=0.01))
+    assert meta["counts"]["splits"]["valid"] == 1 and meta["counts"]["splits"]["test"] == 1
+    assert any("too small" in w for w in meta["warnings"])
+
+
+def test_seen_digests_match_a_set() -> None:
+    rng = np.random.default_rng(0)
+    seen, reference = SeenDigests(), set()
+    for _ in range(40):
+        block = rng.integers(0, 5000, size=rng.integers(0, 300)).astype(np.uint64)
+        expected = []
+        for digest in block.tolist():
+            expected.append(digest not in reference)
+            reference.add(digest)
+        assert seen.first_seen(block).tolist() == expected
+    assert len(seen) == len(reference)
+
+
+def test_split_of_cuts_the_digest_range_by_the_fractions() -> None:
+    names = [split_of(pair_digest(str(i), "x", 3), 0.2, 0.1) for i in range(20_000)]
+    assert abs(names.count("valid") / 20_000 - 0.2) < 0.01
+    assert abs(names.count("test") / 20_000 - 0.1) < 0.01
+    assert pair_digest("a", "b", 3) != pair_digest("a", "b", 4)  # the seed decides the split
