@@ -210,47 +210,46 @@ def main(argv: list[str] | None = None) -> int:
                     f"{start['VmHWM']:,.0f} MB | {start['RssAnon']:,.0f} MB | "
                     f"{start['RssFile']:,.0f} MB |")
         print(rows[-1], flush=True)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = "\n".join([
-        "## Corpora of 200k to 10M pairs (`bench_data.py`)",
-        "",
-        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-        f"- Command: `python benchmarks/bench_data.py {' '.join(argv or sys.argv[1:])}`; "
-        "pairs of mixed halves of chitchat sentences; start-up = PreparedData.load + the "
-        "first training batch (max_tokens 4096), in a fresh process.",
-        "",
+    return report(args, argv, "bench_data", "Corpora of 200k to 10M pairs (`bench_data.py`)",
+                  "; pairs of mixed halves of chitchat sentences; start-up = PreparedData.load "
+                  "+ the first training batch (max_tokens 4096), in a fresh process.", [
         f"| pairs | padless prepare ({default_workers()} workers) | start-up | peak RSS | "
         "RssAnon | RssFile (mapped store) |",
         "|---:|---|---:|---:|---:|---:|",
         *rows,
     ])
-    print(text)
-    if not args.no_write:
-        write_section(HERE / "RESULTS.md", "bench_data", text)
-    return 0
 
 
 def main_torchrun(args: argparse.Namespace, argv: list[str] | None) -> int:
     pairs = len(PreparedData.load(args.torchrun).splits["train"])
     rows = torchrun_memory(args.torchrun, args.work, args.steps)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = "\n".join([
-        "## Training processes sharing one token store (`bench_data.py --torchrun`)",
-        "",
-        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-        f"- Command: `python benchmarks/bench_data.py {' '.join(argv or sys.argv[1:])}`: "
-        f"`torchrun --nproc_per_node K -m padless train` (config chatbot, {args.steps} steps, "
-        f"gloo) on a dataset of {pairs:,} training pairs; the peak PSS of the training "
-        "processes together (PSS divides a shared page between the processes that map it: "
-        "the store's pages, torch's libraries; torchrun's launcher left out).",
-        "",
+    return report(args, argv, "bench_data_torchrun",
+                  "Training processes sharing one token store (`bench_data.py --torchrun`)",
+                  ": `torchrun --nproc_per_node K -m padless train` (config chatbot, "
+                  f"{args.steps} steps, gloo) on a dataset of {pairs:,} training pairs; the "
+                  "peak PSS of the training processes together (PSS divides a shared page "
+                  "between the processes that map it: the store's pages, torch's libraries; "
+                  "torchrun's launcher left out).", [
         "| processes | wall | peak PSS, all processes | vs one |",
         "|---:|---:|---:|---:|",
         *rows,
     ])
+
+
+def report(args: argparse.Namespace, argv: list[str] | None, section: str, title: str,
+           what: str, table: list[str]) -> int:
+    """Print the section (date, machine, the command and ``what`` it measured, ``table``)
+    and write it into RESULTS.md unless ``--no-write``."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = "\n".join([
+        f"## {title}", "",
+        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
+        f"- Command: `python benchmarks/bench_data.py {' '.join(argv or sys.argv[1:])}`{what}",
+        "", *table,
+    ])
     print(text)
     if not args.no_write:
-        write_section(HERE / "RESULTS.md", "bench_data_torchrun", text)
+        write_section(HERE / "RESULTS.md", section, text)
     return 0
 
 
