@@ -98,10 +98,10 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
 
 def load_run(args: argparse.Namespace, rows: int = 1) -> tuple[EncoderDecoder, TextProcessor]:
     """The model (eval mode, on ``--device``, in ``--precision`` or ``--quantize``d, for
-    decoding ``rows`` sentences at a time) and TextProcessor of ``RUN_DIR``; what it runs
-    in is said on stderr."""
+    decoding ``rows`` sentences at a time, each ``--beam`` rows wide) and TextProcessor of
+    ``RUN_DIR``; what it runs in is said on stderr."""
     model, text, _ = load_model(args.run_dir, args.checkpoint, args.device)
-    decoding = for_decoding(model, args.precision, rows, args.quantize)
+    decoding = for_decoding(model, args.precision, rows * (args.beam or 1), args.quantize)
     print(decoding.describe(), file=sys.stderr)
     if decoding.warning is not None:
         print(f"warning: {decoding.warning}", file=sys.stderr)

@@ -4,7 +4,8 @@ Either in the precision chosen for the device (:func:`padless.runtime.precision
 .choose_precision`): the weights are cast (bf16 or fp16 matmuls with no per-call casts, and
 half the memory traffic; log-probabilities are still float32, ``decode_step``), whereas
 training runs under autocast (:mod:`padless.training.step`); or, with ``quantization``,
-int8 linear layers (:mod:`padless.models.quantize`).
+int8 linear layers (:mod:`padless.models.quantize`). Not quantized, the output layer's weight
+is also stored in the layout this CPU multiplies fastest (:mod:`padless.models.layout`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from padless.models.base import EncoderDecoder
+from padless.models.layout import OutputLayout, lay_out_output
 from padless.models.quantize import quantize
 from padless.runtime.errors import UserError
 from padless.runtime.precision import Precision, choose_precision
@@ -28,17 +30,21 @@ class Decoding:
         model: the model (the one given, cast; or a quantized copy).
         precision: the precision chosen (None when quantized).
         quantized: ``"int8 (engine)"`` when quantized, else None.
+        layout: the output layer's weight layout (None when quantized).
     """
 
     model: EncoderDecoder
     precision: Precision | None
     quantized: str | None = None
+    layout: OutputLayout | None = None
 
     def describe(self) -> str:
-        """The line a command shows: ``precision: NAME (why)``."""
+        """The line a command shows: ``precision: NAME (why)``, and the output layer's
+        layout when it is not the usual one."""
         if self.quantized is not None:
             return f"precision: {self.quantized} linear layers, float32 elsewhere"
-        return self.precision.describe()
+        layout = "" if self.layout is None else self.layout.describe()
+        return self.precision.describe() + (f"; {layout}" if layout else "")
 
     @property
     def warning(self) -> str | None:
@@ -58,7 +64,9 @@ def for_decoding(
     quantization: str | None = None,
 ) -> Decoding:
     """``model`` set up to decode ``rows`` sentences at a time: cast in place to the
-    precision chosen for its device, or (``quantization="int8"``) a quantized copy.
+    precision chosen for its device, with its output layer's weight in the layout this CPU
+    runs fastest (:func:`padless.models.layout.lay_out_output`); or, with
+    ``quantization="int8"``, a quantized copy.
 
     Raises:
         UserError: an unknown precision, fp16 on a CPU, an explicit precision beside a
@@ -76,4 +84,4 @@ def for_decoding(
     workload = model.config.workload(max(1, rows), training=False)
     chosen = choose_precision(precision, model.device, workload)
     model.to(chosen.dtype)
-    return Decoding(model, chosen)
+    return Decoding(model, chosen, layout=lay_out_output(model, rows))

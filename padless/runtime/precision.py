@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from padless.runtime.errors import UserError
+from padless.runtime.timing import speedup
 
 __all__ = [
     "MIN_SPEEDUP", "PRECISIONS", "Precision", "Workload", "bf16_speedup", "choose_precision",
@@ -159,21 +158,6 @@ def _native_bf16_flags() -> bool | None:
     return bool(check() or (amx is not None and amx()))
 
 
-def _time_pair(fp32: Any, bf16: Any, *, budget: float, rounds: int) -> float:
-    """``median fp32 time / median bf16 time`` of two callables, timed alternately."""
-    fp32(), bf16()  # warm-up: first calls pick kernels and allocate
-    times: tuple[list[float], list[float]] = ([], [])
-    started = time.perf_counter()
-    for _ in range(rounds):
-        for run, spent in ((fp32, times[0]), (bf16, times[1])):
-            tick = time.perf_counter()
-            run()
-            spent.append(time.perf_counter() - tick)
-        if time.perf_counter() - started > budget:
-            break
-    return statistics.median(times[0]) / max(statistics.median(times[1]), 1e-9)
-
-
 def _linear(rows: int, width: int, out: int, dtype: torch.dtype, training: bool) -> Any:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, width, generator=generator)
@@ -196,7 +180,7 @@ def bf16_speedup(workload: Workload) -> float:
     """How many times faster bf16 runs ``workload``'s shapes than fp32 on this CPU (below 1:
     slower; where bf16 is emulated, only a small matmul is timed)."""
     with torch.no_grad():
-        small = _time_pair(_linear(64, 256, 256, torch.float32, False),
+        small = speedup(_linear(64, 256, 256, torch.float32, False),
                            _linear(64, 256, 256, torch.bfloat16, False), budget=0.05, rounds=3)
     if small < _EMULATED:
         return small
@@ -204,7 +188,7 @@ def bf16_speedup(workload: Workload) -> float:
         (workload.rows, workload.width, workload.out), _CAPS, strict=True))
     shapes = (rows, width, out)
     with torch.enable_grad() if workload.training else torch.no_grad():
-        return _time_pair(_linear(*shapes, torch.float32, workload.training),
+        return speedup(_linear(*shapes, torch.float32, workload.training),
                           _linear(*shapes, torch.bfloat16, workload.training),
                           budget=_PROBE_SECONDS, rounds=7)
 
@@ -256,23 +240,23 @@ def _choose_cpu(requested: str, workload: Workload, where: str, inherited: bool)
                         "on a CPU use auto, fp32 or bf16")
     if workload.rows * workload.width * workload.out < _SMALL and requested == "auto":
         return Precision("fp32", requested, "a model this small gains nothing from bf16", where)
-    speedup = bf16_speedup(workload)
+    gain = bf16_speedup(workload)
     flags = _native_bf16_flags()
-    if speedup < _EMULATED:
+    if gain < _EMULATED:
         why = ("this CPU has no native bf16" if flags is False
                else "bf16 is emulated on this CPU") + (
-            f": a bf16 matmul ran {1 / speedup:.0f}x slower than fp32")
+            f": a bf16 matmul ran {1 / gain:.0f}x slower than fp32")
         if requested == "auto":
             return Precision("fp32", requested, why, where)
         if inherited:
             return Precision("fp32", requested, f"the run asked for bf16, but {why}", where)
         return Precision("bf16", requested, "as asked", where, warning=(
-            f"bf16 is emulated on this CPU: a bf16 matmul ran {1 / speedup:.0f}x slower than "
+            f"bf16 is emulated on this CPU: a bf16 matmul ran {1 / gain:.0f}x slower than "
             "fp32 here, so this will be slow; --precision auto picks the faster one"))
-    if speedup >= MIN_SPEEDUP:
-        return Precision("bf16", requested, f"native on this CPU: {speedup:.1f}x the fp32 "
+    if gain >= MIN_SPEEDUP:
+        return Precision("bf16", requested, f"native on this CPU: {gain:.1f}x the fp32 "
                          "speed at this model's sizes", where)
-    why = (f"bf16 is native on this CPU but only {speedup:.2f}x the fp32 speed at this "
+    why = (f"bf16 is native on this CPU but only {gain:.2f}x the fp32 speed at this "
            f"model's sizes ({MIN_SPEEDUP:g}x needed)")
     if requested == "auto" or inherited:
         return Precision("fp32", requested, why, where)
