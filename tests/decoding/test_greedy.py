@@ -3,12 +3,14 @@ running batch at any step, or leave it, do not change the answers of the others.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from padless.data.vocabulary import EOS_ID, PAD_ID
 from padless.decoding.batched import decode_ids, make_generator
-from padless.decoding.greedy import RowDecoder, can_join
+from padless.decoding.greedy import RowDecoder, _greedy, can_join
 from padless.decoding.options import SearchOptions
 from padless.masking import pad_batch
 from padless.models.config import ModelConfig
@@ -142,3 +144,16 @@ def test_the_gru_state_can_join_rows() -> None:
     model = reversal_gru()
     state = model.start_decoding(torch.tensor([[4], [5]]), torch.tensor([2]))
     assert can_join(state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_greedy_pick_is_torch_argmax_with_ties_nan_and_nothing_allowed(dtype) -> None:
+    scores = torch.randn(6, 1000, generator=torch.Generator().manual_seed(0)).to(dtype)
+    scores[0, [7, 3, 900]] = 50.0  # equal best: the first
+    scores[1, 5] = float("nan")  # NaN wins, as in torch.argmax
+    scores[2] = -math.inf  # nothing allowed: id 0
+    scores[3, -1] = math.inf
+    picked = _greedy(scores)
+    assert picked.dtype == torch.long and picked.tolist()[:4] == [3, 5, 0, 999]
+    assert torch.equal(picked, scores.argmax(dim=1))
+    assert torch.equal(_greedy(scores[:, ::2]), scores[:, ::2].argmax(dim=1))  # strided rows
