@@ -145,22 +145,34 @@ def startup(data: Path) -> dict:
     return json.loads(out)
 
 
+# the models the torchrun comparison trains: the chatbot config's, and one small enough that
+# the dataset is most of a process's memory (what the store's sharing is about)
+TORCHRUN_MODELS = {
+    "chatbot (hidden 512)": [],
+    "chatbot, hidden 64": ["--set", "model.hidden_size=64", "--set", "model.embedding_size=64"],
+}
+
+
 def torchrun_memory(data: Path, work: Path, steps: int) -> list[str]:
     """Rows of a table: ``torchrun --nproc_per_node K -m padless train`` (config chatbot,
-    ``steps`` steps) on ``data`` for K = 1 and 2, with the peak PSS of its training
-    processes summed (the launcher left out)."""
-    rows, first = [], None
-    for k in (1, 2):
-        out = work / f"ddp-{k}"
-        shutil.rmtree(out, ignore_errors=True)
-        seconds, pss = measured([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                 f"--nproc_per_node={k}", "-m", "padless", "train", "--data",
-                                 str(data), "--out", str(out), "--max-steps", str(steps)],
-                                field="Pss", skip=1)
-        first = first or pss
-        rows.append(f"| {k} | {seconds:.0f} s | {pss:,.0f} MB | {pss / first:.2f}x |")
-        print(rows[-1], flush=True)
-        shutil.rmtree(out)
+    ``steps`` steps, each of :data:`TORCHRUN_MODELS`) on ``data`` for K = 1 and 2, with the
+    peak PSS of its training processes summed (the launcher left out)."""
+    rows = []
+    for model, settings in TORCHRUN_MODELS.items():
+        first = None
+        for k in (1, 2):
+            out = work / f"ddp-{k}"
+            shutil.rmtree(out, ignore_errors=True)
+            seconds, pss = measured([sys.executable, "-m", "torch.distributed.run",
+                                     "--standalone", f"--nproc_per_node={k}", "-m", "padless",
+                                     "train", "--data", str(data), "--out", str(out),
+                                     "--max-steps", str(steps), *settings],
+                                    field="Pss", skip=1)
+            first = first or pss
+            rows.append(f"| {model} | {k} | {seconds:.0f} s | {pss:,.0f} MB | "
+                        f"{pss / first:.2f}x |")
+            print(rows[-1], flush=True)
+            shutil.rmtree(out)
     return rows
 
 
@@ -225,13 +237,14 @@ def main_torchrun(args: argparse.Namespace, argv: list[str] | None) -> int:
     rows = torchrun_memory(args.torchrun, args.work, args.steps)
     return report(args, argv, "bench_data_torchrun",
                   "Training processes sharing one token store (`bench_data.py --torchrun`)",
-                  ": `torchrun --nproc_per_node K -m padless train` (config chatbot, "
-                  f"{args.steps} steps, gloo) on a dataset of {pairs:,} training pairs; the "
+                  ": `torchrun --nproc_per_node K -m padless train` (config chatbot and a "
+                  f"small variant, {args.steps} steps, gloo) on a dataset of {pairs:,} "
+                  "training pairs; the "
                   "peak PSS of the training processes together (PSS divides a shared page "
                   "between the processes that map it: the store's pages, torch's libraries; "
                   "torchrun's launcher left out).", [
-        "| processes | wall | peak PSS, all processes | vs one |",
-        "|---:|---:|---:|---:|",
+        "| model | processes | wall | peak PSS, all processes | vs one |",
+        "|---|---:|---:|---:|---:|",
         *rows,
     ])
 
