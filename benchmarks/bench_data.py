@@ -100,6 +100,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="instead: compare the memory of 1 and 2 torchrun training "
                              "processes on this prepared dataset")
     parser.add_argument("--steps", type=int, default=20, help="training steps (--torchrun)")
+    parser.add_argument("--models", default=",".join(TORCHRUN_MODELS),
+                        help="models trained (--torchrun): " + ", ".join(
+                            f"{k}: {v[0]}" for k, v in TORCHRUN_MODELS.items()))
     parser.add_argument("--no-write", action="store_true")
     return parser.parse_args(argv)
 
@@ -148,17 +151,18 @@ def startup(data: Path) -> dict:
 # the models the torchrun comparison trains: the chatbot config's, and one small enough that
 # the dataset is most of a process's memory (what the store's sharing is about)
 TORCHRUN_MODELS = {
-    "chatbot (hidden 512)": [],
-    "chatbot, hidden 64": ["--set", "model.hidden_size=64", "--set", "model.embedding_size=64"],
+    "chatbot": ("chatbot (hidden 512)", []),
+    "small": ("chatbot, hidden 64",
+              ["--set", "model.hidden_size=64", "--set", "model.embedding_size=64"]),
 }
 
 
-def torchrun_memory(data: Path, work: Path, steps: int) -> list[str]:
+def torchrun_memory(data: Path, work: Path, steps: int, models: list[str]) -> list[str]:
     """Rows of a table: ``torchrun --nproc_per_node K -m padless train`` (config chatbot,
-    ``steps`` steps, each of :data:`TORCHRUN_MODELS`) on ``data`` for K = 1 and 2, with the
-    peak PSS of its training processes summed (the launcher left out)."""
+    ``steps`` steps, the ``models`` of :data:`TORCHRUN_MODELS`) on ``data`` for K = 1 and 2,
+    with the peak PSS of its training processes summed (the launcher left out)."""
     rows = []
-    for model, settings in TORCHRUN_MODELS.items():
+    for model, settings in (TORCHRUN_MODELS[name] for name in models):
         first = None
         for k in (1, 2):
             out = work / f"ddp-{k}"
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_torchrun(args: argparse.Namespace, argv: list[str] | None) -> int:
     pairs = len(PreparedData.load(args.torchrun).splits["train"])
-    rows = torchrun_memory(args.torchrun, args.work, args.steps)
+    rows = torchrun_memory(args.torchrun, args.work, args.steps, args.models.split(","))
     return report(args, argv, "bench_data_torchrun",
                   "Training processes sharing one token store (`bench_data.py --torchrun`)",
                   ": `torchrun --nproc_per_node K -m padless train` (config chatbot and a "
