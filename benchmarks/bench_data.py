@@ -44,6 +44,7 @@ from padless.data.store import write_token_split
 from padless.data.text import normalize_default
 
 HERE = Path(__file__).parent
+MAX_LENGTH = 60  # prepare's --max-length, and the cap of a store written directly
 STARTUP = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -181,13 +182,16 @@ def torchrun_memory(data: Path, work: Path, steps: int, models: list[str]) -> li
 
 
 def write_direct(pairs, reference: Path, out: Path) -> None:
-    """A dataset whose training split is ``pairs``, encoded with ``reference``'s vocabulary
-    (valid and test copied from it), written without prepare."""
+    """A dataset whose training split is ``pairs`` (those within :data:`MAX_LENGTH` tokens, as
+    prepare keeps), encoded with ``reference``'s vocabulary (valid and test copied from it),
+    written without prepare."""
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(reference, out, ignore=shutil.ignore_patterns("train.*"))
     vocab = PreparedData.load(reference).vocab
-    ids = ((vocab.encode(s.split()), vocab.encode(t.split())) for s, t in pairs)
+    sides = ((s.split(), t.split()) for s, t in pairs)
+    ids = ((vocab.encode(s), vocab.encode(t)) for s, t in sides  # prepare's length cap
+           if max(len(s), len(t)) <= MAX_LENGTH)
     metadata = json.loads((out / "metadata.json").read_text())
     metadata["store"]["train"] = write_token_split(out, "train", ids, len(vocab))
     (out / "metadata.json").write_text(json.dumps(metadata))
@@ -210,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                 for source, target in mixed_pairs(sides, n):
                     f.write(f"{source}\t{target}\n")
             seconds, peak = measured([sys.executable, "-m", "padless", "prepare", str(corpus),
-                                      "--format", "tsv", "--max-length", "60", "--min-count",
-                                      "2", "--out", str(data)])
+                                      "--format", "tsv", "--max-length", str(MAX_LENGTH),
+                                      "--min-count", "2", "--out", str(data)])
             prepare_cell = f"{seconds:.1f} s, {n / seconds:,.0f} pairs/s, peak {peak:,.0f} MB"
             reference = data
             corpus.unlink()

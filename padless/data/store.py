@@ -178,7 +178,10 @@ class TokenSplit(Sequence[IdPair]):
         """The view of the pairs at ``indices`` (positions in this split)."""
         indices = np.asarray(indices, dtype=np.int64)
         rows = indices if self.rows is None else self.rows[indices]
-        return TokenSplit(self.tokens, self.offsets, rows)
+        # int32 while the store's pair numbers fit: half the memory of a view of 10M pairs
+        # (what train.max_length leaves of a split), in every training process
+        fits = (len(self.offsets) - 1) // 2 <= np.iinfo(np.int32).max
+        return TokenSplit(self.tokens, self.offsets, rows.astype(np.int32) if fits else rows)
 
     def batch(self, indices: Sequence[int] | np.ndarray, *, batch_first: bool = False) -> Batch:
         """The :class:`~padless.data.batch.Batch` of the pairs at ``indices`` (``B`` of
@@ -188,7 +191,7 @@ class TokenSplit(Sequence[IdPair]):
             raise ValueError("TokenSplit.batch: the batch is empty")
         if indices.min() < -len(self) or indices.max() >= len(self):
             raise IndexError(f"TokenSplit.batch: an index outside the {len(self)} pairs")
-        rows = indices % len(self) if self.rows is None else self.rows[indices]
+        rows = indices % len(self) if self.rows is None else self.rows[indices].astype(np.int64)
         bounds = self.offsets[2 * rows[:, None] + np.arange(3)]  # [B, 3]: start, middle, end
         src, src_lengths = self._padded(bounds[:, 0], bounds[:, 1])
         tgt, tgt_lengths = self._padded(bounds[:, 1], bounds[:, 2])

@@ -34,6 +34,7 @@ def test_what_is_written_is_what_opens(tmp_path: Path, vocab: int) -> None:
     assert source.tolist() == [len(s) for s, _ in pairs]
     assert target.tolist() == [len(t) for _, t in pairs]
     view = split[10:20].subset(np.array([3, 0]))
+    assert view.rows.dtype == np.int32  # half the memory of int64 row numbers
     assert list(view) == [pairs[13], pairs[10]]
     assert [a.tolist() for a in view.lengths()] == [[len(pairs[13][0]), len(pairs[10][0])],
                                                      [len(pairs[13][1]), len(pairs[10][1])]]
