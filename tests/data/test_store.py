@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import padless.data.sampler as sampler_module
 from padless.cli import main
 from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
@@ -164,8 +165,11 @@ def _greedy_reference(src: list[int], tgt: list[int], batch_size: int | None,
     return [*batches, batch]
 
 
+@pytest.mark.parametrize("block", [sampler_module.RUN_BLOCK, 1, 2, 7])
 @pytest.mark.parametrize("seed", range(20))
-def test_the_run_by_run_cut_is_the_pair_by_pair_cut(seed: int) -> None:
+def test_the_run_by_run_cut_is_the_pair_by_pair_cut(seed: int, block: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sampler_module, "RUN_BLOCK", block)  # runs across block edges
     rng = random.Random(seed)
     n = rng.randint(1, 400)
     src = [rng.randint(1, 30) for _ in range(n)]
