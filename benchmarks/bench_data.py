@@ -16,10 +16,13 @@ realistic and no pair repeats. For each size N:
 
     python benchmarks/bench_data.py                      # 200k, 1M, 10M; writes RESULTS.md
     python benchmarks/bench_data.py --sizes 20000 --no-write
-    python benchmarks/bench_data.py --torchrun benchmarks/runs/bench_data/data-10000000
+    python benchmarks/bench_data.py --torchrun benchmarks/runs/bench_data/data-200000
+    python benchmarks/bench_data.py --torchrun benchmarks/runs/bench_data/data-10000000 \
+        --models small --no-write
 
-The last compares the memory of one and two ``torchrun`` training processes on one
-dataset (PSS, which divides the shared pages of the mapped store between them).
+The last two compare the memory of one and two ``torchrun`` training processes on one
+dataset (PSS, which divides the shared pages of the mapped store between them), for the
+chatbot model and one of hidden 64 (``--models``), where the store is most of a process.
 """
 
 from __future__ import annotations
