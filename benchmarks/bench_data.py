@@ -28,7 +28,6 @@ chatbot model and one of hidden 64 (``--models``), where the store is most of a 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import random
 import shutil
@@ -37,8 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import load_average, machine
-from results_file import write_section
+from results_file import publish
 
 from padless.data.dataset import PreparedData
 from padless.data.prepare import default_workers
@@ -262,18 +260,8 @@ def main_torchrun(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def report(args: argparse.Namespace, argv: list[str] | None, section: str, title: str,
            what: str, table: list[str]) -> int:
-    """Print the section (date, machine, the command and ``what`` it measured, ``table``)
-    and write it into RESULTS.md unless ``--no-write``."""
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = "\n".join([
-        f"## {title}", "",
-        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-        f"- Command: `python benchmarks/bench_data.py {' '.join(argv or sys.argv[1:])}`{what}",
-        "", *table,
-    ])
-    print(text)
-    if not args.no_write:
-        write_section(HERE / "RESULTS.md", section, text)
+    """The section (:func:`results_file.publish`), written unless ``--no-write``."""
+    publish(section, title, "bench_data.py", argv, what, table, write=not args.no_write)
     return 0
 
 

@@ -14,15 +14,13 @@ batches of 64 and of 1 (the first ``--lone`` sentences, as ``padless chat`` deco
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from machine import load_average, machine
-from results_file import write_section
+from results_file import publish
 
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
@@ -33,7 +31,6 @@ from padless.runs.directory import RunDirectory
 from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
 
-HERE = Path(__file__).parent
 SEARCHES = {"greedy": SearchOptions(), "beam 5": SearchOptions("beam", beam_size=5)}
 
 
@@ -96,30 +93,15 @@ def main(argv: list[str] | None = None) -> int:
             f" | {fp32.chrf:.2f} / {int8.chrf:.2f} ({int8.chrf - fp32.chrf:+.2f}) | "
             f"{cells[0]} | {cells[1]} |"
         )
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python benchmarks/bench_int8.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    text_out = "\n".join(
-        [
-            "## int8 against float32 decoding (`bench_int8.py`)",
-            "",
-            f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-            f"- Command: `{command}`; run {args.run_dir.name}, test split of {data_dir} "
-            f"({len(test)} pairs), the commands' search options; "
-            f"{models['int8', 64].quantized} at 64, {models['int8', 1].quantized} at 1. "
-            f"Speed: median of {args.rounds} alternating rounds, "
-            f"batches of 64 (the whole test split) and of 1 (its first {args.lone}).",
-            "",
-            "| search | BLEU fp32 / int8 | chrF fp32 / int8 | sentences/s at 64, fp32 / int8 | "
-            "sentences/s at 1, fp32 / int8 |",
-            "|---|---|---|---|---|",
-            *rows,
-        ]
-    )
-    print(text_out)
-    if not args.no_write:
-        write_section(HERE / "RESULTS.md", "bench_int8", text_out)
+    publish("bench_int8", "int8 against float32 decoding (`bench_int8.py`)", "bench_int8.py",
+            argv,
+            f"; run {args.run_dir.name}, test split of {data_dir} ({len(test)} pairs), the "
+            f"commands' search options; {models['int8', 64].quantized} at 64, "
+            f"{models['int8', 1].quantized} at 1. Speed: median of {args.rounds} alternating "
+            f"rounds, batches of 64 (the whole test split) and of 1 (its first {args.lone}).",
+            ["| search | BLEU fp32 / int8 | chrF fp32 / int8 | sentences/s at 64, fp32 / int8 "
+             "| sentences/s at 1, fp32 / int8 |", "|---|---|---|---|---|", *rows],
+            write=not args.no_write)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import statistics
 import sys
 import time
@@ -24,8 +23,7 @@ from pathlib import Path
 import torch
 from bench_train import load_data
 from bench_transformer import gru_like
-from machine import load_average, machine
-from results_file import write_section
+from results_file import publish
 from torch import nn
 
 from padless.decoding.batched import decode_ids
@@ -85,20 +83,13 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = (statistics.median(rates[k]) for k in layouts)
                 rows.append(f"| {name} | {search} | {batch} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
                 print(rows[-1], flush=True)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python benchmarks/bench_layout.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    text = "\n".join([
-        "## Output layer layout for decoding (`bench_layout.py`)", "",
-        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-        f"- Command: `{command.strip()}`; random weights, fp32, vocabulary {len(data.vocab)}, "
-        f"at most {args.max_length} tokens; {len(sources)} validation sources at 64, "
-        f"{args.lone} at 1; median of {args.rounds} alternating rounds.",
-        f"- `lay_out_output` chose: {'; '.join(chosen)}.", "", *rows,
-    ])
-    print(text)
-    if not args.no_write:
-        write_section(HERE / "RESULTS.md", "bench_layout", text)
+    publish("bench_layout", "Output layer layout for decoding (`bench_layout.py`)",
+            "bench_layout.py", argv,
+            f"; random weights, fp32, vocabulary {len(data.vocab)}, at most {args.max_length} "
+            f"tokens; {len(sources)} validation sources at 64, {args.lone} at 1; median of "
+            f"{args.rounds} alternating rounds.",
+            [f"- `lay_out_output` chose: {'; '.join(chosen)}.", "", *rows],
+            write=not args.no_write)
     return 0
 
 

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from machine import load_average, machine
-from results_file import write_section
+from results_file import publish
 
 HERE = Path(__file__).parent
 MAIN = HERE.parent
@@ -88,19 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         cells = " | ".join(f"{values[c, s]:.4f}" for c in names for s in SEEDS)
         rows.append(f"| {step} | {cells} | {codes:.4f} | {seeds:.4f} |")
     pairs = sum(1 for _ in open(data / "train.tsv", encoding="utf-8"))
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = "\n".join([
-        "## The token store against the in-memory path (`compare_in_memory.py`)", "",
-        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-        f"- Command: `python benchmarks/compare_in_memory.py {' '.join(argv or sys.argv[1:])}`"
-        f"; chitchat prepared by the old code (`--max-length 10 --min-count 3`, {pairs:,} "
-        f"training pairs), config chatbot, fp32, {args.steps} steps, validation loss per "
-        "token every "
-        f"{args.every} steps.", "", *rows,
-    ])
-    print(text)
-    if not args.no_write:
-        write_section(HERE / "RESULTS.md", "compare_in_memory", text)
+    publish("compare_in_memory",
+            "The token store against the in-memory path (`compare_in_memory.py`)",
+            "compare_in_memory.py", argv,
+            f"; chitchat prepared by the old code (`--max-length 10 --min-count 3`, {pairs:,} "
+            f"training pairs), config chatbot, fp32, {args.steps} steps, validation loss per "
+            f"token every {args.every} steps.", rows, write=not args.no_write)
     return 0
 
 

@@ -9,8 +9,7 @@ log-softmax stay in float32. Only for decoding: a quantized model refuses ``trai
 
 PyTorch has several int8 backends and which is fastest depends on the CPU (oneDNN uses the
 AMX and VNNI int8 units where they exist; FBGEMM is the fallback of the others), so the
-engine is measured once per process on the model's output layer (the largest a decoding step
-runs), like the precision.
+engine is measured once per process on the model's own linear shapes, like the precision.
 """
 
 from __future__ import annotations
@@ -40,25 +39,39 @@ def _dynamic(model: nn.Module) -> nn.Module:
         return quantize_dynamic(model, {nn.Linear, nn.GRU}, dtype=torch.qint8)
 
 
-def _engine(rows: int, width: int, out: int) -> str:
-    """The supported int8 engine that runs a ``width -> out`` layer on ``rows`` rows fastest."""
-    key = (rows, width, out)
+def _engine(rows: int, shapes: tuple[tuple[int, int], ...]) -> str:
+    """The supported int8 engine that runs ``rows`` rows through layers of ``shapes``
+    (``(width, out)`` each, one layer a shape) fastest, all together."""
+    key = (rows, shapes)
     if key not in _chosen:
         engines = [e for e in _ENGINES if e in torch.backends.quantized.supported_engines]
-        x = torch.randn(rows, width)
+        inputs = {width: torch.randn(rows, width) for width, _ in shapes}
         times = {}
         for engine in engines:
             torch.backends.quantized.engine = engine
-            layer = _dynamic(nn.Sequential(nn.Linear(width, out)))
-            layer(x)  # the first call packs and picks kernels
+            layers = [(_dynamic(nn.Sequential(nn.Linear(w, o))), inputs[w]) for w, o in shapes]
+
+            def run(layers: list = layers) -> None:
+                for layer, x in layers:
+                    layer(x)
+
+            run()  # the first call packs and picks kernels
             spent = []
             for _ in range(5):
                 tick = time.perf_counter()
-                layer(x)
+                run()
                 spent.append(time.perf_counter() - tick)
             times[engine] = statistics.median(spent)
         _chosen[key] = min(times, key=times.get) if times else "none"
     return _chosen[key]
+
+
+def _shapes(model: nn.Module) -> tuple[tuple[int, int], ...]:
+    """The distinct ``(in, out)`` shapes of ``model``'s linear layers (the output layer's
+    capped at 8,192 outputs: its kernels' speed per output is what matters)."""
+    shapes = {(m.in_features, min(m.out_features, 8192)) for m in model.modules()
+              if isinstance(m, nn.Linear)}
+    return tuple(sorted(shapes))
 
 
 def quantize(model: EncoderDecoder, kind: str = "int8", rows: int = 1) -> EncoderDecoder:
@@ -79,8 +92,9 @@ def quantize(model: EncoderDecoder, kind: str = "int8", rows: int = 1) -> Encode
             f"quantization has no kernels for {model.device.type}); add "
             "--device cpu, or leave --quantize out on the GPU"
         )
-    # the output layer is the largest a decoding step runs: its shape decides
-    engine = _engine(max(1, rows), model.config.hidden_size, min(model.vocab_size, 8192))
+    # every linear shape counts: the engines tie on the output layer on some CPUs (AMD
+    # EPYC: FBGEMM and oneDNN alike there) and differ 2x on the smaller ones
+    engine = _engine(max(1, rows), _shapes(model))
     if engine == "none":
         raise UserError(
             "--quantize int8: this build of PyTorch has no int8 engine (fbgemm or onednn)"
