@@ -30,6 +30,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "TextPair",
     "ReadStats",
+    "compression_of",
     "consecutive_pairs",
     "count_pair",
     "decoded_lines",
@@ -111,14 +112,19 @@ def open_binary(path: Path) -> BinaryIO:
         raise CorpusError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CorpusError(f"{path}: is a directory, expected a file") from None
-    head = f.peek(10)[:10]
-    for kind, magic in _MAGIC.items():
-        if magic.match(head):
-            f.close()  # reopened by name, so that closing the stream closes the file
-            if kind == "zstd":
-                return _open_zstd(path)
-            return {"gzip": gzip, "bz2": bz2, "xz": lzma}[kind].open(path, "rb")
-    return f
+    kind = compression_of(f.peek(10))
+    if kind is None:
+        return f
+    f.close()  # reopened by name, so that closing the stream closes the file
+    if kind == "zstd":
+        return _open_zstd(path)
+    return {"gzip": gzip, "bz2": bz2, "xz": lzma}[kind].open(path, "rb")
+
+
+def compression_of(head: bytes) -> str | None:
+    """``gzip``, ``bz2``, ``xz`` or ``zstd`` if a file starting with ``head`` (its first 10
+    bytes or more) is read as that compressed stream, else None."""
+    return next((kind for kind, magic in _MAGIC.items() if magic.match(head[:10])), None)
 
 
 def _open_zstd(path: Path) -> BinaryIO:
