@@ -92,6 +92,15 @@ while process.poll() is None:
 print(time.perf_counter() - t0, peak, process.returncode)
 """
 
+# the models the torchrun comparison trains: the chatbot config's, and one small enough that
+# the dataset is most of a process's memory (what the store's sharing is about)
+TORCHRUN_MODELS = {
+    "chatbot": ("chatbot (hidden 512)", []),
+    "small": ("chatbot, hidden 64",
+              ["--set", "model.hidden_size=64", "--set", "model.embedding_size=64"]),
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="200000,1000000,10000000")
@@ -148,15 +157,6 @@ def startup(data: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", STARTUP, str(data)], capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out)
-
-
-# the models the torchrun comparison trains: the chatbot config's, and one small enough that
-# the dataset is most of a process's memory (what the store's sharing is about)
-TORCHRUN_MODELS = {
-    "chatbot": ("chatbot (hidden 512)", []),
-    "small": ("chatbot, hidden 64",
-              ["--set", "model.hidden_size=64", "--set", "model.embedding_size=64"]),
-}
 
 
 def torchrun_memory(data: Path, work: Path, steps: int, models: list[str]) -> list[str]:

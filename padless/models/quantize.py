@@ -29,7 +29,7 @@ __all__ = ["QUANTIZATIONS", "quantize"]
 QUANTIZATIONS = ("int8",)
 _ENGINES = ("onednn", "fbgemm")  # x86 is a heuristic between these two: measure them instead
 _PROBE_SECONDS = 0.5  # the engines' timing, both together
-_chosen: dict[tuple[int, int, int], str] = {}
+_chosen: dict[tuple[int, tuple[tuple[int, int], ...]], str] = {}  # (rows, shapes) -> engine
 
 
 def _dynamic(model: nn.Module) -> nn.Module:
