@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "translate": "decode a file: one output line per input line",
     "evaluate": "loss, perplexity, BLEU, chrF, dialogue metrics and samples on a split",
     "average": "average a run's kept checkpoints into averaged.pt",
+    "export": "write a Transformer run as a CTranslate2 model",
     "quickstart": "prepare, train, evaluate and try the default chatbot",
     "serve": "an HTTP API and a web chat page for a trained model",
 }

@@ -105,12 +105,11 @@ class Transformer(EncoderDecoder):
 
     # -- the packed forward pass ---------------------------------------------------------
 
-    def _embed(self, embedding: nn.Embedding, ids: Tensor, positions: Tensor,
-               length: int) -> Tensor:
-        """``[N, H]``: packed ``ids [N]`` embedded, scaled, plus the sinusoid of ``positions``
-        (all below ``length``), then dropout."""
+    def position_table(self, length: int) -> Tensor:
+        """``[L, H]`` with ``L >= length``: the sinusoidal position encodings added to the
+        scaled embeddings, in the embeddings' dtype and device (grown and kept as needed)."""
         table = self._positions
-        weight = embedding.weight
+        weight = self.tgt_embedding.weight
         if (table is None or table.shape[0] < length or table.device != weight.device
                 or table.dtype != weight.dtype):
             # A plain attribute, not a buffer: DDP broadcasts buffers and would stall on
@@ -118,6 +117,13 @@ class Transformer(EncoderDecoder):
             rows = max(length, 256, 0 if table is None else table.shape[0])
             table = sinusoids(rows, weight.shape[1]).to(weight.device, weight.dtype)
             self._positions = table
+        return table
+
+    def _embed(self, embedding: nn.Embedding, ids: Tensor, positions: Tensor,
+               length: int) -> Tensor:
+        """``[N, H]``: packed ``ids [N]`` embedded, scaled, plus the sinusoid of ``positions``
+        (all below ``length``), then dropout."""
+        table = self.position_table(length)
         return self.dropout(embedding(ids) * self.scale + table[positions])
 
     def _encode(self, ids: Tensor, packing: Packing) -> Tensor:
