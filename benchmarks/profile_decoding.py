@@ -4,9 +4,11 @@ The bundled ``transformer`` config (random weights, the chitchat vocabulary of
 bench_transformer) decodes validation sources greedily and with beam 5, in batches of 1 and
 of 64, under ``torch.profiler``; the report lists each setting's top operators by their own
 CPU time. ``--label`` names the section it writes (run it on two checkouts, ``before`` and
-``after`` a change, into one RESULTS.md with ``--results``).
+``after`` a change, into one RESULTS.md with ``--results``). ``--quantize int8`` profiles the
+int8 copy of the model instead (its engine probed at each batch size, as ``translate`` does).
 
     python benchmarks/profile_decoding.py --label after
+    python benchmarks/profile_decoding.py --label int8 --quantize int8
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 from padless.decoding.batched import decode_ids
 from padless.decoding.options import SearchOptions
 from padless.models import build_model
+from padless.models.quantize import QUANTIZATIONS, quantize
 from padless.training.config import load_config
 
 HERE = Path(__file__).parent
@@ -40,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--label", default="after", help="the section is profile_decoding-LABEL")
     parser.add_argument("--data", type=Path, default=HERE / "data" / "chitchat-max30")
     parser.add_argument("--top", type=int, default=6, help="operators listed per setting")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, help="profile this int8 copy")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--no-write", action="store_true")
     return parser.parse_args(argv)
@@ -70,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| search, batch | sentences/s | top operators by own CPU time |", "|---|---:|---|"]
     for search, options in SEARCHES.items():
         for batch, sources in ((1, valid[:16]), (64, valid[:128])):
-            rate, rows = top_operators(model, sources, options, batch, args.top)
-            lines.append(f"| {search}, {batch} | {rate:.1f} | {'; '.join(rows)} |")
+            decoder = quantize(model, args.quantize, rows=batch) if args.quantize else model
+            engine = f" ({decoder.quantized})" if args.quantize else ""
+            rate, rows = top_operators(decoder, sources, options, batch, args.top)
+            lines.append(f"| {search}, {batch}{engine} | {rate:.1f} | {'; '.join(rows)} |")
             print(lines[-1], flush=True)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     report = "\n".join([
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
         f"- Command: `python benchmarks/profile_decoding.py {' '.join(argv or sys.argv[1:])}`"
-        "; `transformer` config, random weights, at most 20 tokens, fp32.",
+        f"; `transformer` config, random weights, at most 20 tokens, {args.quantize or 'fp32'}.",
         "",
         *lines,
     ])
