@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for search, options in SEARCHES.items():
         for batch, sources in ((1, valid[:16]), (64, valid[:128])):
             decoder = quantize(model, args.quantize, rows=batch) if args.quantize else model
-            engine = f" ({decoder.quantized})" if args.quantize else ""
+            engine = f", {decoder.quantized}" if args.quantize else ""
             rate, rows = top_operators(decoder, sources, options, batch, args.top)
             lines.append(f"| {search}, {batch}{engine} | {rate:.1f} | {'; '.join(rows)} |")
             print(lines[-1], flush=True)
