@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import gc
 import json
 import os
@@ -46,14 +45,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import choose_device, machine
-from results_file import write_section
+from machine import choose_device
+from results_file import publish
 
 from padless import masked_cross_entropy, masked_linear_cross_entropy
 from padless._chunked_ce import default_chunk_size
 
 PAD = 0
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 @dataclass(frozen=True)
@@ -351,7 +349,6 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.configs.split(",")
     configs = [c.scaled_down() if args.quick else c for c in CONFIGS if c.name in wanted]
     names = [n for n in CANDIDATES if n in args.candidates.split(",")]
-    started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
     peak = matmul_gflops(device)
     print(f"fp32 matmul rate: {peak:.0f} GFLOP/s", flush=True)
@@ -385,28 +382,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"| {r['ms'] / e_ms:.2f}x |").replace("| nan |", "| - |")
             table.append(line)
             print(line, flush=True)
-    load_after = os.getloadavg()
-
     verdicts = targets(rows, peak) if set(names) == set(CANDIDATES) else []
-    # Only the load before says whether others were running: the figure after includes this
-    # benchmark's own threads.
-    loaded = load_before[0] > 0.5
-    text = "\n".join([
-        "## Loss: projection + masked cross-entropy, forward + backward (`bench_loss.py`)",
-        "",
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {machine(device)}, device {device}",
-        f"- Load average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, "
-        f"after (this benchmark's threads included): "
-        f"{'/'.join(f'{v:.2f}' for v in load_after)}"
-        + (" -- **taken under load** (other jobs shared the cores): absolute times are "
-           "inflated and noisy; the candidates ran in turns, so ratios are fairer than "
-           "absolutes" if loaded else " -- idle at the start; other sessions share this "
-           "machine, so a round may still have been disturbed (see min-max)"),
-        f"- Command: `{' '.join(['python benchmarks/bench_loss.py', *(argv or sys.argv[1:])])}`",
-        f"- {reps} timed rounds after {warmup} warm-up calls per candidate; median. "
-        "fp32 throughout. Peak MiB: growth of peak RSS over one forward + backward in a fresh "
-        "process (gradients included). Useful GFLOP/s: 6 N H V over real tokens only. "
+    body = [
+        f"- Device {device}. {reps} timed rounds after {warmup} warm-up calls per candidate; "
+        "median. fp32 throughout. Peak MiB: growth of peak RSS over one forward + backward in "
+        "a fresh process (gradients included). Useful GFLOP/s: 6 N H V over real tokens only. "
         f"`{REFERENCE}`: the three N x H x V products of the real tokens into preallocated "
         "outputs, timed in the same rounds (same load); `% of ref rate` compares with it.",
         f"- fp32 matmul rate measured first: {peak:.0f} GFLOP/s (best of a linear layer's three "
@@ -417,11 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         "Targets (issue 3):",
         "",
         *verdicts,
-    ])
+    ]
     print("\n" + "\n".join(verdicts))
-    if not (args.quick or args.no_write):
-        write_section(RESULTS, "bench_loss", text)
-        print(f"\nwrote {RESULTS}")
+    publish("bench_loss",
+            "Loss: projection + masked cross-entropy, forward + backward (`bench_loss.py`)",
+            "bench_loss.py", argv, ".", body, write=not (args.quick or args.no_write),
+            device=device, load_before=load_before)
     return 0
 
 

@@ -18,7 +18,6 @@ emulated), whatever this CPU has.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import subprocess
@@ -28,8 +27,8 @@ import time
 from pathlib import Path
 
 import torch
-from machine import choose_device, load_average, machine
-from results_file import write_section
+from machine import choose_device
+from results_file import publish
 
 from padless.commands.quickstart import PREPARE_OPTIONS
 from padless.data.dataset import PreparedData
@@ -127,28 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "metadata.json").exists():
         prepare(["chitchat"], args.data, PREPARE_OPTIONS)
     data = PreparedData.load(args.data)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    before = load_average()
-    header = [f"- Date: {now}. Machine: {machine(device)}.", f"- Device: {device}.",
-              f"- Cost of choosing (auto, both configs): {choice_cost(device)}."]
-    print("\n".join(header), flush=True)
+    load_before = os.getloadavg()
+    cost = f"- Cost of choosing (auto, both configs): {choice_cost(device)}."
+    print(cost, flush=True)
     table = [f"| config | {' | '.join(f'{p} tok/s' for p in args.precisions)} | auto chose | "
              "auto / best fixed | why |",
              "|---" * (len(args.precisions) + 4) + "|"]
     table += measure(args, data, device)
-    header.append(f"- Load average before: {before}, after: {load_average()}.")
-    command = "python benchmarks/bench_precision.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
     emulated = "ONEDNN_MAX_CPU_ISA" in os.environ
-    title = ("## Precision on a CPU without native bf16 (`bench_precision.py --emulate-avx2`)"
-             if emulated else f"## Precision per device (`bench_precision.py`, {device.type})")
-    text = "\n".join([title, "", f"Command: `{command.strip()}`. {args.rounds} rounds of "
-                      f"{args.seconds:g} s per candidate, alternating; median real target "
-                      "tokens/s of training steps.", "", *header, "", *table])
-    print(text)
-    if not args.no_write:
-        name = "bench_precision" + ("-avx2" if emulated else f"-{device.type}")
-        write_section(HERE / "RESULTS.md", name, text)
+    title = ("Precision on a CPU without native bf16 (`bench_precision.py --emulate-avx2`)"
+             if emulated else f"Precision per device (`bench_precision.py`, {device.type})")
+    name = "bench_precision" + ("-avx2" if emulated else f"-{device.type}")
+    publish(name, title, "bench_precision.py", argv,
+            f"; {args.rounds} rounds of {args.seconds:g} s per candidate, alternating; median "
+            "real target tokens/s of training steps.", [cost, "", *table],
+            write=not args.no_write, device=device, load_before=load_before)
     return 0
 
 

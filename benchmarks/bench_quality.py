@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import math
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -45,8 +43,8 @@ from pathlib import Path
 
 import torch
 from bench_train import load_data, make_tutorial
-from machine import choose_device, machine
-from results_file import write_section
+from machine import choose_device
+from results_file import publish
 
 from padless.data.dataset import PreparedData
 from padless.models.scoring import corpus_scores
@@ -285,18 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             for run in runs:
                 run.finish()
             results[name] = runs
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = "bench_quality-" + "-".join(args.datasets)
     png = args.results.with_name(f"{section}.png")
     lines = [
-        f"## Validation loss against training time, {', '.join(args.datasets)} "
-        "(`benchmarks/bench_quality.py`)",
-        "",
-        f"- Date: {now}. Machine: {machine(device)}. Command: "
-        f"`{shlex.join(['python', 'benchmarks/bench_quality.py', *argv])}` "
-        f"({(time.perf_counter() - started) / 60:.0f} min).",
-        f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
-        f"after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         f"- {args.minutes:g} min of training per candidate in turns of {args.slice_seconds:g} s, "
         f"scored every {args.eval_every:g} s of its training on up to {args.valid_pairs} "
         "validation pairs (per-token loss, fp32). Curves: "
@@ -307,16 +296,15 @@ def main(argv: list[str] | None = None) -> int:
                else f"`benchmarks/data/{DATASETS[name][0]}`")
         lines += ["", f"Data `{name}` ({how}):", "",
                   *table(runs, args.minutes), "", *verdicts(name, runs)]
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
+    publish(section, f"Validation loss against training time, {', '.join(args.datasets)} "
+            "(`benchmarks/bench_quality.py`)", "bench_quality.py", argv,
+            f" ({(time.perf_counter() - started) / 60:.0f} min).", lines,
+            write=not args.quick, device=device, load_before=load_before,
+            results=args.results)
     if args.quick:  # the plot is drawn, where it is not taken for a result
         png = Path(tempfile.gettempdir()) / "bench_quality-quick.png"
-        plot(results, png)
         print(f"smoke run: nothing written to {args.results}; curves in {png}")
-    else:
-        plot(results, png)
-        write_section(args.results, section, text)
-        print(f"wrote {args.results} and {png}")
+    plot(results, png)
     return 0
 
 

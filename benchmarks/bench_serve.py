@@ -33,17 +33,14 @@ import asyncio
 import json
 import os
 import re
-import shlex
 import signal
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from machine import machine
-from results_file import write_section
+from results_file import publish
 
 from padless.cli import main as padless
 from padless.runs.checkpoint import Checkpoint
@@ -210,10 +207,9 @@ def measure(servers: dict[str, Server], levels: list[int], bodies: list[bytes],
 def report(
     turns: dict[tuple[str, int], list[Turn]],
     levels: list[int],
-    header: str,
     latency_goal: float = 2.0,
-) -> str:
-    """The markdown table and the goals' verdicts."""
+) -> list[str]:
+    """The markdown table and the goals' verdicts (lines)."""
     rows = ["| clients | server | requests/s (median) | p50 ms | p95 ms | p99 ms | "
             "requests | errors |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     summary: dict[tuple[str, int], tuple[float, float]] = {}
@@ -240,7 +236,7 @@ def report(
                 f"{ratio:.2f}x a lone request's {lone:.1f} ms (goal <= {latency_goal:g}x: "
                 f"{'met' if ratio <= latency_goal else 'missed'})",
             ]
-    return "\n".join([header, "", *rows, "", *verdicts])
+    return [*rows, "", *verdicts]
 
 
 def parse_args() -> argparse.Namespace:
@@ -294,18 +290,13 @@ def main() -> None:
               flush=True)
         load_before = os.getloadavg()
         turns = measure(servers, levels, bodies, args)
-        load_after = os.getloadavg()
     finally:
         codes = [server.stop() for server in servers.values()]
     checkpoint = Checkpoint.load(RunDirectory(run).best, mmap=True)
     arch = checkpoint.model_config().arch
-    header = (
-        f"## Serving a {arch} model (`bench_serve.py`)\n\n"
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
-        f"{args.threads} decoding thread(s) per server, precision {first.precision} "
-        f"(`--precision {args.precision}`, the default server's choice, for all); load average "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after. Command: "
-        f"`python benchmarks/bench_serve.py {shlex.join(sys.argv[1:])}`.\n"
+    what = (
+        f"; {args.threads} decoding thread(s) per server, precision {first.precision} "
+        f"(`--precision {args.precision}`, the default server's choice, for all). "
         f"Model: {run}, step {checkpoint.step}, vocabulary {checkpoint.vocab_size}, "
         f"{checkpoint.config['model']}. Greedy answers of at most 30 tokens to the test "
         f"split's messages; "
@@ -314,11 +305,11 @@ def main() -> None:
         f"{lengths} (a batch lasts as long as its longest answer). "
         f"Servers exited with {codes} after SIGTERM."
     )
-    text = report(turns, levels, header, latency_goal=2.0 if arch == "gru" else 3.0)
-    print("\n" + text)
-    if not args.quick:
-        # one section per architecture: the GRU's figures stay beside the Transformer's
-        write_section(args.results, "bench_serve" if arch == "gru" else f"bench_serve-{arch}", text)
+    # one section per architecture: the GRU's figures stay beside the Transformer's
+    publish("bench_serve" if arch == "gru" else f"bench_serve-{arch}",
+            f"Serving a {arch} model (`bench_serve.py`)", "bench_serve.py", None, what,
+            report(turns, levels, latency_goal=2.0 if arch == "gru" else 3.0),
+            write=not args.quick, load_before=load_before, results=args.results)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ core when some are free).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -31,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from results_file import publish  # imports torch only when called
 
 # No torch import at module level: the worker must set up OpenMP before torch loads.
 
@@ -118,11 +119,8 @@ def prepare_data(data_dir: Path) -> None:
 
 
 def report(results: dict[tuple[str, bool], list[float]], threads: dict[tuple[str, bool], int],
-           args: argparse.Namespace, loads: tuple[tuple[float, ...], tuple[float, ...]],
-           argv: list[str]) -> str:
-    """The RESULTS.md section: a table and the goals' verdicts."""
-    from machine import machine  # loads torch: not at module level (see worker)
-
+           args: argparse.Namespace) -> list[str]:
+    """The RESULTS.md section's body: what was run, a table and the goals' verdicts."""
     def median(setting: str, loaded: bool) -> float:
         return statistics.median(results[setting, loaded])
 
@@ -136,14 +134,7 @@ def report(results: dict[tuple[str, bool], list[float]], threads: dict[tuple[str
                     f"| {100 * busy / idle:.0f} % | {100 * (idle / base - 1):+.1f} % |")
     idle, busy = median("padless", False), median("padless", True)
     kept, lost = busy / idle, 1 - idle / base
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = shlex.join(["python", "benchmarks/bench_threads.py", *argv])
-    return "\n".join([
-        "## Threads on a busy machine (`benchmarks/bench_threads.py`)",
-        "",
-        f"- Date: {now}. Machine: {machine()}. Command: `{command}`.",
-        f"- Load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in loads[0])}; "
-        f"after: {', '.join(f'{x:.2f}' for x in loads[1])}.",
+    return [
         f"- Work: the `chatbot` config training on `{args.data}` (the tutorial's trimming) "
         f"for {args.seconds:g} s per run after {WARMUP_STEPS} warm-up steps, a fresh process "
         f"per run; loaded = beside one Python busy loop; medians of {args.rounds} rounds.",
@@ -154,7 +145,7 @@ def report(results: dict[tuple[str, bool], list[float]], threads: dict[tuple[str
         f"**{'met' if kept >= 0.6 else 'missed'}** ({100 * kept:.0f} %); idle loses at most "
         f"5 % against torch's default: **{'met' if lost <= 0.05 else 'missed'}** "
         f"({100 * -lost:+.1f} % against it).",
-    ]) + "\n"
+    ]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -200,14 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_index + 1}: {setting:>24} {'loaded' if loaded else 'idle':>6} "
                   f"{result['tokens_per_s']:8,.0f} tokens/s ({result['steps']} steps)",
                   flush=True)
-    text = report(results, threads, args, (load_before, os.getloadavg()), argv)
-    print("\n" + text)
-    if not args.quick:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from results_file import write_section
-
-        write_section(args.results, "bench_threads", text)
-        print(f"wrote {args.results}")
+    publish("bench_threads", "Threads on a busy machine (`benchmarks/bench_threads.py`)",
+            "bench_threads.py", argv, ".", report(results, threads, args),
+            write=not args.quick, load_before=load_before, results=args.results)
     return 0
 
 

@@ -20,7 +20,6 @@ Needs schemathesis (``pip install schemathesis``; not a dependency of padless). 
 from __future__ import annotations
 
 import argparse
-import datetime
 import re
 import shutil
 import signal
@@ -30,10 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import load_average, machine
-from results_file import write_section
+from results_file import publish
 
-HERE = Path(__file__).parent
 CONFIG = """\
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "413", "429", "503", "504"]
@@ -113,26 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     clean_exit = server.returncode == 0 and "Traceback" not in server_err
     print(report)
     ok = fuzz.returncode == 0 and clean_exit
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = "\n".join([
-        "## The HTTP API under schemathesis (`fuzz_api.py`)",
-        "",
-        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-        f"- Command: `python benchmarks/fuzz_api.py {' '.join(argv or sys.argv[1:])}`; "
-        f"run {run.name if args.run else '(a tiny one, trained by the script)'}, schemathesis "
-        f"`--checks all --max-examples {args.max_examples} --generation-deterministic`, "
-        "127.0.0.1 only.",
-        f"- Result: {generated.group(1) if generated else '?'} requests generated in "
-        f"{seconds:.0f} s; "
-        + ("no failure" if fuzz.returncode == 0 else
-           "failures: " + (", ".join(f"{name} ({n})" for name, n in failures)
-                           or f"schemathesis exited {fuzz.returncode}"))
-        + f"; the server then stopped on SIGTERM with exit {server.returncode}"
-        + ("" if clean_exit else " **and a traceback or a bad exit**") + ".",
-    ])
-    print(text)
-    if not args.no_write:
-        write_section(HERE / "RESULTS.md", "fuzz_api", text)
+    result = (f"- Result: {generated.group(1) if generated else '?'} requests generated in "
+              f"{seconds:.0f} s; "
+              + ("no failure" if fuzz.returncode == 0 else
+                 "failures: " + (", ".join(f"{name} ({n})" for name, n in failures)
+                                 or f"schemathesis exited {fuzz.returncode}"))
+              + f"; the server then stopped on SIGTERM with exit {server.returncode}"
+              + ("" if clean_exit else " **and a traceback or a bad exit**") + ".")
+    publish("fuzz_api", "The HTTP API under schemathesis (`fuzz_api.py`)", "fuzz_api.py", argv,
+            f"; run {run.name if args.run else '(a tiny one, trained by the script)'}, "
+            f"schemathesis `--checks all --max-examples {args.max_examples} "
+            "--generation-deterministic`, 127.0.0.1 only.", [result],
+            write=not args.no_write)
     return 0 if ok else 1
 
 

@@ -14,15 +14,13 @@ int8 copy of the model instead (its engine probed at each batch size, as ``trans
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from pathlib import Path
 
 import torch
 from bench_train import load_data
-from machine import load_average, machine
-from results_file import write_section
+from results_file import publish
 from torch.profiler import ProfilerActivity, profile
 
 from padless.decoding.batched import decode_ids
@@ -79,19 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             rate, rows = top_operators(decoder, sources, options, batch, args.top)
             lines.append(f"| {search}, {batch}{engine} | {rate:.1f} | {'; '.join(rows)} |")
             print(lines[-1], flush=True)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    report = "\n".join([
-        f"## Transformer decoding profile, {args.label} (`profile_decoding.py`)",
-        "",
-        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-        f"- Command: `python benchmarks/profile_decoding.py {' '.join(argv or sys.argv[1:])}`"
-        f"; `transformer` config, random weights, at most 20 tokens, {args.quantize or 'fp32'}.",
-        "",
-        *lines,
-    ])
-    print(report)
-    if not args.no_write:
-        write_section(args.results, f"profile_decoding-{args.label}", report)
+    publish(f"profile_decoding-{args.label}",
+            f"Transformer decoding profile, {args.label} (`profile_decoding.py`)",
+            "profile_decoding.py", argv,
+            f"; `transformer` config, random weights, at most 20 tokens, "
+            f"{args.quantize or 'fp32'}.", lines, write=not args.no_write, results=args.results)
     return 0
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime
+import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from padless.runtime.files import write_text_atomic
 
+if TYPE_CHECKING:
+    import torch
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
+BUSY_LOAD = 0.5  # a 1-minute load average above this: others were running
 
 
 def write_section(path: Path, name: str, text: str) -> None:
@@ -30,20 +36,36 @@ def write_section(path: Path, name: str, text: str) -> None:
 
 
 def publish(name: str, title: str, script: str, argv: list[str] | None, what: str,
-            body: list[str], *, write: bool) -> str:
-    """A benchmark's section: ``## title``, the date, the machine and the load average, the
-    command (``python benchmarks/SCRIPT ARGV``, then ``what`` it measured), then ``body``
-    (lines). Printed, and written as section ``name`` of RESULTS.md when ``write``."""
+            body: list[str], *, write: bool, device: torch.device | None = None,
+            load_before: tuple[float, float, float] | None = None,
+            results: Path = RESULTS) -> str:
+    """A benchmark's section: ``## title``, the date, the machine (and ``device``'s GPU), the
+    load average (``load_before``, taken before the measurements, and now), the command
+    (``python benchmarks/SCRIPT ARGV``, then ``what`` it measured), a warning when the
+    machine was busy before, then ``body`` (lines). Printed, and written as section ``name``
+    of ``results`` when ``write``. Every benchmark's header is written here, so that all of
+    RESULTS.md says the same things of its figures in the same words."""
     from machine import load_average, machine  # machine measures bf16: only when asked
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args = " ".join(sys.argv[1:] if argv is None else argv)
-    text = "\n".join([
+    args = shlex.join(sys.argv[1:] if argv is None else argv)
+    load = f"after: {load_average()}"
+    if load_before is not None:
+        load = f"before: {'/'.join(f'{x:.2f}' for x in load_before)}, {load}"
+    lines = [
         f"## {title}", "",
-        f"- Date: {now}. Machine: {machine()}. Load average after: {load_average()}.",
-        f"- Command: `{f'python benchmarks/{script} {args}'.strip()}`{what}", "", *body,
-    ])
+        f"- Date: {now}. Machine: {machine(device)}. Load average (1/5/15 min) {load}.",
+        f"- Command: `{f'python benchmarks/{script} {args}'.strip()}`{what}",
+    ]
+    # Only the load before says whether others were running: the figure after includes the
+    # benchmark's own threads.
+    if load_before is not None and load_before[0] > BUSY_LOAD:
+        lines.append("- **Not an idle machine** at the start (see the load average): absolute "
+                     "figures are low and noisy; the candidates ran in alternating turns, "
+                     "which keeps their ratios comparable. Rerun alone for absolute numbers.")
+    text = "\n".join([*lines, "", *body])
     print(text)
     if write:
-        write_section(RESULTS, name, text)
+        write_section(results, name, text)
+        print(f"wrote section {name} of {results}")
     return text
