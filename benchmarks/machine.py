@@ -8,6 +8,7 @@ emulated bf16 matmul). The device is chosen as the commands choose it
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -16,7 +17,8 @@ import torch
 from padless.runtime.devices import resolve_device
 from padless.runtime.precision import Workload, bf16_speedup, cpu_model
 
-__all__ = ["bf16_native", "choose_device", "load_average", "machine"]
+__all__ = ["bf16_is_native", "bf16_native", "bf16_ratio", "choose_device", "load_average",
+           "machine"]
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -24,11 +26,21 @@ def choose_device(name: str = "auto") -> torch.device:
     return resolve_device(name)
 
 
+@functools.cache
+def bf16_ratio() -> float:
+    """How many times the fp32 speed a 256x512x512 bf16 matmul runs at on this CPU."""
+    return bf16_speedup(Workload(rows=256, width=512, out=512, training=False))
+
+
+def bf16_is_native() -> bool:
+    """Whether bf16 runs natively here (emulated bf16 runs far below fp32's speed)."""
+    return bf16_ratio() >= 0.5
+
+
 def bf16_native() -> str:
     """Whether bf16 runs natively on this CPU, in words, with the measured matmul speedup."""
-    ratio = bf16_speedup(Workload(rows=256, width=512, out=512, training=False))
-    verdict = "native" if ratio >= 0.5 else "emulated"
-    return f"bf16 {verdict} (a 256x512x512 bf16 matmul ran {ratio:.2f}x the fp32 speed)"
+    verdict = "native" if bf16_is_native() else "emulated"
+    return f"bf16 {verdict} (a 256x512x512 bf16 matmul ran {bf16_ratio():.2f}x the fp32 speed)"
 
 
 def load_average() -> str:
