@@ -130,8 +130,8 @@ def export_ctranslate2(
         ``out`` as a ``Path``.
 
     Raises:
-        UserError: a GRU run, an existing ``out`` without ``force``, a bad quantization, or
-            no ``ctranslate2`` package.
+        UserError: a GRU run, an existing ``out`` without ``force``, an ``out`` that is a
+            file or holds the run itself, a bad quantization, or no ``ctranslate2`` package.
     """
     out = Path(out)
     if quantization is not None and quantization not in QUANTIZATIONS:
@@ -139,6 +139,11 @@ def export_ctranslate2(
                         f"{', '.join(QUANTIZATIONS)}")
     if out.exists() and not force:
         raise UserError(f"{out}: already exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory; choose another --out")
+    if out.resolve() in (Path(run_dir).resolve(), *Path(run_dir).resolve().parents):
+        # --force replaces the whole folder: here it would delete the run's checkpoints
+        raise UserError(f"{out}: holds the run {run_dir} itself; choose another --out")
     if importlib.util.find_spec("ctranslate2") is None:
         raise UserError("export --format ctranslate2 needs the ctranslate2 package: "
                         "pip install 'padless[export]'")

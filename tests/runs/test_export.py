@@ -98,6 +98,25 @@ def test_an_existing_directory_is_kept_unless_forced(
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left beside it
 
 
+@pytest.mark.parametrize("where", ["the run", "its parent", "a file"])
+def test_force_never_replaces_the_run_itself_or_a_file(
+    run_dir: Path, tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    out = {"the run": run_dir, "its parent": run_dir.parent, "a file": a_file}[where]
+    before = sorted(p.name for p in run_dir.iterdir())
+    code, _, err = run_cli(["export", str(run_dir), "--out", str(out), "--force"], None,
+                           monkeypatch, capsys)
+    if where == "a file":
+        assert_one_line_error(code, err, "export", "notes.txt", "not a directory")
+    else:
+        assert_one_line_error(code, err, "export", "holds the run", "another --out")
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    assert a_file.read_text() == "keep me"
+
+
 def test_a_failed_export_leaves_the_old_model(
     run_dir: Path, exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
