@@ -20,7 +20,6 @@ each figure is the median over rounds of sentences per second, written as sectio
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -121,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
             model, sentences, beam, batch_size=args.batch_size
         ),
     }
-    load_before = os.getloadavg()
     rates: dict[str, list[float]] = {name: [] for name in candidates}
     for run in candidates.values():  # warm-up
         run()
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             f"EOS; checked first: batched greedy returns the tutorial's answers cut at their "
             f"first EOS ({len(sentences) - checked} only up to a PAD or BOS the tutorial chose, "
             f"which padless never outputs). Median of {args.rounds} alternating rounds.", rows,
-            write=not args.no_write, device=device, load_before=load_before)
+            write=not args.no_write, device=device)
     return 0
 
 

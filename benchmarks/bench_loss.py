@@ -34,7 +34,6 @@ import argparse
 import ctypes
 import gc
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -349,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.configs.split(",")
     configs = [c.scaled_down() if args.quick else c for c in CONFIGS if c.name in wanted]
     names = [n for n in CANDIDATES if n in args.candidates.split(",")]
-    load_before = os.getloadavg()
     peak = matmul_gflops(device)
     print(f"fp32 matmul rate: {peak:.0f} GFLOP/s", flush=True)
 
@@ -402,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     publish("bench_loss",
             "Loss: projection + masked cross-entropy, forward + backward (`bench_loss.py`)",
             "bench_loss.py", argv, ".", body, write=not (args.quick or args.no_write),
-            device=device, load_before=load_before)
+            device=device)
     return 0
 
 

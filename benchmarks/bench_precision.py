@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "metadata.json").exists():
         prepare(["chitchat"], args.data, PREPARE_OPTIONS)
     data = PreparedData.load(args.data)
-    load_before = os.getloadavg()
     cost = f"- Cost of choosing (auto, both configs): {choice_cost(device)}."
     print(cost, flush=True)
     table = [f"| config | {' | '.join(f'{p} tok/s' for p in args.precisions)} | auto chose | "
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     publish(name, title, "bench_precision.py", argv,
             f"; {args.rounds} rounds of {args.seconds:g} s per candidate, alternating; median "
             "real target tokens/s of training steps.", [cost, "", *table],
-            write=not args.no_write, device=device, load_before=load_before)
+            write=not args.no_write, device=device)
     return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 import tempfile
 import time
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = choose_device()
-    load_before, started = os.getloadavg(), time.perf_counter()
+    started = time.perf_counter()
     results: dict[str, list[Run]] = {}
     runs_home = (contextlib.nullcontext(args.keep_runs) if args.keep_runs
                  else tempfile.TemporaryDirectory())
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     publish(section, f"Validation loss against training time, {', '.join(args.datasets)} "
             "(`benchmarks/bench_quality.py`)", "bench_quality.py", argv,
             f" ({(time.perf_counter() - started) / 60:.0f} min).", lines,
-            write=not args.quick, device=device, load_before=load_before,
+            write=not args.quick, device=device,
             results=args.results)
     if args.quick:  # the plot is drawn, where it is not taken for a result
         png = Path(tempfile.gettempdir()) / "bench_quality-quick.png"

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import signal
 import statistics
@@ -288,7 +287,6 @@ def main() -> None:
         lengths = describe_lengths([len(tokens) for tokens in alone])
         print(f"answers equal to one at a time's, of {len(check)}: {same}; {lengths}",
               flush=True)
-        load_before = os.getloadavg()
         turns = measure(servers, levels, bodies, args)
     finally:
         codes = [server.stop() for server in servers.values()]
@@ -309,7 +307,7 @@ def main() -> None:
     publish("bench_serve" if arch == "gru" else f"bench_serve-{arch}",
             f"Serving a {arch} model (`bench_serve.py`)", "bench_serve.py", None, what,
             report(turns, levels, latency_goal=2.0 if arch == "gru" else 3.0),
-            write=not args.quick, load_before=load_before, results=args.results)
+            write=not args.quick, results=args.results)
 
 
 if __name__ == "__main__":

@@ -181,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, bool], list[float]] = {}
     threads: dict[tuple[str, bool], int] = {}
     runs = [(s, loaded) for s in args.settings for loaded in (False, True)]
-    load_before = os.getloadavg()
     for round_index in range(args.rounds):
         shift = round_index % len(runs)
         for setting, loaded in runs[shift:] + runs[:shift]:
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     publish("bench_threads", "Threads on a busy machine (`benchmarks/bench_threads.py`)",
             "bench_threads.py", argv, ".", report(results, threads, args),
-            write=not args.quick, load_before=load_before, results=args.results)
+            write=not args.quick, results=args.results)
     return 0
 
 

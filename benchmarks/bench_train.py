@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import statistics
 import subprocess
@@ -449,7 +448,6 @@ def main(argv: list[str] | None = None) -> int:
     random_padding = padding_fraction(random_batches(len(train), BATCH), tgt_lengths, extra=1)
     bucket_padding = data.sampler("train", batch_size=BATCH).padding_fraction("target")
 
-    load_before = os.getloadavg()
     fp32_peak = matmul_gflops(torch.float32, device)
     bf16_peak = matmul_gflops(torch.bfloat16, device)
     print(f"matmul peak: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s", flush=True)
@@ -524,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     publish(f"bench_train:{args.data.name}",
             f"Training: tutorial algorithm vs padless, data `{args.data.name}` "
             "(`benchmarks/bench_train.py`)", "bench_train.py", argv, ".", body,
-            write=not args.quick, device=device, load_before=load_before,
+            write=not args.quick, device=device,
             results=args.results)
     return 0
 

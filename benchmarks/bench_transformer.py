@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
 import time
@@ -299,7 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = build_model(config, len(data.vocab))
     reference = TorchTransformer(model)
-    load_before = os.getloadavg()
     fp32_peak, bf16_peak = (matmul_gflops(d, torch.device("cpu"))
                             for d in (torch.float32, torch.bfloat16))
     train_rows, speedups = training_table(data, model, reference, args)
@@ -329,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     publish("bench_transformer",
             "Transformer: padless (packed) vs `torch.nn.Transformer` (padded), and decoding "
             "(`benchmarks/bench_transformer.py`)", "bench_transformer.py", argv, ".", body,
-            write=not args.quick, load_before=load_before, results=args.results)
+            write=not args.quick, results=args.results)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BUSY_LOAD = 0.5  # a 1-minute load average above this: others were running
+# Sampled when a benchmark imports this module, before its own work: a load average taken
+# later, after its warm-up or answer checks, counts the benchmark itself as someone else.
+LOAD_AT_START = os.getloadavg()
 
 
 def write_section(path: Path, name: str, text: str) -> None:
@@ -40,7 +44,7 @@ def publish(name: str, title: str, script: str, argv: list[str] | None, what: st
             load_before: tuple[float, float, float] | None = None,
             results: Path = RESULTS) -> str:
     """A benchmark's section: ``## title``, the date, the machine (and ``device``'s GPU), the
-    load average (``load_before``, taken before the measurements, and now), the command
+    load average (``load_before``, by default :data:`LOAD_AT_START`, and now), the command
     (``python benchmarks/SCRIPT ARGV``, then ``what`` it measured), a warning when the
     machine was busy before, then ``body`` (lines). Printed, and written as section ``name``
     of ``results`` when ``write``. Every benchmark's header is written here, so that all of
@@ -49,9 +53,8 @@ def publish(name: str, title: str, script: str, argv: list[str] | None, what: st
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     args = shlex.join(sys.argv[1:] if argv is None else argv)
-    load = f"after: {load_average()}"
-    if load_before is not None:
-        load = f"before: {'/'.join(f'{x:.2f}' for x in load_before)}, {load}"
+    load_before = LOAD_AT_START if load_before is None else load_before
+    load = f"before: {'/'.join(f'{x:.2f}' for x in load_before)}, after: {load_average()}"
     lines = [
         f"## {title}", "",
         f"- Date: {now}. Machine: {machine(device)}. Load average (1/5/15 min) {load}.",
@@ -59,7 +62,7 @@ def publish(name: str, title: str, script: str, argv: list[str] | None, what: st
     ]
     # Only the load before says whether others were running: the figure after includes the
     # benchmark's own threads.
-    if load_before is not None and load_before[0] > BUSY_LOAD:
+    if load_before[0] > BUSY_LOAD:
         lines.append("- **Not an idle machine** at the start (see the load average): absolute "
                      "figures are low and noisy; the candidates ran in alternating turns, "
                      "which keeps their ratios comparable. Rerun alone for absolute numbers.")

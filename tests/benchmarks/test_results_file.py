@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+import results_file  # noqa: E402
 from results_file import publish, write_section  # noqa: E402
 
 
@@ -42,13 +44,17 @@ def test_publish_says_date_machine_load_command_and_what(tmp_path: Path) -> None
     assert f"<!-- bench_x:begin -->\n{text}\n<!-- bench_x:end -->" in path.read_text()
 
 
-def test_publish_warns_of_a_busy_machine_and_writes_nothing_unless_asked(tmp_path: Path) -> None:
+def test_publish_warns_of_a_busy_machine_and_writes_nothing_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "RESULTS.md"
     text = publish("bench_x", "X", "bench_x.py", [], ".", ["body"], write=False,
                    load_before=(1.5, 1.0, 1.0), results=path)
     assert "**Not an idle machine**" in text
     assert "- Command: `python benchmarks/bench_x.py`." in text
     assert not path.exists()
-    without = publish("bench_x", "X", "bench_x.py", [], ".", ["body"], write=False,
-                      results=path)
-    assert "Load average (1/5/15 min) after: " in without and "before" not in without
+    # by default "before" is the load when the benchmark started, not after its own warm-up
+    monkeypatch.setattr(results_file, "LOAD_AT_START", (0.25, 2.0, 3.0))
+    idle = publish("bench_x", "X", "bench_x.py", [], ".", ["body"], write=False, results=path)
+    assert "Load average (1/5/15 min) before: 0.25/2.00/3.00, after: " in idle
+    assert "Not an idle machine" not in idle
