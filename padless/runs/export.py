@@ -143,7 +143,8 @@ def export_ctranslate2(
         raise UserError(f"{out}: exists and is not a directory; choose another --out")
     if out.resolve() in (Path(run_dir).resolve(), *Path(run_dir).resolve().parents):
         # --force replaces the whole folder: here it would delete the run's checkpoints
-        raise UserError(f"{out}: holds the run {run_dir} itself; choose another --out")
+        raise UserError(f"{out}: is or holds the run being exported, which --force would "
+                        "delete; choose another --out")
     if importlib.util.find_spec("ctranslate2") is None:
         raise UserError("export --format ctranslate2 needs the ctranslate2 package: "
                         "pip install 'padless[export]'")

@@ -112,7 +112,7 @@ def test_force_never_replaces_the_run_itself_or_a_file(
     if where == "a file":
         assert_one_line_error(code, err, "export", "notes.txt", "not a directory")
     else:
-        assert_one_line_error(code, err, "export", "holds the run", "another --out")
+        assert_one_line_error(code, err, "export", "the run being exported", "another --out")
     assert sorted(p.name for p in run_dir.iterdir()) == before
     assert a_file.read_text() == "keep me"
 
