@@ -17,8 +17,7 @@ import torch
 from padless.runtime.devices import resolve_device
 from padless.runtime.precision import Workload, bf16_speedup, cpu_model
 
-__all__ = ["bf16_is_native", "bf16_native", "bf16_ratio", "choose_device", "load_average",
-           "machine"]
+__all__ = ["bf16_is_native", "bf16_native", "bf16_ratio", "choose_device", "machine"]
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -41,14 +40,6 @@ def bf16_native() -> str:
     """Whether bf16 runs natively on this CPU, in words, with the measured matmul speedup."""
     verdict = "native" if bf16_is_native() else "emulated"
     return f"bf16 {verdict} (a 256x512x512 bf16 matmul ran {bf16_ratio():.2f}x the fp32 speed)"
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load average, or "n/a"."""
-    try:
-        return "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def machine(device: torch.device | None = None) -> str:

@@ -16,9 +16,23 @@ if TYPE_CHECKING:
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BUSY_LOAD = 0.5  # a 1-minute load average above this: others were running
+
+
+def _load_average() -> tuple[float, float, float] | None:
+    """The 1/5/15-minute load average, or None where the system keeps none."""
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return None
+
+
+def _shown(load: tuple[float, float, float] | None) -> str:
+    return "n/a" if load is None else "/".join(f"{x:.2f}" for x in load)
+
+
 # Sampled when a benchmark imports this module, before its own work: a load average taken
 # later, after its warm-up or answer checks, counts the benchmark itself as someone else.
-LOAD_AT_START = os.getloadavg()
+LOAD_AT_START = _load_average()
 
 
 def write_section(path: Path, name: str, text: str) -> None:
@@ -49,12 +63,12 @@ def publish(name: str, title: str, script: str, argv: list[str] | None, what: st
     machine was busy before, then ``body`` (lines). Printed, and written as section ``name``
     of ``results`` when ``write``. Every benchmark's header is written here, so that all of
     RESULTS.md says the same things of its figures in the same words."""
-    from machine import load_average, machine  # machine measures bf16: only when asked
+    from machine import machine  # machine measures bf16: only when asked
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     args = shlex.join(sys.argv[1:] if argv is None else argv)
     load_before = LOAD_AT_START if load_before is None else load_before
-    load = f"before: {'/'.join(f'{x:.2f}' for x in load_before)}, after: {load_average()}"
+    load = f"before: {_shown(load_before)}, after: {_shown(_load_average())}"
     lines = [
         f"## {title}", "",
         f"- Date: {now}. Machine: {machine(device)}. Load average (1/5/15 min) {load}.",
@@ -62,7 +76,7 @@ def publish(name: str, title: str, script: str, argv: list[str] | None, what: st
     ]
     # Only the load before says whether others were running: the figure after includes the
     # benchmark's own threads.
-    if load_before[0] > BUSY_LOAD:
+    if load_before is not None and load_before[0] > BUSY_LOAD:
         lines.append("- **Not an idle machine** at the start (see the load average): absolute "
                      "figures are low and noisy; the candidates ran in alternating turns, "
                      "which keeps their ratios comparable. Rerun alone for absolute numbers.")
