@@ -160,9 +160,11 @@ class Trainer:
         self.window = LogWindow()
         self.validated_at = -1
         self.started = time.monotonic()  # the clock of max_time; run() restarts it
+        # a bar on a terminal; in a log file or a pipe its redraws pile up: a line a log row
+        self.log_lines = progress and world.is_main and not sys.stderr.isatty()
         self.bar = tqdm(total=tc.max_steps, initial=self.state.step, unit="step",
-                        disable=not (progress and world.is_main), dynamic_ncols=True,
-                        mininterval=1.0, file=sys.stderr)
+                        disable=self.log_lines or not (progress and world.is_main),
+                        dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -238,6 +240,9 @@ class Trainer:
             left = max(0.0, tc.max_time * 60 - (time.monotonic() - self.started))
             postfix["time_left"] = f"{int(left // 60)}:{int(left % 60):02d}"
         self.bar.set_postfix(postfix, refresh=False)
+        if self.log_lines:
+            self.say(f"step {self.state.step}: loss {loss:.3f}, {speed:,.0f} tokens/s"
+                     + (f", {postfix['time_left']} left" if "time_left" in postfix else ""))
         self.window = LogWindow()
 
     def validate(self, signals: StopSignals) -> dict[str, float] | None:

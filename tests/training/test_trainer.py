@@ -214,6 +214,12 @@ def test_padless_train_end_to_end_loss_falls(
     assert [int(r["step"]) for r in valid_rows] == [20, 40, 60]
     assert float(valid_rows[-1]["loss"]) < float(valid_rows[0]["loss"])
     assert 0 < float(valid_rows[-1]["accuracy"]) <= 1
+    # stderr is no terminal here: no bar redraws, a line per log row instead
+    shown = capsys.readouterr()
+    assert "\r" not in shown.err and "step/s" not in shown.err
+    lines = [line for line in shown.out.splitlines() if "tokens/s" in line]
+    assert lines == [f"step {r['step']}: loss {float(r['loss']):.3f}, "
+                     f"{float(r['tokens_per_s']):,.0f} tokens/s" for r in train_rows]
 
     # An existing run is not overwritten; --max-steps trains on from where it stopped.
     assert cli_main(args) == 2
