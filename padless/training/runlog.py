@@ -14,7 +14,7 @@ from pathlib import Path
 from padless.runs.directory import RunDirectory
 from padless.runtime.files import atomic_write, write_text_atomic
 
-__all__ = ["LOG_FIELDS", "LogWindow", "RunLog", "plot_losses"]
+__all__ = ["LOG_FIELDS", "LogWindow", "RunLog", "plot_losses", "shown_figures"]
 
 LOG_FIELDS = (
     "kind", "step", "epoch", "lr", "loss", "ppl", "accuracy", "tokens", "tokens_per_s",
@@ -84,13 +84,15 @@ class RunLog:
         writer.writerows(rows)
         write_text_atomic(self.path, out.getvalue())
 
-    def log(self, kind: str, step: int, **values: float | int | str | None) -> None:
-        """Write one row (and its scalars to TensorBoard as ``kind/name``)."""
-        if not self.enabled:
-            return
-        row = {"kind": kind, "step": step, "time": f"{time.time():.3f}"}
+    def log(self, kind: str, step: int, **values: float | int | str | None) -> dict[str, str]:
+        """Write one row (and its scalars to TensorBoard as ``kind/name``); return the row's
+        cells as written (floats to 6 significant digits), so that a line shown to the user
+        quotes the log rather than rounding the same float a second way."""
+        row = {"kind": kind, "step": str(step), "time": f"{time.time():.3f}"}
         for name, value in values.items():
-            row[name] = f"{value:.6g}" if isinstance(value, float) else value
+            row[name] = f"{value:.6g}" if isinstance(value, float) else str(value)
+        if not self.enabled:
+            return row
         try:
             self._writer.writerow(row)
             self._file.flush()
@@ -100,6 +102,7 @@ class RunLog:
             for name, value in values.items():
                 if isinstance(value, int | float) and name not in ("epoch", "elapsed_s"):
                     self._tb.add_scalar(f"{kind}/{name}", value, step)
+        return row
 
     def close(self) -> None:
         """Flush and close the files."""
@@ -108,6 +111,14 @@ class RunLog:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def shown_figures(row: dict[str, str]) -> dict[str, str]:
+    """A ``train`` row's loss and speed as the progress bar and the log line show them:
+    rounded from the row's own cells, so that what is shown always agrees with log.csv
+    (rounding the unrounded float instead can differ in the last digit: 13,251 against a
+    logged 13250.5)."""
+    return {"loss": f"{float(row['loss']):.3f}", "tok_s": f"{float(row['tokens_per_s']):,.0f}"}
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

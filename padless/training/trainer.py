@@ -34,7 +34,6 @@ from padless.runs.checkpoint import Checkpoint, TrainState, text_settings
 from padless.runs.directory import RunDirectory
 from padless.runs.info import RunInfo, check_for_training, read_run_info, write_run_info
 from padless.runs.kept import keep_checkpoint
-from padless.runtime.errors import UserError
 from padless.runtime.files import write_text_atomic
 from padless.runtime.memory import check_training_fits
 from padless.runtime.precision import Precision, choose_precision
@@ -42,8 +41,9 @@ from padless.training.config import Config
 from padless.training.distributed import World, all_reduce, setup_world, teardown_world
 from padless.training.ema import EMA
 from padless.training.guards import DivergenceGuard
-from padless.training.rng import gather_rng_states, set_rng_state
-from padless.training.runlog import LogWindow, RunLog, plot_losses
+from padless.training.resume import checkpoint_to_resume, restore
+from padless.training.rng import gather_rng_states
+from padless.training.runlog import LogWindow, RunLog, plot_losses, shown_figures
 from padless.training.signals import StopSignals
 from padless.training.step import (
     StepLoss,
@@ -125,7 +125,8 @@ class Trainer:
         tc, device = config.train, world.device
         self.config, self.text, self.run_dir, self.world = config, text, run, world
         self.say = tqdm.write if world.is_main else (lambda *_: None)
-        checkpoint = self._checkpoint_to_resume() if resume else None
+        checkpoint = (checkpoint_to_resume(run, config.model, text, device) if resume
+                      else None)
         self.precision = self._choose_precision(checkpoint)
 
         # Same seed on every rank for the weights (DDP also broadcasts rank 0's); dropout and
@@ -143,7 +144,10 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, tc) * self.state.lr_scale)
         self.batches, self.valid_batches = self._data(splits, data_dir)
         if checkpoint is not None:
-            self._restore(checkpoint)
+            self.state = restore(checkpoint, run, world, model=self.model,
+                                 optimizer=self.optimizer, scheduler=self.scheduler,
+                                 scaler=self.scaler, batches=self.batches, say=self.say)
+            self.say(f"resumed {run.path} at step {self.state.step}")
         self.ema = None if tc.ema_decay is None else EMA(
             self.model, tc.ema_decay, updates=self.state.step,
             saved=None if checkpoint is None else checkpoint.ema_weights)
@@ -227,22 +231,24 @@ class Trainer:
         self.bar.update(1)
 
     def log_training(self) -> None:
-        """A log row for the steps since the last one: token-weighted loss, speed (collective)."""
+        """A log row for the steps since the last one (collective); the bar and line quote it."""
         window, tc = self.window, self.config.train
         (total_loss,) = all_reduce(self.world, [window.loss])
-        loss, speed = total_loss / window.tokens, window.tokens / window.time
-        self.log.log("train", self.state.step, epoch=self.batches.epoch,
-                     lr=self.scheduler.get_last_lr()[0], loss=loss, ppl=perplexity(loss),
-                     tokens=window.tokens, tokens_per_s=speed, grad_norm=window.grad_norm,
-                     elapsed_s=self.state.train_time_s, precision=self.precision.name)
-        postfix = {"loss": f"{loss:.3f}", "tok_s": f"{speed:,.0f}"}
+        loss = total_loss / window.tokens
+        row = self.log.log("train", self.state.step, epoch=self.batches.epoch,
+                           lr=self.scheduler.get_last_lr()[0], loss=loss, ppl=perplexity(loss),
+                           tokens=window.tokens, tokens_per_s=window.tokens / window.time,
+                           grad_norm=window.grad_norm, elapsed_s=self.state.train_time_s,
+                           precision=self.precision.name)
+        postfix = shown_figures(row)
         if tc.max_time is not None:  # the bar's ETA counts max_steps only
             left = max(0.0, tc.max_time * 60 - (time.monotonic() - self.started))
             postfix["time_left"] = f"{int(left // 60)}:{int(left % 60):02d}"
         self.bar.set_postfix(postfix, refresh=False)
         if self.log_lines:
-            self.say(f"step {self.state.step}: loss {loss:.3f}, {speed:,.0f} tokens/s"
-                     + (f", {postfix['time_left']} left" if "time_left" in postfix else ""))
+            self.say(f"step {self.state.step}: loss {postfix['loss']}, {postfix['tok_s']} "
+                     "tokens/s" + (f", {postfix['time_left']} left" if "time_left" in postfix
+                                   else ""))
         self.window = LogWindow()
 
     def validate(self, signals: StopSignals) -> dict[str, float] | None:
@@ -268,9 +274,9 @@ class Trainer:
             state.bad_validations += 1
             if tc.plateau_factor is not None:  # applies from the next step on
                 state.lr_scale *= tc.plateau_factor
-        self.log.log("valid", state.step, epoch=self.batches.epoch, **metrics)
-        self.say(f"step {state.step}: valid loss {metrics['loss']:.4f} ppl "
-                 f"{metrics['ppl']:.2f} acc {metrics['accuracy']:.3f}"
+        row = self.log.log("valid", state.step, epoch=self.batches.epoch, **metrics)
+        self.say(f"step {state.step}: valid loss {float(row['loss']):.4f} ppl "
+                 f"{float(row['ppl']):.2f} acc {float(row['accuracy']):.3f}"
                  + (" (best)" if state.best_step == state.step else ""))
         return metrics
 
@@ -323,14 +329,6 @@ class Trainer:
 
     # -- set-up -----------------------------------------------------------------------
 
-    def _checkpoint_to_resume(self) -> Checkpoint:
-        path = self.run_dir.latest
-        checkpoint = Checkpoint.load(path, map_location=self.world.device)
-        if checkpoint.model_config() != self.config.model:
-            raise UserError(f"{path}: the model settings differ from the checkpoint's")
-        checkpoint.check_text(self.text, path)
-        return checkpoint
-
     def _choose_precision(self, checkpoint: Checkpoint | None) -> Precision:
         """``train.precision`` for this device, said at start; a resumed run keeps its own
         choice on the same hardware, and goes on in fp32 where this one runs it badly."""
@@ -361,31 +359,6 @@ class Trainer:
             self.say("warning: no validation split: no validation, early stopping or best "
                      "checkpoint")
         return batches, valid
-
-    def _restore(self, checkpoint: Checkpoint) -> None:
-        """Go on from ``checkpoint``: weights, optimiser, schedule, data position, random
-        streams (those of the same process count) and the train state."""
-        self.model.load_state_dict(checkpoint.weights)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        self.scheduler.load_state_dict(checkpoint.scheduler)
-        if self.scaler is not None and checkpoint.scaler is not None:
-            self.scaler.load_state_dict(checkpoint.scaler)
-        try:
-            notice = self.batches.load_state_dict(checkpoint.sampler)
-        except ValueError as e:  # resuming would repeat or skip pairs
-            raise UserError(f"{self.run_dir.latest}: cannot resume exactly ({e}); resume with "
-                            "the dataset, train.seed, train.max_length, train.batch_size and "
-                            "train.max_tokens the run started with, or start a new run") from None
-        if notice:
-            self.say(f"notice: {notice}")
-        self.state = replace(checkpoint.state)
-        if checkpoint.world_size == self.world.world_size:
-            set_rng_state(checkpoint.rng[self.world.rank])
-        else:
-            self.say(f"warning: resuming {checkpoint.world_size} processes' run with "
-                     f"{self.world.world_size}: random streams restart, the result will not "
-                     "be bit-exact")
-        self.say(f"resumed {self.run_dir.path} at step {self.state.step}")
 
     def _write_run_files(self, data_dir: str | Path | None) -> None:
         """``run.json`` (padless's mark, the data, the precision), ``config.yaml``, ``text/``."""

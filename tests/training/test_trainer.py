@@ -23,7 +23,7 @@ from padless.models.scoring import teacher_forced_scores
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
 from padless.training.config import load_config
-from padless.training.runlog import RunLog
+from padless.training.runlog import RunLog, shown_figures
 from padless.training.trainer import train
 from tests.helpers import AS_TRANSFORMER, TINY_TRAIN, WORDS
 
@@ -188,6 +188,21 @@ def test_tensorboard_events_when_tensorboard_imports(tmp_path: Path, monkeypatch
     assert len(rows) == 1 and rows[0]["kind"] == "valid" and rows[0]["accuracy"] == "0.25"
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_shown_figures_quote_the_logged_row(tmp_path: Path, enabled: bool) -> None:
+    """What the bar and the log line show is rounded from log.csv's cells, never from the
+    float itself: 13250.54 tokens/s is logged as 13250.5, which shows as 13,250 (half to
+    even), where the float would show 13,251; a loss of 1.2345004 logs as 1.2345 and shows
+    1.234, where the float shows 1.235. Rank > 0 (a disabled log) rounds the same way."""
+    log = RunLog(RunDirectory(tmp_path), enabled=enabled)
+    row = log.log("train", 3, loss=1.2345004, tokens_per_s=13250.54, tokens=7)
+    log.close()
+    assert shown_figures(row) == {"loss": "1.234", "tok_s": "13,250"}
+    if enabled:
+        (written,) = read_log(tmp_path, "train")
+        assert {k: written[k] for k in row} == row
+
+
 # -- the command ---------------------------------------------------------------------------
 
 def read_log(run_dir: Path, kind: str) -> list[dict[str, str]]:
@@ -220,6 +235,10 @@ def test_padless_train_end_to_end_loss_falls(
     lines = [line for line in shown.out.splitlines() if "tokens/s" in line]
     assert lines == [f"step {r['step']}: loss {float(r['loss']):.3f}, "
                      f"{float(r['tokens_per_s']):,.0f} tokens/s" for r in train_rows]
+    valid_lines = [line for line in shown.out.splitlines() if ": valid loss" in line]
+    assert [line.removesuffix(" (best)") for line in valid_lines] == [
+        f"step {r['step']}: valid loss {float(r['loss']):.4f} ppl {float(r['ppl']):.2f} "
+        f"acc {float(r['accuracy']):.3f}" for r in valid_rows]
 
     # An existing run is not overwritten; --max-steps trains on from where it stopped.
     assert cli_main(args) == 2
