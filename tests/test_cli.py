@@ -10,7 +10,7 @@ import pytest
 from padless import cli
 from padless.data.readers import CorpusError
 from padless.runtime.errors import UserError
-from padless.training.config import ConfigError
+from padless.runtime.options import ConfigError
 
 
 def run_failing(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> int:

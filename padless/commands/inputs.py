@@ -18,30 +18,22 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from padless.runtime.errors import UserError
+from padless.runtime.options import Knob
 
 __all__ = ["integer", "number", "stdin_lines"]
 
 
-def _bounds(minimum: float | None, maximum: float | None, open_min: bool, open_max: bool) -> str:
-    parts = []
-    if minimum is not None:
-        parts.append(f"{'>' if open_min else '>='} {minimum:g}")
-    if maximum is not None:
-        parts.append(f"{'<' if open_max else '<='} {maximum:g}")
-    return " and ".join(parts)
-
-
 def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in ``[minimum, maximum]`` (either bound may be None)."""
-    rule = " ".join(filter(None, ("an integer", _bounds(minimum, maximum, False, False))))
+    bounds = Knob("", minimum=minimum, maximum=maximum)
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {bounds.rule(int)}, got {text!r}") from None
+        if not bounds.holds(value):
+            raise argparse.ArgumentTypeError(f"must be {bounds.rule(int)}, got {text!r}")
         return value
 
     return parse
@@ -55,18 +47,15 @@ def number(
     open_max: bool = False,
 ) -> Callable[[str], float]:
     """An argparse type: a finite number within the bounds (``open_*``: the bound excluded)."""
-    rule = " ".join(filter(None, ("a finite number", _bounds(minimum, maximum, open_min,
-                                                               open_max))))
+    bounds = Knob("", minimum=minimum, maximum=maximum, open_min=open_min, open_max=open_max)
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        low_ok = minimum is None or (value > minimum if open_min else value >= minimum)
-        high_ok = maximum is None or (value < maximum if open_max else value <= maximum)
-        if not (math.isfinite(value) and low_ok and high_ok):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        if not bounds.holds(value):
+            raise argparse.ArgumentTypeError(f"must be {bounds.rule(float)}, got {text!r}")
         return value
 
     return parse

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
+from dataclasses import fields
+from typing import Any
 
 from padless.commands.inputs import integer, number
 from padless.data.text import TextProcessor
 from padless.decoding.batched import MAX_SEED
-from padless.decoding.options import SearchOptions, knobs
+from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder
 from padless.models.precision import for_decoding
 from padless.models.quantize import QUANTIZATIONS
 from padless.runs.directory import CHECKPOINT_NAMES
 from padless.runs.loading import load_model
+from padless.runtime.options import knobs, value_kind
 from padless.runtime.precision import PRECISIONS
 
-__all__ = ["add_decoding_arguments", "add_precision_argument", "load_run", "search_options"]
+__all__ = ["add_decoding_arguments", "add_option_arguments", "add_precision_argument", "load_run",
+           "options_from_args", "search_options"]
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False) -> None:
@@ -45,30 +50,71 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
     add_search_arguments(parser, sampling=sampling)
 
 
+def add_option_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                         cls: type, *, overrides: str | None = None,
+                         unset: Collection[str] = (), skip: Collection[str] = ()) -> None:
+    """A flag for each option of the dataclass ``cls`` whose knob has one, with the field's
+    bounds (a checked type), choices, help and default, as declared once in the field.
+
+    Args:
+        overrides: the config section (``"train"``) these flags override: every flag
+            defaults to None (the config's value stands), and its help names the key.
+        unset: names whose flag defaults to None although its help gives the default: the
+            sampling settings, an error without ``--sample``.
+        skip: names that get no flag here.
+    """
+    defaults = {f.name: f.default for f in fields(cls)}
+    for name, knob in knobs(cls):
+        if knob.flag is None or name in skip:
+            continue
+        kind, choices = value_kind(cls, name)
+        default = defaults[name]
+        if kind is bool:
+            off = knob.flag.startswith("--no-")
+            parser.add_argument(knob.flag, dest=name, action="store_false" if off else
+                                "store_true", help=knob.help + (" (on unless this flag is "
+                                                                "given)" if off else ""))
+            continue
+        if overrides is not None:
+            said, default = f" ({overrides}.{name}; default: the config's)", None
+        elif default is None:
+            said = ""
+        else:
+            said = f" (default {default:g})" if isinstance(default, float) else \
+                f" (default {default})"
+        if name in unset:
+            default = None
+        if choices is not None:
+            parser.add_argument(knob.flag, dest=name, choices=choices, default=default,
+                                help=knob.help + said)
+            continue
+        parse = integer(knob.minimum, knob.maximum) if kind is int else number(
+            knob.minimum, knob.maximum, open_min=knob.open_min, open_max=knob.open_max)
+        parser.add_argument(knob.flag, dest=name, type=parse, default=default,
+                            metavar=knob.metavar or "N", help=knob.help + said)
+
+
+def options_from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
+    """The ``cls`` that the flags of :func:`add_option_arguments` (and ``given``) ask for;
+    a field without a flag keeps its default."""
+    values = {name: getattr(args, name) for name, knob in knobs(cls)
+              if knob.flag is not None and hasattr(args, name)}
+    return cls(**{**values, **given})
+
+
 def add_search_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False) -> None:
     """``--beam K`` (and ``--sample``) and a flag for each setting of ``SearchOptions`` that
     has one, with its bounds, help and default."""
-    defaults = SearchOptions()
     method = parser.add_mutually_exclusive_group()
     method.add_argument("--beam", type=integer(1), metavar="K",
                         help="beam search with K beams (default: greedy)")
     if sampling:
         method.add_argument("--sample", action="store_true",
                             help="sample the answer instead of searching for the likeliest")
-    for name, knob in knobs():
-        if knob.flag is None or (knob.sampling and not sampling):
-            continue
-        default = getattr(defaults, name)
-        if isinstance(default, bool):
-            parser.add_argument(knob.flag, dest=name, action="store_true", help=knob.help)
-            continue
-        parse = integer if isinstance(default, int) else number
-        bounds = {} if parse is integer else {"open_min": knob.open_min,
-                                              "open_max": knob.open_max}
-        # sampling settings default to None: given without --sample, they are an error
-        parser.add_argument(knob.flag, dest=name, type=parse(knob.minimum, knob.maximum, **bounds),
-                            default=None if knob.sampling else default, metavar=knob.metavar,
-                            help=f"{knob.help} (default {default:g})")
+    sampling_settings = [name for name, knob in knobs(SearchOptions) if knob.sampling]
+    # sampling settings default to None: given without --sample, they are an error
+    add_option_arguments(parser, SearchOptions, unset=sampling_settings,
+                         skip=() if sampling else sampling_settings)
     if sampling:
         parser.add_argument("--seed", type=integer(0, MAX_SEED), metavar="S",
                             help="seed of the sampler (default: a fresh seed each run)")
@@ -89,11 +135,11 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     Raises:
         UserError: on a bad combination (checked by :class:`SearchOptions`).
     """
-    settings = {name: getattr(args, name) for name, knob in knobs()
-                if hasattr(args, name) and not knob.sampling}
-    sampling = {name: getattr(args, name, None) for name, knob in knobs() if knob.sampling}
-    return SearchOptions(**settings).asked(beam=args.beam, sample=getattr(args, "sample", False),
-                                           **sampling)
+    sampling = {name: getattr(args, name, None) for name, knob in knobs(SearchOptions)
+                if knob.sampling}
+    plain = options_from_args(SearchOptions, argparse.Namespace(**{
+        k: v for k, v in vars(args).items() if k not in sampling}))
+    return plain.asked(beam=args.beam, sample=getattr(args, "sample", False), **sampling)
 
 
 def load_run(args: argparse.Namespace, rows: int = 1) -> tuple[EncoderDecoder, TextProcessor]:

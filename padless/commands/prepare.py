@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from padless.commands.inputs import integer, number
+from padless.commands.inputs import integer
+from padless.commands.options import add_option_arguments, options_from_args
 from padless.data.dataset import METADATA_FILE
-from padless.data.prepare import DEFAULT_MAX_LENGTH, PrepareOptions, default_workers, prepare
-from padless.data.readers import FORMATS
-from padless.data.text import NORMALIZERS, TOKENIZERS
-from padless.data.vocabulary import SPECIALS
+from padless.data.options import PrepareOptions
+from padless.data.prepare import default_workers, prepare
 
 __all__ = ["add_arguments", "format_summary", "run"]
 
@@ -29,32 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "SRC_FILE TGT_FILE (parallel), or 'chitchat' for the bundled corpus",
     )
     parser.add_argument("--out", required=True, metavar="DATA_DIR", help="output folder")
-    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS],
-                        help="corpus format (default: detected)")
-    parser.add_argument("--normalize", default="default", choices=list(NORMALIZERS),
-                        help="'default' keeps Unicode letters and digits; 'tutorial' is the "
-                             "PyTorch tutorial's ASCII-only normaliser; 'none' only whitespace")
-    parser.add_argument("--tokenizer", default="word", choices=TOKENIZERS)
-    parser.add_argument("--vocab-size", type=integer(len(SPECIALS) + 1), default=8000,
-                        help="sentencepiece vocabulary size (default 8000)")
-    parser.add_argument("--spm-model", default="unigram", choices=["unigram", "bpe"],
-                        help="sentencepiece model type (default unigram)")
-    parser.add_argument("--min-count", type=integer(1), default=1,
-                        help="word tokenizer: words seen fewer times in train become UNK")
-    parser.add_argument("--drop-unk-pairs", action="store_true",
-                        help="drop pairs containing a word outside the vocabulary (the "
-                             "tutorial's trimming) instead of mapping it to UNK")
-    parser.add_argument("--max-length", type=integer(1), default=DEFAULT_MAX_LENGTH,
-                        help="drop pairs with more tokens than this on either side, counted "
-                             f"(default {DEFAULT_MAX_LENGTH})")
-    parser.add_argument("--valid-fraction", type=number(0, 1, open_max=True), default=0.05)
-    parser.add_argument("--test-fraction", type=number(0, 1, open_max=True), default=0.05)
-    parser.add_argument("--seed", type=integer(0, 2**31 - 1), default=0,
-                        help="split (and sentencepiece) seed")
-    parser.add_argument("--skip-bad-lines", action="store_true",
-                        help="count and skip malformed lines instead of stopping")
-    parser.add_argument("--max-pairs", type=integer(1), default=None,
-                        help="read only the first N pairs (for quick runs)")
+    add_option_arguments(parser, PrepareOptions)
     parser.add_argument("--workers", type=integer(1), default=default_workers(), metavar="N",
                         help="processes that normalise and tokenise (default: the cores, "
                              f"{default_workers()} here); the output is the same for any N")
@@ -100,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     A bad corpus, option or ``--out`` raises ``UserError`` (``CorpusError``), which
     ``padless.cli.main`` reports in one line (exit 2).
     """
-    # every option but the corpus, --out and --workers is a field of PrepareOptions
-    options = PrepareOptions(**{f.name: getattr(args, f.name) for f in fields(PrepareOptions)})
+    options = options_from_args(PrepareOptions, args)
     meta = prepare(args.corpus, args.out, options, workers=args.workers)
     for message in meta["warnings"]:
         print(f"padless prepare: warning: {message}", file=sys.stderr)

@@ -18,7 +18,8 @@ from padless.commands.inputs import integer, number
 from padless.commands.prepare import format_summary
 from padless.commands.train import describe_result
 from padless.data.dataset import METADATA_FILE, PreparedData
-from padless.data.prepare import PrepareOptions, prepare
+from padless.data.options import PrepareOptions
+from padless.data.prepare import prepare
 from padless.data.text import TextProcessor
 from padless.decoding.batched import reply
 from padless.decoding.evaluation import Evaluation, evaluate

@@ -14,14 +14,16 @@ import argparse
 import ipaddress
 import sys
 
-from padless.commands.inputs import integer, number
-from padless.commands.options import add_decoding_arguments, search_options
-from padless.serving.settings import ServeSettings, bounds
+from padless.commands.inputs import integer
+from padless.commands.options import (
+    add_decoding_arguments,
+    add_option_arguments,
+    options_from_args,
+    search_options,
+)
+from padless.serving.settings import ServeSettings
 
 __all__ = ["add_arguments", "run"]
-
-DEFAULTS = ServeSettings()
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless serve``."""
@@ -31,50 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only)")
     server.add_argument("--port", type=integer(0, 65535), default=8000,
                         help="TCP port (default 8000; 0: any)")
-    server.add_argument("--threads", type=integer(*bounds("threads")), metavar="N",
-                        help="torch threads for decoding (default: one per free core but one, "
-                             "kept for HTTP; see padless/runtime/threads.py)")
     server.add_argument("--access-log", action="store_true", help="log every request")
-    batching = parser.add_argument_group("batching")
-    batching.add_argument("--max-batch-size", type=integer(*bounds("max_batch_size")),
-                          default=DEFAULTS.max_batch_size,
-                          metavar="N", help="sentences decoded together (default "
-                          f"{DEFAULTS.max_batch_size}; 1: one request at a time)")
-    batching.add_argument("--max-wait-ms", type=number(*bounds("max_wait_ms")),
-                          default=DEFAULTS.max_wait_ms,
-                          metavar="MS", help="how long a request waits for others to join "
-                          f"its batch (default {DEFAULTS.max_wait_ms:g})")
-    batching.add_argument("--no-continuous-batching", action="store_true",
-                          help="greedy batches run to their end before the next starts (by "
-                               "default requests join and leave a running batch at each step)")
-    limits = parser.add_argument_group("limits")
-    for option, metavar, what in (
-        ("--max-chars", "N", "characters per message or line"),
-        ("--max-input-tokens", "N", "tokens per message or line"),
-        ("--max-lines", "N", "lines per translate request"),
-        ("--max-beam", "K", "beams a request may ask for"),
-        ("--max-queue", "N", "waiting requests before answering 429"),
-        ("--max-body-bytes", "N", "bytes per request body"),
-    ):
-        name = option[2:].replace("-", "_")
-        default = getattr(DEFAULTS, name)
-        limits.add_argument(option, type=integer(*bounds(name)), default=default, metavar=metavar,
-                            help=f"at most this many {what} (default {default})")
-    limits.add_argument("--timeout", type=number(*bounds("timeout_s")), default=DEFAULTS.timeout_s,
-                        metavar="S",
-                        help="answer 504 to a request not done within S seconds "
-                             f"(default {DEFAULTS.timeout_s:g})")
-
-
-def _settings(args: argparse.Namespace) -> ServeSettings:
-    return ServeSettings(
-        max_chars=args.max_chars, max_input_tokens=args.max_input_tokens,
-        max_lines=args.max_lines, max_beam=args.max_beam, max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout,
-        max_body_bytes=args.max_body_bytes,
-        threads=args.threads,
-        continuous_batching=not args.no_continuous_batching,
-    )
+    add_option_arguments(parser.add_argument_group("server limits and batching"), ServeSettings)
 
 
 def _is_loopback(host: str) -> bool:
@@ -89,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from padless.serving.server import bind, load_app, run_server
 
     defaults = search_options(args)
-    settings = _settings(args)
+    settings = options_from_args(ServeSettings, args)
     app = load_app(
         args.run_dir,
         which=args.checkpoint,

@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from padless.commands.inputs import integer, number
-from padless.commands.options import add_precision_argument
+from padless.commands.options import add_option_arguments
 from padless.data.dataset import PreparedData
 from padless.runs.directory import RunDirectory
 from padless.runs.info import check_for_training
+from padless.runtime.options import ConfigError, knobs
 from padless.training.config import (
     Config,
-    ConfigError,
+    TrainConfig,
     bundled_configs,
     load_config,
     resumed_config,
@@ -44,15 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.hidden_size=256 "
                              "--set train.lr=3e-4 (repeatable)")
-    parser.add_argument("--max-steps", type=integer(1), metavar="N",
-                        help="total optimiser steps (train.max_steps; counts resumed steps too)")
-    parser.add_argument("--max-time", type=number(0, open_min=True), metavar="MINUTES",
-                        help="stop after MINUTES of wall-clock time in this invocation "
-                             "(then validate and save, as at --max-steps)")
-    parser.add_argument("--accumulate", type=integer(1), metavar="K",
-                        help="micro-batches per optimiser step (train.accumulate)")
-    add_precision_argument(parser, "train in (train.precision; bf16 and fp16 under "
-                           "autocast, fp16 with a gradient scaler)", default=None)
+    add_option_arguments(parser, TrainConfig, overrides="train")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its latest checkpoint, with "
                              "the config it holds (--set may change train.* keys)")
@@ -60,11 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _resolve_config(args: argparse.Namespace, run_dir: Path) -> Config:
     """The run's config: a bundled/file config (new run) or the checkpoint's (--resume)."""
-    overrides = list(args.set)
-    for flag, key in (("max_steps", "train.max_steps"), ("max_time", "train.max_time"),
-                      ("accumulate", "train.accumulate"), ("precision", "train.precision")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
+    overrides = list(args.set) + [f"train.{name}={getattr(args, name)}"
+                                  for name, knob in knobs(TrainConfig)
+                                  if knob.flag is not None and getattr(args, name) is not None]
     check_for_training(RunDirectory(run_dir), resume=args.resume)  # before loading the data
     if not args.resume:
         return load_config(args.config or "chatbot", overrides)

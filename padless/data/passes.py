@@ -16,13 +16,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 from tqdm import tqdm
 
 from padless.data.dataset import SPLITS, split_pairs
 from padless.data.dedupe import SeenDigests, split_of
+from padless.data.options import PrepareOptions
 from padless.data.parallel import ChunkPool, chunked, normalised, tokenised
 from padless.data.readers import ReadStats, read_corpus
 from padless.data.store import write_token_split
@@ -30,11 +31,8 @@ from padless.data.text import TextProcessor
 from padless.data.vocabulary import UNK_ID
 from padless.runtime.files import atomic_write
 
-if TYPE_CHECKING:
-    from padless.data.prepare import PrepareOptions
-
 __all__ = ["HISTOGRAM_BINS", "SMALL_CORPUS", "SPM_SAMPLE", "FirstPass", "SplitStats",
-           "second_pass"]
+           "bin_labels", "second_pass"]
 
 # Upper bounds of the length-histogram bins (tokens); the last bin is open-ended.
 HISTOGRAM_BINS = (5, 10, 20, 50, 100)
@@ -43,6 +41,14 @@ HISTOGRAM_BINS = (5, 10, 20, 50, 100)
 SMALL_CORPUS = 100
 # Training sides sentencepiece learns from at most (a seeded sample of them beyond).
 SPM_SAMPLE = 2_000_000
+
+
+def bin_labels() -> list[str]:
+    """Labels of the length-histogram bins: ``1-5``, ..., ``101+``."""
+    lows = [1, *(top + 1 for top in HISTOGRAM_BINS)]
+    return [f"{lo}-{hi}" for lo, hi in zip(lows, HISTOGRAM_BINS, strict=False)] + [
+        f"{lows[-1]}+"
+    ]
 
 
 def _bin(n: int) -> int:

@@ -31,36 +31,29 @@ so a failed, interrupted or concurrent run never leaves a mix of two datasets.
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from padless.data.dataset import FORMAT, METADATA_FILE, SPLITS
-from padless.data.passes import HISTOGRAM_BINS, FirstPass, second_pass
-from padless.data.readers import FORMATS, CorpusError, ReadStats, detect_format
+from padless.data.options import DEFAULT_MAX_LENGTH, PrepareOptions
+from padless.data.passes import FirstPass, bin_labels, second_pass
+from padless.data.readers import CorpusError, ReadStats, detect_format
 from padless.data.text import (
-    NORMALIZERS,
-    TOKENIZERS,
     SentencePieceTokenizer,
     TextProcessor,
     WordTokenizer,
     train_sentencepiece,
 )
 from padless.data.vocabulary import SPECIALS, Vocabulary
-from padless.runtime.errors import UserError
 from padless.runtime.files import atomic_directory, remove_temporaries, write_json_atomic
 from padless.runtime.lock import exclusive_lock
 
-__all__ = ["DATASET_FILES", "DEFAULT_MAX_LENGTH", "HISTOGRAM_BINS", "PrepareOptions",
-           "default_workers", "prepare"]
+__all__ = ["DATASET_FILES", "default_workers", "prepare"]
 
-# Pairs longer than this many tokens on a side are dropped unless max_length says otherwise:
-# 0.3 % of the chitchat corpus, none of the tutorial's or the quickstart's data.
-DEFAULT_MAX_LENGTH = 200
 # Above this share of <unk> in the training split, the summary warns (min_count too high?).
 UNK_WARNING_RATE = 0.2
 # What a prepared dataset holds; prepare replaces the whole folder, so it refuses any other.
@@ -68,82 +61,6 @@ DATASET_FILES = frozenset({METADATA_FILE, "vocab.json", "text.json",
                            SentencePieceTokenizer.MODEL_FILE,
                            *(f"{name}{suffix}" for name in SPLITS
                              for suffix in (".tsv", ".tokens", ".offsets"))})
-
-
-@dataclass(frozen=True)
-class PrepareOptions:
-    """How :func:`prepare` reads, cleans, splits and tokenises a corpus.
-
-    Attributes:
-        format: ``"auto"`` (detected from the corpus arguments) or a reader's format.
-        normalize: a key of :data:`padless.data.text.NORMALIZERS`.
-        tokenizer: ``"word"`` or ``"sentencepiece"``.
-        vocab_size: sentencepiece vocabulary size.
-        spm_model: sentencepiece model type, ``"unigram"`` or ``"bpe"``.
-        min_count: word tokenizer: training words seen fewer times become UNK.
-        drop_unk_pairs: drop pairs holding a word outside the vocabulary (the tutorial).
-        max_length: drop pairs with more tokens than this on either side (default
-            ``DEFAULT_MAX_LENGTH``; None: no limit).
-        valid_fraction, test_fraction: shares of the unique pairs in each split.
-        seed: split (and sentencepiece) seed.
-        skip_bad_lines: count and skip malformed lines instead of stopping at the first.
-        max_pairs: read only the first N pairs (None: all).
-
-    Raises:
-        UserError: naming the first field with a bad value.
-    """
-
-    format: str = "auto"
-    normalize: str = "default"
-    tokenizer: str = "word"
-    vocab_size: int = 8000
-    spm_model: str = "unigram"
-    min_count: int = 1
-    drop_unk_pairs: bool = False
-    max_length: int | None = DEFAULT_MAX_LENGTH
-    valid_fraction: float = 0.05
-    test_fraction: float = 0.05
-    seed: int = 0
-    skip_bad_lines: bool = False
-    max_pairs: int | None = None
-
-    def __post_init__(self) -> None:
-        choices = {"format": ("auto", *FORMATS), "normalize": tuple(NORMALIZERS),
-                   "tokenizer": TOKENIZERS, "spm_model": ("unigram", "bpe")}
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise UserError(f"PrepareOptions.{name}: must be one of {', '.join(valid)}, "
-                                f"got {getattr(self, name)!r}")
-        ranges = {"vocab_size": (len(SPECIALS) + 1, None), "min_count": (1, None),
-                  "max_length": (1, None), "seed": (0, 2**31 - 1), "max_pairs": (1, None)}
-        for name, (low, high) in ranges.items():
-            value = getattr(self, name)
-            optional = name in ("max_length", "max_pairs")
-            if (value is None and optional) or (
-                    _is_int(value) and low <= value and (high is None or value <= high)):
-                continue
-            raise UserError(f"PrepareOptions.{name}: must be an integer >= {low}"
-                            f"{f' and <= {high}' if high else ''}"
-                            f"{' or None' if optional else ''}, got {value!r}")
-        for name in ("valid_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value < 1):
-                raise UserError(f"PrepareOptions.{name}: must be a number in [0, 1), got {value!r}")
-        if self.valid_fraction + self.test_fraction >= 1:
-            raise UserError("PrepareOptions.valid_fraction + test_fraction: must leave some "
-                            f"training data, got {self.valid_fraction} + {self.test_fraction}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def bin_labels() -> list[str]:
-    """Labels of the length-histogram bins: ``1-5``, ..., ``101+``."""
-    lows = [1, *(top + 1 for top in HISTOGRAM_BINS)]
-    return [f"{lo}-{hi}" for lo, hi in zip(lows, HISTOGRAM_BINS, strict=False)] + [
-        f"{lows[-1]}+"
-    ]
 
 
 def default_workers() -> int:

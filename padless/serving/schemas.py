@@ -16,7 +16,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
 from padless.decoding.batched import MAX_SEED
-from padless.decoding.options import SearchOptions, knobs
+from padless.decoding.options import SearchOptions
+from padless.runtime.options import knobs
 
 __all__ = [
     "ChatRequest", "ChatResponse", "DecodingRequest", "ErrorMessage", "SAMPLING_FIELDS",
@@ -24,7 +25,8 @@ __all__ = [
 ]
 
 # the request fields that apply to sampling only (given without "sample": true, a 422)
-SAMPLING_FIELDS = tuple(name for name, knob in knobs() if knob.request and knob.sampling)
+SAMPLING_FIELDS = tuple(name for name, knob in knobs(SearchOptions)
+                        if knob.request and knob.sampling)
 
 
 def json_number(value: Any) -> Any:
@@ -53,7 +55,7 @@ def _search_fields() -> dict[str, Any]:
         "sample": (StrictBool, Field(False, description="sample the answer (with the fields "
                                                   "below)")),
     }
-    for name, knob in knobs():
+    for name, knob in knobs(SearchOptions):
         if not knob.request:
             continue
         bounds = {}

@@ -1,84 +1,54 @@
 """The server's limits and batching settings (imports nothing heavy: ``padless serve``'s
-options are built from it without loading the web framework)."""
+options are generated from it without loading the web framework)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from padless.runtime.errors import UserError
+from padless.runtime.options import check_options, option
 
-__all__ = ["ServeSettings", "bounds"]
+__all__ = ["ServeSettings"]
 
 
+# Every limit has an upper bound too: a value past what any server needs breaks a timer or
+# an allocation later, in the decoding thread (--max-wait-ms 1e308 overflowed its wait),
+# instead of at start.
 @dataclass(frozen=True)
 class ServeSettings:
-    """Limits and batching of the server (``padless serve`` options of the same names).
+    """Limits and batching of the server; each field is a ``padless serve`` option.
 
-    Attributes:
-        max_chars: characters per message or translate line.
-        max_input_tokens: tokens per message or line, after the run's tokenizer.
-        max_lines: lines per translate request.
-        max_beam: the largest beam a request may ask for.
-        max_batch_size: sentences decoded together (1: one request at a time).
-        max_wait_ms: how long a request may wait for others to share its batch.
-        max_queue: waiting requests before the server answers 429.
-        timeout_s: a request not answered within this time gets 504.
-        max_body_bytes: larger request bodies get 413 before they are read.
-        threads: torch threads of the decoding worker (None: torch's setting, which
-            ``padless serve`` chose at start, keeping a core for the event loop:
-            :mod:`padless.runtime.threads`).
-        continuous_batching: greedy requests join and leave a running batch at every
-            decoding step (False: a batch runs to its end before the next starts).
+    Raises:
+        ConfigError: naming the first bad field (``serve.max_batch_size: ...``).
     """
 
-    max_chars: int = 1000
-    max_input_tokens: int = 50
-    max_lines: int = 64
-    max_beam: int = 8
-    max_batch_size: int = 32
-    max_wait_ms: float = 5.0
-    max_queue: int = 256
-    timeout_s: float = 30.0
-    max_body_bytes: int = 1 << 20
-    threads: int | None = None
-    continuous_batching: bool = True
+    max_chars: int = option(1000, "at most this many characters per message or line",
+                            flag="--max-chars", minimum=1, maximum=10_000_000)
+    max_input_tokens: int = option(50, "at most this many tokens per message or line",
+                                   flag="--max-input-tokens", minimum=1, maximum=100_000)
+    max_lines: int = option(64, "at most this many lines per translate request",
+                            flag="--max-lines", minimum=1, maximum=100_000)
+    max_beam: int = option(8, "at most this many beams a request may ask for",
+                           flag="--max-beam", metavar="K", minimum=1, maximum=1024)
+    max_batch_size: int = option(32, "sentences decoded together (1: one request at a time)",
+                                 flag="--max-batch-size", minimum=1, maximum=65_536)
+    max_wait_ms: float = option(5.0, "how long a request waits for others to join its batch",
+                                flag="--max-wait-ms", metavar="MS", minimum=0,
+                                maximum=60_000)  # a minute
+    max_queue: int = option(256, "at most this many waiting requests before answering 429",
+                            flag="--max-queue", minimum=1, maximum=10_000_000)
+    timeout_s: float = option(30.0, "answer 504 to a request not done within S seconds",
+                              flag="--timeout", metavar="S", minimum=1e-3,
+                              maximum=86_400)  # a day
+    max_body_bytes: int = option(1 << 20, "at most this many bytes per request body (larger "
+                                 "ones get 413 before they are read)", flag="--max-body-bytes",
+                                 minimum=1, maximum=1 << 34)
+    threads: int | None = option(None, "torch threads for decoding (default: one per free "
+                                 "core but one, kept for HTTP; see padless/runtime/threads.py)",
+                                 flag="--threads", minimum=1, maximum=4096)
+    continuous_batching: bool = option(True, "greedy and sampling requests join and leave a "
+                                       "running batch at every step (off: a batch runs to its "
+                                       "end before the next starts)",
+                                       flag="--no-continuous-batching")
 
     def __post_init__(self) -> None:
-        """Reject a bad value, naming it (the command's option has the same name)."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "threads" and value is None:
-                continue
-            if f.name == "continuous_batching":
-                if not isinstance(value, bool):
-                    raise UserError(f"{f.name} must be true or false, got {value!r}")
-                continue
-            least, most = _BOUNDS[f.name]
-            number = int | float if isinstance(least, float) else int
-            kind = "a number" if isinstance(least, float) else "an integer"
-            if isinstance(value, bool) or not isinstance(value, number) or not (
-                    math.isfinite(value) and least <= value <= most):
-                raise UserError(f"{f.name} must be {kind} in [{least:g}, {most:g}], "
-                                f"got {value!r}")
-
-
-def bounds(name: str) -> tuple[float, float]:
-    """The least and the most a setting may be (``padless serve``'s options check the same)."""
-    return _BOUNDS[name]
-
-
-# Upper bounds too: a value past what any server needs breaks a timer or an allocation later,
-# in the decoding thread (--max-wait-ms 1e308 overflowed its wait), instead of at start.
-_BOUNDS: dict[str, tuple[float, float]] = {
-    "max_chars": (1, 10_000_000),
-    "max_input_tokens": (1, 100_000),
-    "max_lines": (1, 100_000),
-    "max_beam": (1, 1024),
-    "max_batch_size": (1, 65_536),
-    "max_wait_ms": (0.0, 60_000.0),  # a minute
-    "max_queue": (1, 10_000_000),
-    "timeout_s": (1e-3, 86_400.0),  # a day
-    "max_body_bytes": (1, 1 << 34),
-    "threads": (1, 4096),
-}
+        check_options(self, "serve")

@@ -9,7 +9,8 @@ import pytest
 from padless.cli import main
 from padless.data.batch import make_batches
 from padless.data.dataset import PreparedData, split_pairs
-from padless.data.prepare import PrepareOptions, prepare
+from padless.data.options import PrepareOptions
+from padless.data.prepare import prepare
 from padless.data.vocabulary import UNK_ID
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

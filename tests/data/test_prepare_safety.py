@@ -11,7 +11,8 @@ import pytest
 
 import padless.data.passes as passes_module
 from padless.data.dataset import PreparedData
-from padless.data.prepare import DEFAULT_MAX_LENGTH, PrepareOptions, prepare
+from padless.data.options import DEFAULT_MAX_LENGTH, PrepareOptions
+from padless.data.prepare import prepare
 from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from padless.runtime.errors import UserError
 from padless.runtime.lock import exclusive_lock
@@ -167,7 +168,7 @@ def test_options_from_python_are_checked_by_name() -> None:
                           ({"max_length": 2.5}, "max_length"), ({"seed": -1}, "seed"),
                           ({"test_fraction": float("nan")}, "test_fraction"),
                           ({"tokenizer": "bpe"}, "tokenizer"), ({"format": "csv"}, "format")):
-        with pytest.raises(UserError, match=f"PrepareOptions.{field}"):
+        with pytest.raises(UserError, match=f"^prepare\\.{field}: "):
             PrepareOptions(**kwargs)
 
 

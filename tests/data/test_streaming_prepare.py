@@ -11,8 +11,9 @@ import pytest
 
 from padless.data.dataset import PreparedData
 from padless.data.dedupe import SeenDigests, pair_digest, split_of
+from padless.data.options import PrepareOptions
 from padless.data.passes import SMALL_CORPUS
-from padless.data.prepare import PrepareOptions, prepare
+from padless.data.prepare import prepare
 
 
 def chat_corpus(path: Path, n: int, seed: int = 0, duplicates: int = 0) -> Path:

@@ -287,7 +287,7 @@ def test_embeddings_sharing_tying_and_parameter_groups() -> None:
 )
 def test_config_errors_name_the_field(field: str, value: object) -> None:
     overrides = {"hidden_size": 8} if field == "tie_output" else {}
-    with pytest.raises(ValueError, match=f"ModelConfig.{field}"):
+    with pytest.raises(ValueError, match=f"^model\\.{field}: "):
         ModelConfig(**{**overrides, field: value})
 
 
@@ -329,5 +329,5 @@ def test_full_dropout_scope_also_drops_source_embeddings_and_attentional_states(
 
 
 def test_dropout_scope_is_checked() -> None:
-    with pytest.raises(ValueError, match="dropout_scope must be one of tutorial, full"):
+    with pytest.raises(ValueError, match="model.dropout_scope: must be one of tutorial, full"):
         ModelConfig(dropout_scope="everywhere")

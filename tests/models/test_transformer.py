@@ -21,7 +21,8 @@ from padless.models.config import ModelConfig
 from padless.models.packing import Packing
 from padless.models.transformer import Transformer
 from padless.models.transformer_layers import sinusoids
-from padless.training.config import ConfigError, load_config
+from padless.runtime.options import ConfigError
+from padless.training.config import load_config
 from tests.helpers import fit, make_batch
 
 PAD, BOS, EOS = 0, 1, 2
@@ -316,10 +317,10 @@ def test_embeddings_sharing_tying_and_parameter_groups() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (dict(num_heads=5), "ModelConfig.num_heads must divide hidden_size"),
-        (dict(num_heads=0), "ModelConfig.num_heads must be a positive integer"),
-        (dict(ffn_size=0), "ModelConfig.ffn_size must be a positive integer"),
-        (dict(embedding_size=8), "ModelConfig.embedding_size must equal hidden_size"),
+        (dict(num_heads=5), "model.num_heads: must divide hidden_size"),
+        (dict(num_heads=0), "model.num_heads: must be an integer >= 1"),
+        (dict(ffn_size=0), "model.ffn_size: must be an integer >= 1"),
+        (dict(embedding_size=8), "model.embedding_size: must equal hidden_size"),
     ],
 )
 def test_config_errors_name_the_field(options: dict, message: str) -> None:
