@@ -16,7 +16,7 @@ Data sets: ``tutorial`` (``--normalize tutorial --max-length 10 --min-count 3
 ~85k pairs) and ``quickstart`` (``--max-length 20 --min-count 3``, what ``padless
 quickstart`` trains on), prepared into ``benchmarks/data`` when missing; and ``enfr``, the
 LibreOffice English-French translation corpus (``benchmarks/libreoffice_corpus.py``; the
-README says how to build ``benchmarks/data/enfr``). Each set of ``--datasets`` writes its own
+docs/data.md says how to build ``benchmarks/data/enfr``). Each set of ``--datasets`` writes its own
 RESULTS.md section and PNG, so runs on different data sets can go side by side.
 
 Goals: on ``tutorial``, the default config's best validation loss is at least 0.3 nats below
@@ -58,7 +58,7 @@ DATASETS = {  # name -> (directory under benchmarks/data, `padless prepare chitc
                  "--normalize tutorial --max-length 10 --min-count 3 --drop-unk-pairs"),
     "long": ("chitchat-max30", "--max-length 30 --min-count 3"),
     "quickstart": ("chitchat-quickstart", "--max-length 20 --min-count 3"),
-    "enfr": ("enfr", None),  # built by hand: see the README's translation corpus
+    "enfr": ("enfr", None),  # built by hand: see docs/data.md, "A translation corpus"
 }
 TUTORIAL = "tutorial-algorithm"
 DEFAULT_CONFIG = "chatbot"
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             directory, prepare_args = DATASETS[name]
             data_dir = Path(__file__).with_name("data") / directory
             if prepare_args is None and not (data_dir / "metadata.json").exists():
-                sys.exit(f"{data_dir}: not prepared; see the README's translation corpus")
+                sys.exit(f"{data_dir}: not prepared; see docs/data.md, 'A translation corpus'")
             data = load_data(data_dir, prepare_args)
             valid = data.splits["valid"][: args.valid_pairs]
             print(f"== {name}: {data}; scoring on {len(valid)} validation pairs", flush=True)

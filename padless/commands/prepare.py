@@ -14,7 +14,7 @@ from padless.commands.inputs import integer
 from padless.commands.options import add_option_arguments, options_from_args
 from padless.data.dataset import METADATA_FILE
 from padless.data.options import PrepareOptions
-from padless.data.prepare import default_workers, prepare
+from padless.data.prepare import prepare
 
 __all__ = ["add_arguments", "format_summary", "run"]
 
@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DATA_DIR", help="output folder")
     add_option_arguments(parser, PrepareOptions)
-    parser.add_argument("--workers", type=integer(1), default=default_workers(), metavar="N",
-                        help="processes that normalise and tokenise (default: the cores, "
-                             f"{default_workers()} here); the output is the same for any N")
+    parser.add_argument("--workers", type=integer(1), metavar="N",
+                        help="processes that normalise and tokenise (default: the cores); the "
+                             "output is the same for any N")
 
 
 def format_summary(meta: dict, out: str | Path) -> str:

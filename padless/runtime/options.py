@@ -32,7 +32,7 @@ from typing import Any, Literal
 from padless.runtime.errors import UserError
 
 __all__ = ["ConfigError", "Knob", "check_options", "knobs", "option", "options_from_dict",
-           "shown", "value_kind"]
+           "nullable", "shown", "value_kind"]
 
 
 class ConfigError(UserError):
@@ -116,6 +116,11 @@ def value_kind(cls: type, name: str) -> tuple[type, tuple[str, ...] | None]:
         return str, tuple(typing.get_args(hint))
     knob = dict(knobs(cls)).get(name)
     return hint, None if knob is None else knob.choices
+
+
+def nullable(cls: type, name: str) -> bool:
+    """Whether the field ``name`` of ``cls`` may be None (``null`` in a config)."""
+    return type(None) in typing.get_args(_hints(cls)[name])
 
 
 def shown(value: object) -> str:

@@ -137,11 +137,13 @@ def test_a_bad_run_directory_or_option_is_one_line_and_exit_2(
     code = main(["serve", str(qa_run_dir), "--timeout", "1e300"])
     assert_one_line_error(code, capsys.readouterr().err, "serve", "--timeout", "86400")
     # and the same values from Python are checked by ServeSettings
-    with pytest.raises(UserError, match=r"serve.max_batch_size: must be an integer >= 1 and <= 65536, got 0"):
+    with pytest.raises(UserError, match=r"serve.max_batch_size: must be an integer >= 1 "
+                                          r"and <= 65536, got 0"):
         ServeSettings(max_batch_size=0)
     with pytest.raises(UserError, match="serve.timeout_s: expected a finite number, got nan"):
         ServeSettings(timeout_s=float("nan"))
-    with pytest.raises(UserError, match=r"serve.max_wait_ms: must be a finite number >= 0 and <= 60000"):
+    with pytest.raises(UserError, match=r"serve.max_wait_ms: must be a finite number >= 0 "
+                                          "and <= 60000"):
         ServeSettings(max_wait_ms=1e308)
 
 

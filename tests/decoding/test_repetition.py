@@ -206,7 +206,8 @@ def test_restrict_bans_exactly_the_repeating_continuations() -> None:
 
 
 def test_bad_repetition_options_are_rejected() -> None:
-    with pytest.raises(ValueError, match="search.repetition_penalty: must be a finite number >= 1, got 0.9"):
+    with pytest.raises(ValueError, match="search.repetition_penalty: must be a finite "
+                                           "number >= 1, got 0.9"):
         SearchOptions(repetition_penalty=0.9)
     with pytest.raises(ValueError, match="search.no_repeat_ngram: must be an integer >= 0, got -1"):
         SearchOptions(no_repeat_ngram=-1)

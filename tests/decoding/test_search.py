@@ -232,9 +232,11 @@ def test_bad_arguments_are_rejected() -> None:
         beam_search(model, src, lengths, SearchOptions("beam", beam_size=2, n_best=3))
     with pytest.raises(ValueError, match="temperature"):
         sample_search(model, src, lengths, SearchOptions("sample", temperature=0.0))
-    with pytest.raises(ValueError, match="search.method: must be one of greedy, beam, sample; got 'viterbi'"):
+    with pytest.raises(ValueError, match="search.method: must be one of greedy, beam, "
+                                           "sample; got 'viterbi'"):
         SearchOptions(method="viterbi")
-    with pytest.raises(ValueError, match="search.top_p: must be a finite number > 0 and <= 1, got 1.5"):
+    with pytest.raises(ValueError, match="search.top_p: must be a finite number > 0 "
+                                           "and <= 1, got 1.5"):
         SearchOptions(method="sample", top_p=1.5)
     # NaN passes no range check it should fail, and inf passed "> 0"
     for field, value in (("temperature", math.inf), ("temperature", math.nan),
@@ -292,6 +294,7 @@ def test_what_someone_asks_for_maps_to_one_method() -> None:
     for kwargs, words in (({"beam": 2, "sample": True}, "exclude each other"),
                           ({"top_p": 0.5}, "top_p applies to sampling only"),
                           ({"beam": 9, "max_beam": 8}, "at most 8"),
-                          ({"sample": True, "top_p": 0.0}, "search.top_p: must be a finite number > 0")):
+                          ({"sample": True, "top_p": 0.0},
+                           "search.top_p: must be a finite number > 0")):
         with pytest.raises(ValueError, match=words):
             base.asked(**kwargs)
