@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from types import ModuleType
+from typing import NoReturn
 
 from padless.runtime.errors import UserError
 from padless.runtime.threads import configure_threads
@@ -39,13 +40,21 @@ APP_DEPENDENCIES = {"chitchat_dataset", "numpy", "yaml", "tqdm", "sacrebleu", "s
                     "matplotlib", "fastapi", "uvicorn", "zstandard"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported in one line and a pointer to ``--help`` (not
+    the dozen lines of usage before it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _command(name: str) -> ModuleType:
     return importlib.import_module(f"padless.commands.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (imports every subcommand module)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="padless",
         description="Seq2seq training on variable-length batches where padding costs nothing.",
     )
@@ -54,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         _command(name).add_arguments(sub_parser)
     return parser
+
+
+def subcommand_parsers(parser: argparse.ArgumentParser | None = None,
+                       ) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser, by name (of ``parser``, or of a new :func:`build_parser`)."""
+    parser = parser or build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
 def describe_os_error(error: OSError) -> str:
@@ -80,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     name = "padless"
     try:
         try:
-            args = build_parser().parse_args(arguments)
+            parser = build_parser()
+            args, unknown = parser.parse_known_args(arguments)
+            if unknown:  # said by the subcommand's parser, whose options they are not
+                subcommand_parsers(parser)[args.command].error(
+                    f"unrecognized arguments: {' '.join(unknown)}")
         except SystemExit as e:  # argparse printed a usage error (2) or the help (0)
             return e.code if isinstance(e.code, int) else 2
         name = f"padless {args.command}"

@@ -65,3 +65,19 @@ def test_usage_errors_return_2_and_help_returns_0(capsys) -> None:
     assert "argument --max-steps: must be an integer >= 1, got '0'" in capsys.readouterr().err
     assert cli.main(["nosuchcommand"]) == 2
     assert cli.main(["prepare", "--help"]) == 0
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["train", "--data", "d", "--out", "r", "--max-steps", "0"],
+     "padless train: error: argument --max-steps: must be an integer >= 1, got '0'"),
+    (["translate"], "padless translate: error: the following arguments are required: RUN_DIR"),
+    (["trian"], "padless: error: argument COMMAND: invalid choice: 'trian'"),
+    (["prepare", "x", "--out", "d", "--colour"], "padless prepare: error: unrecognized "
+                                                 "arguments: --colour"),
+])
+def test_a_bad_option_is_one_line_that_points_to_help(capsys, argv, words) -> None:
+    """Not argparse's dozen lines of usage before the error."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(words) and err.count("\n") == 1, err
+    assert err.rstrip().endswith(f"(see {words.split(':')[0]} --help)")

@@ -17,7 +17,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from padless.cli import COMMANDS, build_parser
+from padless.cli import COMMANDS, subcommand_parsers
 from padless.models.config import ModelConfig
 from padless.runtime.options import knobs, nullable, value_kind
 from padless.training.config import TrainConfig
@@ -35,15 +35,10 @@ def _cell(text: object) -> str:
             .replace(">", "&gt;"))
 
 
-def _subparser(command: str) -> argparse.ArgumentParser:
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[command]
-
-
 def command_table(command: str) -> str:
     """The Markdown table of ``padless COMMAND``'s arguments: option, default, help."""
     rows = ["| option | default | what it does |", "|---|---|---|"]
-    for action in _subparser(command)._actions:
+    for action in subcommand_parsers()[command]._actions:
         if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
             continue
         if action.option_strings:

@@ -8,7 +8,7 @@ from dataclasses import fields
 
 import pytest
 
-from padless.cli import build_parser
+from padless.cli import subcommand_parsers
 from padless.data.options import PrepareOptions
 from padless.decoding.options import SearchOptions
 from padless.runtime.options import knobs, value_kind
@@ -22,8 +22,7 @@ OPTION_FLAGS = [
     (ServeSettings, ["serve"], False),
     (SearchOptions, ["chat", "translate", "evaluate", "serve"], False),
 ]
-SUBPARSERS = next(a for a in build_parser()._actions
-                  if isinstance(a, argparse._SubParsersAction)).choices
+SUBPARSERS = subcommand_parsers()
 
 
 def action(command: str, flag: str) -> argparse.Action:
