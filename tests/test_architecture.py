@@ -67,6 +67,28 @@ def test_imports_point_down_the_layers(path: Path) -> None:
             assert target_layer == source_layer, where  # training and decoding are siblings
 
 
+def test_no_module_imports_itself_through_others() -> None:
+    """No import cycle, deferred imports (inside functions) included: a cycle is two
+    modules that are one concern, or a piece that belongs below both."""
+    names = {module_name(p): p for p in MODULES}
+    graph = {name: sorted({target for _, target in imports(path)} & set(names) - {name})
+             for name, path in names.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = path[path.index(name):] + [name]
+            pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+        if name in done:
+            return
+        for target in graph[name]:
+            visit(target, [*path, name])
+        done.add(name)
+
+    for name in graph:
+        visit(name, [])
+
+
 @pytest.mark.parametrize("path", [p for p in MODULES if module_name(p) in LIBRARY],
                          ids=lambda p: module_name(p))
 def test_the_library_imports_only_torch_and_the_standard_library(path: Path) -> None:

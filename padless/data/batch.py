@@ -2,20 +2,20 @@
 
 Every batch in padless (training, validation, evaluation, benchmarks) is built here, by
 :meth:`Batch.from_pairs` or :meth:`Batch.from_padded` (a token store's rows), most often
-through :func:`make_batches`.
+through :func:`padless.data.loader.make_batches`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
-from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID
+from padless.data.vocabulary import Specials
 from padless.masking import lengths_to_mask, pad_batch
 
-__all__ = ["Batch", "IdPair", "make_batches"]
+__all__ = ["Batch", "IdPair"]
 
 IdPair = tuple[list[int], list[int]]  # (source ids, target ids), without BOS/EOS
 
@@ -52,12 +52,11 @@ class Batch:
         cls,
         pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
         *,
-        pad_id: int = PAD_ID,
-        bos_id: int = BOS_ID,
-        eos_id: int = EOS_ID,
+        specials: Specials = Specials(),  # noqa: B008 (frozen)
         batch_first: bool = False,
     ) -> Batch:
-        """Build a batch from ``(source ids, target ids)`` pairs (no BOS/EOS in them).
+        """Build a batch from ``(source ids, target ids)`` pairs (no BOS/EOS in them); the
+        decoder's input starts with ``specials.bos``, its output ends with ``specials.eos``.
 
         Raises:
             ValueError: on an empty batch or an empty source (there is nothing to encode).
@@ -67,10 +66,10 @@ class Batch:
         for i, (src, _) in enumerate(pairs):
             if len(src) == 0:
                 raise ValueError(f"Batch.from_pairs: the source of pair {i} is empty")
-        src, src_lengths = pad_batch([s for s, _ in pairs], pad_id, batch_first=True)
-        tgt, tgt_lengths = pad_batch([t for _, t in pairs], pad_id, batch_first=True)
-        return cls.from_padded(src, src_lengths, tgt, tgt_lengths, pad_id=pad_id,
-                               bos_id=bos_id, eos_id=eos_id, batch_first=batch_first)
+        src, src_lengths = pad_batch([s for s, _ in pairs], specials.pad, batch_first=True)
+        tgt, tgt_lengths = pad_batch([t for _, t in pairs], specials.pad, batch_first=True)
+        return cls.from_padded(src, src_lengths, tgt, tgt_lengths, specials=specials,
+                               batch_first=batch_first)
 
     @classmethod
     def from_padded(
@@ -80,18 +79,16 @@ class Batch:
         tgt: torch.Tensor,
         tgt_lengths: torch.Tensor,
         *,
-        pad_id: int = PAD_ID,
-        bos_id: int = BOS_ID,
-        eos_id: int = EOS_ID,
+        specials: Specials = Specials(),  # noqa: B008 (frozen)
         batch_first: bool = False,
     ) -> Batch:
         """Build a batch from padded rows: ``src`` ``[B, S]`` and ``tgt`` ``[B, T]`` (long,
-        ``pad_id`` beyond ``src_lengths`` / ``tgt_lengths``, ``[B]`` each, no BOS/EOS), as
+        PAD beyond ``src_lengths`` / ``tgt_lengths``, ``[B]`` each, no BOS/EOS), as
         :meth:`padless.data.store.TokenSplit.batch` gathers them from the store."""
         rows = torch.arange(len(tgt_lengths))
-        tgt_in = torch.cat([tgt.new_full((len(tgt), 1), bos_id), tgt], dim=1)  # [B, T + 1]
-        tgt_out = torch.cat([tgt, tgt.new_full((len(tgt), 1), pad_id)], dim=1)
-        tgt_out[rows, tgt_lengths] = eos_id
+        tgt_in = torch.cat([tgt.new_full((len(tgt), 1), specials.bos), tgt], dim=1)  # [B, T+1]
+        tgt_out = torch.cat([tgt, tgt.new_full((len(tgt), 1), specials.pad)], dim=1)
+        tgt_out[rows, tgt_lengths] = specials.eos
         src_lengths, tgt_lengths = src_lengths.cpu(), tgt_lengths + 1  # EOS counted
 
         def layout(x: torch.Tensor) -> torch.Tensor:
@@ -155,17 +152,3 @@ class Batch:
             tgt_out=self.tgt_out.to(device, non_blocking=True),
             tgt_mask=self.tgt_mask.to(device, non_blocking=True),
         )
-
-
-def make_batches(
-    pairs: Sequence[IdPair], index_lists: Iterable[Sequence[int]], *, batch_first: bool = False
-) -> Iterator[Batch]:
-    """The ``Batch`` of each list of indices into ``pairs`` (e.g. what a sampler yields);
-    from a :class:`~padless.data.store.TokenSplit` gathered in a few array operations."""
-    from padless.data.store import TokenSplit  # the store module imports this one
-
-    for indices in index_lists:
-        if isinstance(pairs, TokenSplit):
-            yield pairs.batch(indices, batch_first=batch_first)
-        else:
-            yield Batch.from_pairs([pairs[i] for i in indices], batch_first=batch_first)

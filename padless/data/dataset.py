@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from padless.data.batch import Batch, IdPair, make_batches
+from padless.data.batch import Batch, IdPair
+from padless.data.loader import make_batches
 from padless.data.sampler import BucketBatchSampler
 from padless.data.store import TokenSplit
 from padless.data.text import TextProcessor
@@ -210,4 +211,5 @@ class PreparedData:
         self, split: str, sampler: Iterable[list[int]], *, batch_first: bool = False
     ) -> Iterator[Batch]:
         """One epoch of batches of ``split`` in the order ``sampler`` gives."""
-        return make_batches(self.splits[split], sampler, batch_first=batch_first)
+        return make_batches(self.splits[split], sampler, specials=self.text.vocab.specials,
+                            batch_first=batch_first)

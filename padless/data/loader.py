@@ -7,22 +7,34 @@ length cap on what a run trains on.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from padless.data.batch import Batch, IdPair, make_batches
+from padless.data.batch import Batch, IdPair
 from padless.data.sampler import BucketBatchSampler
 from padless.data.store import TokenSplit
+from padless.data.vocabulary import Specials
 from padless.runtime.errors import UserError
 
-__all__ = ["TrainingBatches", "ValidationBatches", "as_split", "run_batches", "within_length"]
+__all__ = ["TrainingBatches", "ValidationBatches", "as_split", "make_batches", "run_batches",
+           "within_length"]
 
 
 def as_split(pairs: Sequence[IdPair]) -> TokenSplit:
     """``pairs`` as a :class:`~padless.data.store.TokenSplit` (a list of pairs is copied
-    into arrays; a split is itself)."""
+    into arrays; a split is itself): the one place that tells the two apart."""
     return pairs if isinstance(pairs, TokenSplit) else TokenSplit.from_pairs(pairs)
+
+
+def make_batches(pairs: Sequence[IdPair], index_lists: Iterable[Sequence[int]], *,
+                 specials: Specials = Specials(),  # noqa: B008 (frozen)
+                 batch_first: bool = False) -> Iterator[Batch]:
+    """The ``Batch`` of each list of indices into ``pairs`` (e.g. what a sampler yields),
+    gathered from the arrays in a few operations; ``specials``: the vocabulary's."""
+    split = as_split(pairs)
+    for indices in index_lists:
+        yield split.batch(indices, specials=specials, batch_first=batch_first)
 
 
 def within_length(pairs: Sequence[IdPair], max_length: int | None) -> TokenSplit:
@@ -57,12 +69,13 @@ class TrainingBatches:
         seed: int,
         num_shards: int = 1,
         shard_index: int = 0,
+        specials: Specials = Specials(),  # noqa: B008 (frozen)
     ) -> None:
         self.pairs = pairs = as_split(pairs)
         self.sampler = _sampler(pairs, batch_size=batch_size, max_tokens=max_tokens,
                                 shuffle=True, seed=seed, num_shards=num_shards,
                                 shard_index=shard_index)
-        self._batches = make_batches(pairs, self._endless())
+        self._batches = make_batches(pairs, self._endless(), specials=specials)
 
     def _endless(self) -> Iterator[list[int]]:
         while True:  # the sampler advances its epoch at each end
@@ -103,8 +116,9 @@ class ValidationBatches:
     tensors for the whole run: 0.3 GB at 10M pairs."""
 
     def __init__(self, pairs: Sequence[IdPair], *, batch_size: int | None,
-                 max_tokens: int | None, num_shards: int = 1, shard_index: int = 0) -> None:
-        self.pairs = as_split(pairs)
+                 max_tokens: int | None, num_shards: int = 1, shard_index: int = 0,
+                 specials: Specials = Specials()) -> None:  # noqa: B008 (frozen)
+        self.pairs, self.specials = as_split(pairs), specials
         self.sampler = None
         if len(self.pairs) >= num_shards:
             self.sampler = _sampler(self.pairs, batch_size=batch_size, max_tokens=max_tokens,
@@ -119,7 +133,7 @@ class ValidationBatches:
         if self.sampler is None:
             return iter(())
         self.sampler.set_epoch(0)  # the same batches at every pass
-        return make_batches(self.pairs, self.sampler)
+        return make_batches(self.pairs, self.sampler, specials=self.specials)
 
 
 def run_batches(
@@ -131,6 +145,7 @@ def run_batches(
     seed: int,
     num_shards: int = 1,
     shard_index: int = 0,
+    specials: Specials = Specials(),  # noqa: B008 (frozen)
     say: Callable[[str], object] = print,
     where: str | os.PathLike | None = None,
 ) -> tuple[TrainingBatches, ValidationBatches]:
@@ -160,6 +175,6 @@ def run_batches(
             f"({len(splits['train'])} in all, train.max_length={max_length}) for {num_shards} "
             "process(es): raise train.max_length, or prepare more data")
     limits = {"batch_size": batch_size, "max_tokens": max_tokens, "num_shards": num_shards,
-              "shard_index": shard_index}
+              "shard_index": shard_index, "specials": specials}
     return (TrainingBatches(usable["train"], seed=seed, **limits),
             ValidationBatches(usable["valid"], **limits))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from padless.data.batch import Batch, IdPair
-from padless.data.vocabulary import PAD_ID
+from padless.data.vocabulary import Specials
 from padless.runtime.errors import UserError
 from padless.runtime.files import atomic_write
 
@@ -183,7 +183,9 @@ class TokenSplit(Sequence[IdPair]):
         fits = (len(self.offsets) - 1) // 2 <= np.iinfo(np.int32).max
         return TokenSplit(self.tokens, self.offsets, rows.astype(np.int32) if fits else rows)
 
-    def batch(self, indices: Sequence[int] | np.ndarray, *, batch_first: bool = False) -> Batch:
+    def batch(self, indices: Sequence[int] | np.ndarray, *,
+              specials: Specials = Specials(),  # noqa: B008 (frozen)
+              batch_first: bool = False) -> Batch:
         """The :class:`~padless.data.batch.Batch` of the pairs at ``indices`` (``B`` of
         them), gathered from the arrays in one indexing operation a side."""
         indices = np.asarray(indices, dtype=np.int64)
@@ -193,17 +195,19 @@ class TokenSplit(Sequence[IdPair]):
             raise IndexError(f"TokenSplit.batch: an index outside the {len(self)} pairs")
         rows = indices % len(self) if self.rows is None else self.rows[indices].astype(np.int64)
         bounds = self.offsets[2 * rows[:, None] + np.arange(3)]  # [B, 3]: start, middle, end
-        src, src_lengths = self._padded(bounds[:, 0], bounds[:, 1])
-        tgt, tgt_lengths = self._padded(bounds[:, 1], bounds[:, 2])
-        return Batch.from_padded(src, src_lengths, tgt, tgt_lengths, batch_first=batch_first)
+        src, src_lengths = self._padded(bounds[:, 0], bounds[:, 1], specials.pad)
+        tgt, tgt_lengths = self._padded(bounds[:, 1], bounds[:, 2], specials.pad)
+        return Batch.from_padded(src, src_lengths, tgt, tgt_lengths, specials=specials,
+                                 batch_first=batch_first)
 
-    def _padded(self, starts: np.ndarray, ends: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, L]`` rows ``tokens[starts[b]:ends[b]]``, PAD beyond each length, and the
-        ``[B]`` lengths."""
+    def _padded(self, starts: np.ndarray, ends: np.ndarray, pad_id: int,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, L]`` rows ``tokens[starts[b]:ends[b]]``, ``pad_id`` beyond each length, and
+        the ``[B]`` lengths."""
         lengths = ends - starts
         positions = np.arange(int(lengths.max()))
         valid = positions < lengths[:, None]  # [B, L]
-        rows = np.full(valid.shape, PAD_ID, dtype=np.int64)
+        rows = np.full(valid.shape, pad_id, dtype=np.int64)
         rows[valid] = self.tokens[(starts[:, None] + positions)[valid]]
         return torch.from_numpy(rows), torch.from_numpy(lengths)
 

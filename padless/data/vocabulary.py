@@ -1,8 +1,12 @@
-"""The vocabulary: tokens <-> ids, with the special tokens at fixed ids.
+"""The vocabulary: tokens <-> ids, with the special tokens at known ids (:class:`Specials`).
 
-PAD is 0 so that a zero-initialised tensor is all padding and ``pad_batch``'s default
-matches; BOS, EOS and UNK follow. One joint vocabulary serves source and target (a chatbot
-answers in the language it is spoken to). Unknown tokens map to UNK instead of raising,
+A vocabulary padless builds has its specials at fixed ids: PAD is 0 so that a
+zero-initialised tensor is all padding and ``pad_batch``'s default matches; BOS, EOS and UNK
+follow. A pretrained model's vocabulary keeps its own ids (Marian's EOS is 0 and its PAD the
+last id; BART's decoder starts from its EOS): :meth:`Vocabulary.pretrained` takes them as
+they are, so its weights need no permutation and its outputs stay exactly the model's. One
+joint vocabulary serves source and target (a chatbot answers in the language it is spoken
+to). Unknown tokens map to UNK instead of raising,
 which is what crashes the tutorial's ``indexesFromSentence`` on a word it never saw.
 
 The specials are ids, never text: a text token that spells one (``<pad>``, ``</s>`` in a
@@ -16,6 +20,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 from padless.runtime.errors import UserError
 from padless.runtime.files import read_utf8, write_json_atomic
@@ -28,6 +33,7 @@ __all__ = [
     "PAD",
     "PAD_ID",
     "SPECIALS",
+    "Specials",
     "UNK",
     "UNK_ID",
     "Vocabulary",
@@ -41,21 +47,68 @@ _FORMAT = "padless-vocabulary"
 _VERSION = 1
 
 
+@dataclass(frozen=True)
+class Specials:
+    """The ids of a vocabulary's special tokens.
+
+    Attributes:
+        pad: fills sequences past their end (never embedded by the Transformer, never an
+            output).
+        bos: what the decoder is fed first (a pretrained model's ``decoder_start_token_id``:
+            Marian's is its PAD, BART's its EOS).
+        eos: ends an answer.
+        unk: stands for a word outside the vocabulary.
+    """
+
+    pad: int = PAD_ID
+    bos: int = BOS_ID
+    eos: int = EOS_ID
+    unk: int = UNK_ID
+
+    def never_output(self) -> tuple[int, ...]:
+        """The ids an answer never holds: PAD and the decoder's start, unless that is EOS."""
+        return tuple(sorted({self.pad, self.bos} - {self.eos}))
+
+
 class Vocabulary:
     """An ordered token list; a token's id is its position.
 
-    Ids 0-3 are always ``<pad> <s> </s> <unk>``; the other tokens follow in the order given.
-    Only those others are words of the vocabulary (``in``, :meth:`encode`).
+    A vocabulary padless builds has ids 0-3 ``<pad> <s> </s> <unk>``, the other tokens
+    following in the order given; a pretrained one (:meth:`pretrained`) keeps its model's
+    ids and specials. Only the non-special tokens are words of the vocabulary (``in``,
+    :meth:`encode`).
     """
 
     def __init__(self, tokens: Iterable[str] = ()) -> None:
         """Build from the non-special tokens, in id order (duplicates and specials skipped)."""
+        self.specials = Specials()
         self._itos: list[str] = list(SPECIALS)
         self._stoi: dict[str, int] = {}  # words only: the specials are not text
         for tok in tokens:
             if tok not in self._stoi and tok not in SPECIALS:
                 self._stoi[tok] = len(self._itos)
                 self._itos.append(tok)
+
+    @classmethod
+    def pretrained(cls, tokens: Sequence[str], specials: Specials) -> Vocabulary:
+        """A pretrained model's vocabulary: ``tokens`` in id order, its ``specials`` where the
+        model has them.
+
+        Raises:
+            ValueError: if a special id is outside the tokens, or a token repeats.
+        """
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("vocabulary: duplicate tokens")
+        for name, index in asdict(specials).items():
+            if not (isinstance(index, int) and 0 <= index < len(tokens)):
+                raise ValueError(f"vocabulary: the {name} id {index!r} is outside [0, "
+                                 f"{len(tokens)})")
+        vocab = cls.__new__(cls)
+        vocab.specials = specials
+        vocab._itos = list(tokens)
+        special_ids = set(asdict(specials).values())
+        vocab._stoi = {tok: i for i, tok in enumerate(tokens) if i not in special_ids}
+        return vocab
 
     @classmethod
     def build(
@@ -96,7 +149,8 @@ class Vocabulary:
         return token in self._stoi
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self._itos == other._itos
+        return (isinstance(other, Vocabulary) and self._itos == other._itos
+                and self.specials == other.specials)
 
     def __repr__(self) -> str:
         return f"Vocabulary(size={len(self)})"
@@ -107,8 +161,8 @@ class Vocabulary:
         return list(self._itos)
 
     def token_to_id(self, token: str) -> int:
-        """The id of the word ``token``; UNK_ID for an unknown word or a special's spelling."""
-        return self._stoi.get(token, UNK_ID)
+        """The id of the word ``token``; UNK's for an unknown word or a special's spelling."""
+        return self._stoi.get(token, self.specials.unk)
 
     def id_to_token(self, index: int) -> str:
         """The token with id ``index``.
@@ -122,17 +176,21 @@ class Vocabulary:
         return self._itos[index]
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
-        """Map text tokens to ids; unknown ones (and specials' spellings) become UNK_ID."""
-        get = self._stoi.get
-        return [get(tok, UNK_ID) for tok in tokens]
+        """Map text tokens to ids; unknown ones (and specials' spellings) become UNK's."""
+        get, unk = self._stoi.get, self.specials.unk
+        return [get(tok, unk) for tok in tokens]
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         """Map ids to tokens, specials included (see ``TextProcessor.decode`` for text)."""
         return [self.id_to_token(int(i)) for i in ids]
 
     def to_dict(self) -> dict:
-        """Plain JSON types: ``{"format", "version", "tokens"}`` with specials first."""
-        return {"format": _FORMAT, "version": _VERSION, "tokens": list(self._itos)}
+        """Plain JSON types: ``{"format", "version", "tokens"}`` with padless's specials
+        first, or with ``"specials"`` (their ids) for a pretrained vocabulary."""
+        data = {"format": _FORMAT, "version": _VERSION, "tokens": list(self._itos)}
+        if self.specials != Specials() or self._itos[:len(SPECIALS)] != list(SPECIALS):
+            data["specials"] = asdict(self.specials)
+        return data
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
@@ -146,6 +204,12 @@ class Vocabulary:
         tokens = d.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise ValueError("vocabulary: 'tokens' must be a list of strings")
+        if "specials" in d:
+            specials = d["specials"]
+            if not isinstance(specials, dict) or set(specials) != set(asdict(Specials())):
+                raise ValueError("vocabulary: 'specials' must give the pad, bos, eos and unk "
+                                 "ids")
+            return cls.pretrained(tokens, Specials(**specials))
         if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
             raise ValueError(
                 f"vocabulary: the first tokens must be {list(SPECIALS)}, got {tokens[:4]}"

@@ -15,7 +15,6 @@ import torch
 from tqdm import tqdm
 
 from padless.data.text import TextProcessor
-from padless.data.vocabulary import PAD_ID
 from padless.decoding.beam import beam_search
 from padless.decoding.greedy import greedy_search, sample_search
 from padless.decoding.options import SearchOptions
@@ -99,7 +98,7 @@ def decode_ids(
     with tqdm(total=len(order), unit="sent", file=sys.stderr, disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            src, lengths = pad_batch([sources[i] for i in indices], PAD_ID)
+            src, lengths = pad_batch([sources[i] for i in indices], model.specials.pad)
             result = run_search(
                 model, src.to(device), lengths, options, generator=generator,
                 return_attention=return_attention, stop=stop,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from padless.data.vocabulary import BOS_ID, EOS_ID
 from padless.decoding.options import SearchOptions
 from padless.decoding.repetition import penalize_repetitions
 from padless.decoding.search import (
@@ -64,9 +63,9 @@ def beam_search(
     """
     options = SearchOptions("beam") if options is None else options
     beam_size, alpha, max_length = options.beam_size, options.alpha, options.max_length
-    min_length, banned_ids = options.min_length, options.banned_ids()
+    min_length, banned_ids = options.min_length, options.banned_ids(model.specials)
     no_repeat_ngram, repetition_penalty = options.no_repeat_ngram, options.repetition_penalty
-    bos_id, eos_id = BOS_ID, EOS_ID
+    bos_id, eos_id = model.specials.bos, model.specials.eos
     k, batch_size, device = beam_size, src.size(1), src.device
     beams = _Beams.start(batch_size, k, bos_id, src.size(0), device, return_attention)
     state = model.start_decoding(src, src_lengths).select(

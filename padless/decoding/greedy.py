@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID
 from padless.decoding.options import SearchOptions
 from padless.decoding.repetition import penalize_repetitions
 from padless.decoding.search import (
@@ -35,14 +34,9 @@ from padless.decoding.search import (
 )
 from padless.models.base import DecoderState
 
-__all__ = ["RowDecoder", "can_join", "greedy_search", "sample_search"]
+__all__ = ["RowDecoder", "greedy_search", "sample_search"]
 
 Pick = Callable[[torch.Tensor], torch.Tensor]  # allowed scores [R, V] -> chosen ids [R]
-
-
-def can_join(state: DecoderState) -> bool:
-    """Whether rows of another decoding can join rows of this state (``concat``)."""
-    return callable(getattr(state, "concat", None))
 
 
 @dataclass
@@ -82,7 +76,7 @@ class RowDecoder:
         if options.method not in ("greedy", "sample"):
             raise ValueError(f"RowDecoder: greedy search or sampling, not {options.method}")
         self.model, self.options = model, options
-        self.banned = options.banned_ids()
+        self.banned = options.banned_ids(model.specials)
         self.return_attention = return_attention
         self._pick = _greedy if options.method == "greedy" else _sampler(options, generator)
         self._state: DecoderState | None = None
@@ -109,8 +103,8 @@ class RowDecoder:
         device, batch = src.device, src.shape[1]
         rows = _Rows(
             tags, [int(n) for n in src_lengths],
-            torch.full((batch,), BOS_ID, dtype=torch.long, device=device),
-            torch.full((batch, self.options.max_length), PAD_ID, dtype=torch.long,
+            torch.full((batch,), self.model.specials.bos, dtype=torch.long, device=device),
+            torch.full((batch, self.options.max_length), self.model.specials.pad, dtype=torch.long,
                        device=device),
             torch.zeros(batch, dtype=torch.long, device=device),
             torch.zeros(batch, dtype=torch.float64, device=device),
@@ -151,7 +145,7 @@ class RowDecoder:
         allowed = restrict(
             scores,
             width,
-            EOS_ID,
+            self.model.specials.eos,
             options.min_length,
             self.banned,
             history,
@@ -167,7 +161,7 @@ class RowDecoder:
             weights = attention.float().cpu()
             for r, steps in enumerate(rows.attention):
                 steps.append(weights[r, : rows.src_lengths[r]])
-        ended = token == EOS_ID
+        ended = token == self.model.specials.eos
         going = (~ended).nonzero().squeeze(1)  # rows that left at max_length are gone
         rows.tokens[going, rows.lengths[going]] = token[going]
         rows.lengths[going] += 1

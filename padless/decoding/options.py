@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from padless.data.vocabulary import BOS_ID, PAD_ID, UNK_ID
+from padless.data.vocabulary import Specials
 from padless.runtime.errors import UserError
 from padless.runtime.options import ConfigError, check_options, knobs, option
 
@@ -82,10 +82,11 @@ class SearchOptions:
                 "allow_unk": True}
         return cls(method, **{**base, **settings})
 
-    def banned_ids(self) -> tuple[int, ...]:
-        """Ids an answer never holds: PAD and BOS (never outputs, though an untrained model
-        may prefer them), and UNK unless ``allow_unk``."""
-        return (PAD_ID, BOS_ID) if self.allow_unk else (PAD_ID, BOS_ID, UNK_ID)
+    def banned_ids(self, specials: Specials) -> tuple[int, ...]:
+        """Ids an answer never holds: PAD and the decoder's start (never outputs, though an
+        untrained model may prefer them), and UNK unless ``allow_unk``."""
+        never = specials.never_output()
+        return never if self.allow_unk else tuple(sorted({*never, specials.unk}))
 
     def asked(
         self,

@@ -41,6 +41,7 @@ from typing import Protocol
 
 import torch
 
+from padless.data.vocabulary import Specials
 from padless.decoding.repetition import repeated_ngram_bans
 from padless.models.base import DecoderState
 
@@ -58,8 +59,12 @@ class StepModel(Protocol):
     ``start_decoding(src [S, B], src_lengths [B])`` encodes and returns a
     :class:`~padless.models.base.DecoderState` for ``B`` rows;
     ``decode_step(prev_tokens [R], state)`` returns ``(log_probs [R, V], state,
-    attention [R, S])``; ``state.select(rows)`` repeats, reorders or drops rows.
+    attention [R, S])``; ``state.select(rows)`` repeats, reorders or drops rows;
+    ``specials`` says where decoding starts (BOS), where it ends (EOS) and what it never
+    outputs.
     """
+
+    specials: Specials
 
     def start_decoding(self, src: torch.Tensor, src_lengths: torch.Tensor) -> DecoderState: ...
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from padless.data.vocabulary import Specials
 from padless.models.base import DecoderState, EncoderDecoder
 from padless.models.config import ARCHITECTURES, ModelConfig
 
@@ -18,13 +19,15 @@ __all__ = [
 ]
 
 
-def build_model(config: ModelConfig, vocab_size: int, pad_id: int = 0) -> EncoderDecoder:
-    """A freshly initialised model of ``config.arch`` over a ``vocab_size`` vocabulary."""
+def build_model(config: ModelConfig, vocab_size: int,
+                specials: Specials = Specials()) -> EncoderDecoder:  # noqa: B008 (frozen)
+    """A freshly initialised model of ``config.arch`` over a ``vocab_size`` vocabulary with
+    the special ids ``specials`` (padless's own by default)."""
     from padless.models.seq2seq import Seq2Seq
     from padless.models.transformer import Transformer
 
     builders = {"gru": Seq2Seq, "transformer": Transformer}
-    return builders[config.arch](config, vocab_size, pad_id)
+    return builders[config.arch](config, vocab_size, specials)
 
 
 def parameter_count(config: ModelConfig, vocab_size: int) -> int:

@@ -11,12 +11,14 @@ only, so it works with any architecture.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from padless.data.batch import Batch
+from padless.data.vocabulary import Specials
 from padless.losses import LossOutput, masked_linear_cross_entropy
 from padless.models.config import ModelConfig
 from padless.runtime.errors import UserError
@@ -35,24 +37,43 @@ class DecoderState(Protocol):
         ...
 
     # Optional: ``concat(other) -> DecoderState``, the rows of ``self`` then those of
-    # ``other`` (started by another ``start_decoding`` call). With it, ``padless serve`` lets
-    # new requests join a running greedy batch at any step (continuous batching); without it
-    # a batch runs to its end before the next one starts.
+    # ``other`` (started by another ``start_decoding`` call). A model whose state has it says
+    # so (``EncoderDecoder.rows_can_join``), and ``padless serve`` then lets new requests join
+    # a running greedy batch at any step (continuous batching); without it a batch runs to
+    # its end before the next one starts.
 
 
 class EncoderDecoder(nn.Module):
     """Base class of the seq2seq architectures.
 
-    Subclasses set :attr:`config`, :attr:`vocab_size`, :attr:`pad_id` and :attr:`output`
+    Subclasses call ``super().__init__(config, vocab_size, specials)``, set :attr:`output`
     (the ``H -> V`` projection) and implement :meth:`target_states`, :meth:`start_decoding` and
     :meth:`decode_step`.
+
+    Attributes:
+        config: the hyper-parameters.
+        vocab_size: ``V``.
+        specials: the vocabulary's special ids: search starts from ``specials.bos``, stops
+            at ``specials.eos`` and never outputs ``specials.never_output()``.
     """
 
-    config: ModelConfig
-    vocab_size: int
-    pad_id: int
     output: nn.Linear
+    # Its DecoderState has ``concat``: rows of another decoding can join a running one
+    # (``padless serve``'s continuous batching).
+    rows_can_join: bool = False
     quantized: str | None = None  # "int8 (engine)" once padless.models.quantize made it so
+
+    def __init__(self, config: ModelConfig, vocab_size: int, specials: Specials) -> None:
+        super().__init__()
+        for name, index in asdict(specials).items():
+            if not 0 <= index < vocab_size:
+                raise ValueError(f"{type(self).__name__}: the {name} id {index} is outside the "
+                                 f"vocabulary [0, {vocab_size})")
+        self.config, self.vocab_size, self.specials = config, vocab_size, specials
+
+    @property
+    def pad_id(self) -> int:
+        return self.specials.pad
 
     def train(self, mode: bool = True) -> EncoderDecoder:
         """As ``nn.Module.train``; a quantized model decodes only.

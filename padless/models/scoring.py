@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from padless.data.batch import Batch, IdPair, make_batches
+from padless.data.batch import Batch, IdPair
+from padless.data.loader import make_batches
 from padless.models.base import EncoderDecoder
 from padless.runtime.precision import Precision
 
@@ -118,4 +119,5 @@ def corpus_scores(
     ordered = sorted((p for p in pairs if p[0]), key=lambda p: (len(p[0]), len(p[1])))
     index_lists = (range(start, min(start + batch_size, len(ordered)))
                    for start in range(0, len(ordered), batch_size))
-    return teacher_forced_scores(model, make_batches(ordered, index_lists))
+    return teacher_forced_scores(model, make_batches(ordered, index_lists,
+                                                     specials=model.specials))

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from padless.data.batch import Batch
+from padless.data.vocabulary import Specials
 from padless.models.base import EncoderDecoder
 from padless.models.config import ModelConfig
 from padless.models.decoder import Decoder
@@ -104,22 +105,20 @@ class Seq2Seq(EncoderDecoder):
     Args:
         config: the hyper-parameters.
         vocab_size: ``V``, size of the (joint) vocabulary.
-        pad_id: the padding id (its embedding is zero and gets no gradient from lookups).
+        specials: the vocabulary's special ids; PAD's embedding is zero and gets no
+            gradient from lookups.
 
     Attributes:
         encoder: :class:`padless.models.encoder.Encoder`.
         decoder: :class:`padless.models.decoder.Decoder`; ``decoder.out`` is :attr:`output`.
     """
 
-    def __init__(self, config: ModelConfig, vocab_size: int, pad_id: int = 0) -> None:
-        super().__init__()
-        if not 0 <= pad_id < vocab_size:
-            raise ValueError(
-                f"Seq2Seq: pad_id {pad_id} is outside the vocabulary [0, {vocab_size})"
-            )
-        self.config = config
-        self.vocab_size = vocab_size
-        self.pad_id = pad_id
+    rows_can_join = True  # Seq2SeqState.concat
+
+    def __init__(self, config: ModelConfig, vocab_size: int,
+                 specials: Specials = Specials()) -> None:  # noqa: B008 (frozen)
+        super().__init__(config, vocab_size, specials)
+        pad_id = self.pad_id
         src_embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id)
         tgt_embedding = (
             src_embedding

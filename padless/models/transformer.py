@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from padless.data.batch import Batch
+from padless.data.vocabulary import Specials
 from padless.masking import lengths_to_mask
 from padless.models.base import EncoderDecoder
 from padless.models.config import ModelConfig
@@ -45,7 +46,7 @@ class Transformer(EncoderDecoder):
             (embeddings, attention weights, residual branches, feed-forward activations),
             ``shared_embeddings``, ``tie_output``.
         vocab_size: ``V``, size of the (joint) vocabulary.
-        pad_id: the padding id (never embedded: pads are not packed).
+        specials: the vocabulary's special ids (PAD is never embedded: pads are not packed).
 
     Attributes:
         src_embedding, tgt_embedding: ``nn.Embedding(V, H)`` (one module when shared),
@@ -55,13 +56,13 @@ class Transformer(EncoderDecoder):
         output: ``nn.Linear(H, V)``; its weight is ``tgt_embedding.weight`` when tied.
     """
 
-    def __init__(self, config: ModelConfig, vocab_size: int, pad_id: int = 0) -> None:
-        super().__init__()
-        if not 0 <= pad_id < vocab_size:
-            raise ValueError(
-                f"Transformer: pad_id {pad_id} is outside the vocabulary [0, {vocab_size})")
+    rows_can_join = True  # TransformerDecoderState.concat
+
+    def __init__(self, config: ModelConfig, vocab_size: int,
+                 specials: Specials = Specials()) -> None:  # noqa: B008 (frozen)
+        super().__init__(config, vocab_size, specials)
         size, heads, ffn = config.hidden_size, config.num_heads, config.transformer_ffn_size
-        self.config, self.vocab_size, self.pad_id = config, vocab_size, pad_id
+        pad_id = self.pad_id
         self.heads = heads
         self.src_embedding = nn.Embedding(vocab_size, size, padding_idx=pad_id)
         self.tgt_embedding = (

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from padless.data.text import TextProcessor
-from padless.data.vocabulary import PAD_ID, Vocabulary
+from padless.data.vocabulary import Vocabulary
 from padless.models import EncoderDecoder, ModelConfig, build_model
 from padless.runtime.errors import UserError
 from padless.runtime.files import atomic_write
@@ -182,7 +182,8 @@ class Checkpoint:
 
     def build_model(self, device: torch.device | str = "cpu") -> EncoderDecoder:
         """The model with the decoding weights, on ``device``, in eval mode."""
-        model = build_model(self.model_config(), self.vocab_size, pad_id=PAD_ID)
+        vocab = Vocabulary.from_dict(self.vocab)
+        model = build_model(self.model_config(), len(vocab), vocab.specials)
         try:
             model.load_state_dict(self.decoding_weights)
         except RuntimeError as e:
@@ -197,7 +198,8 @@ class Checkpoint:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         # vocab_size and pad_id are derived; they are kept for readers of the files
         data.update(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, state=asdict(self.state),
-                    vocab_size=self.vocab_size, pad_id=PAD_ID)
+                    vocab_size=self.vocab_size,
+                    pad_id=Vocabulary.from_dict(self.vocab).specials.pad)
         atomic_write(path, lambda f: torch.save(data, f))
 
     @classmethod

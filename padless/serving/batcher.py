@@ -47,9 +47,8 @@ from dataclasses import dataclass
 
 import torch
 
-from padless.data.vocabulary import PAD_ID, UNK_ID
 from padless.decoding.batched import decode_ids, make_generator
-from padless.decoding.greedy import RowDecoder, can_join
+from padless.decoding.greedy import RowDecoder
 from padless.decoding.options import SearchOptions
 from padless.decoding.search import Hypothesis, Stopped
 from padless.masking import pad_batch
@@ -111,7 +110,7 @@ class DynamicBatcher:
         self.model = model
         self.max_batch_size = max_batch_size
         self.threads = threads
-        self.continuous = CONTINUOUS if continuous and _can_join(model) else set()
+        self.continuous = CONTINUOUS if continuous and model.rows_can_join else set()
         self.stats = BatcherStats()
         self.queue = RequestQueue(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                                   max_queue=max_queue)
@@ -323,7 +322,7 @@ class DynamicBatcher:
             tags += [(job, i) for i, s in enumerate(job.sources) if s]
         try:
             if rows:
-                src, lengths = pad_batch(rows, PAD_ID)
+                src, lengths = pad_batch(rows, self.model.specials.pad)
                 decoder.add(src.to(self.model.device), lengths, tags)
         except Exception as e:
             if len(jobs) > 1:  # find the culprit: each job on its own
@@ -339,11 +338,3 @@ class DynamicBatcher:
         for job in jobs:
             if not job.missing:
                 self._answer(job, job.results)
-
-
-def _can_join(model: EncoderDecoder) -> bool:
-    """Whether ``model``'s decoding state can take rows of another (continuous batching)."""
-    with torch.no_grad():
-        state = model.start_decoding(torch.full((1, 1), UNK_ID, device=model.device),
-                                     torch.ones(1, dtype=torch.long))
-    return can_join(state)

@@ -354,7 +354,8 @@ class Trainer:
         batches, valid = run_batches(
             splits, max_length=tc.max_length, batch_size=tc.batch_size,
             max_tokens=tc.max_tokens, seed=tc.seed, num_shards=world.world_size,
-            shard_index=world.rank, say=self.say, where=data_dir)
+            shard_index=world.rank, specials=self.text.vocab.specials, say=self.say,
+            where=data_dir)
         if not valid:
             self.say("warning: no validation split: no validation, early stopping or best "
                      "checkpoint")

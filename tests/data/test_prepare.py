@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from padless.cli import main
-from padless.data.batch import make_batches
 from padless.data.dataset import PreparedData, split_pairs
+from padless.data.loader import make_batches
 from padless.data.options import PrepareOptions
 from padless.data.prepare import prepare
 from padless.data.vocabulary import UNK_ID

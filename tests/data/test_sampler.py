@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from padless.data.batch import make_batches
+from padless.data.loader import make_batches
 from padless.data.readers import ReadStats, read_chitchat
 from padless.data.sampler import BucketBatchSampler, padding_fraction, random_batches
 from padless.data.text import normalize_default

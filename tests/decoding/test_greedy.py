@@ -10,9 +10,10 @@ import torch
 
 from padless.data.vocabulary import EOS_ID, PAD_ID
 from padless.decoding.batched import decode_ids, make_generator
-from padless.decoding.greedy import RowDecoder, _greedy, can_join
+from padless.decoding.greedy import RowDecoder, _greedy
 from padless.decoding.options import SearchOptions
 from padless.masking import pad_batch
+from padless.models import build_model
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
 from padless.models.transformer import Transformer
@@ -140,10 +141,13 @@ def test_beam_search_is_not_a_row_decoder_and_an_empty_decoder_steps_to_nothing(
     assert RowDecoder(reversal_gru(), SearchOptions()).step() == []
 
 
-def test_the_gru_state_can_join_rows() -> None:
-    model = reversal_gru()
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_a_model_that_says_its_rows_can_join_has_a_state_that_joins(arch: str) -> None:
+    config = ModelConfig(arch=arch, embedding_size=8, hidden_size=8, num_layers=1,
+                         num_heads=2)
+    model = build_model(config, 20).eval()
     state = model.start_decoding(torch.tensor([[4], [5]]), torch.tensor([2]))
-    assert can_join(state)
+    assert model.rows_can_join and callable(state.concat)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from padless.data.vocabulary import BOS_ID, EOS_ID
+from padless.data.vocabulary import BOS_ID, EOS_ID, Specials
 from padless.decoding.beam import beam_search
 from padless.decoding.greedy import greedy_search, sample_search
 from padless.decoding.metrics import has_repeated_ngram
@@ -35,6 +35,8 @@ class MarkovState:
 
 class MarkovModel:
     """``log p(next | prev) = table[prev]``: a StepModel that ignores its source."""
+
+    specials = Specials()
 
     def __init__(self, logits: dict[int, dict[int, float]]) -> None:
         table = torch.full((VOCAB, VOCAB), -20.0)

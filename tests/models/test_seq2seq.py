@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from padless.data.batch import Batch
+from padless.data.vocabulary import Specials
 from padless.models.attention import LuongAttention
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Encoded, GRUDecoderState, Seq2Seq
@@ -31,7 +32,7 @@ def make_model(
     options = dict(embedding_size=6, hidden_size=8, num_layers=2, dropout=0.0)
     options.update(kwargs)
     config = ModelConfig(attention=attention, merge_directions=merge, **options)
-    return Seq2Seq(config, VOCAB, pad_id=PAD).to(dtype)
+    return Seq2Seq(config, VOCAB, Specials(pad=PAD)).to(dtype)
 
 
 def per_token_losses(model: Seq2Seq, batch: Batch) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from padless.data.batch import Batch
+from padless.data.vocabulary import Specials
 from padless.models import build_model
 from padless.models.config import ModelConfig
 from padless.models.packing import Packing
@@ -42,7 +43,7 @@ def make_model(dtype: torch.dtype = torch.float64, **kwargs) -> Transformer:
     options = dict(arch="transformer", embedding_size=HIDDEN, hidden_size=HIDDEN,
                    num_heads=HEADS, ffn_size=FFN, num_layers=2, dropout=0.0, tie_output=True)
     options.update(kwargs)
-    model = Transformer(ModelConfig(**options), VOCAB, pad_id=PAD).to(dtype)
+    model = Transformer(ModelConfig(**options), VOCAB, Specials(pad=PAD)).to(dtype)
     with torch.no_grad():  # LayerNorms away from their initial identity, biases non-zero
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):

@@ -51,7 +51,7 @@ class Uncached:
     """The same model decoded by re-running the whole prefix at every step."""
 
     def __init__(self, model: Transformer) -> None:
-        self.model = model
+        self.model, self.specials = model, model.specials
 
     def start_decoding(self, src: torch.Tensor, src_lengths: torch.Tensor) -> PrefixState:
         return PrefixState(src, src_lengths, src.new_zeros(0, src.shape[1]))

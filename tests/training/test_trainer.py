@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from padless.cli import main as cli_main
-from padless.data.batch import make_batches
 from padless.data.dataset import PreparedData
+from padless.data.loader import make_batches
 from padless.models import build_model
 from padless.models.scoring import teacher_forced_scores
 from padless.runs.checkpoint import Checkpoint
