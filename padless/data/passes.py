@@ -28,7 +28,6 @@ from padless.data.parallel import ChunkPool, chunked, normalised, tokenised
 from padless.data.readers import ReadStats, read_corpus
 from padless.data.store import write_token_split
 from padless.data.text import TextProcessor
-from padless.data.vocabulary import UNK_ID
 from padless.runtime.files import atomic_write
 
 __all__ = ["HISTOGRAM_BINS", "SMALL_CORPUS", "SPM_SAMPLE", "FirstPass", "SplitStats",
@@ -167,7 +166,8 @@ def second_pass(first: FirstPass, text: TextProcessor, out: Path, opts: PrepareO
                                 stats.drop(f"longer than {opts.max_length} tokens")
                                 continue
                             ids = vocab.encode(source), vocab.encode(target)
-                            unknown = ids[0].count(UNK_ID) + ids[1].count(UNK_ID)
+                            unk = vocab.specials.unk
+                            unknown = ids[0].count(unk) + ids[1].count(unk)
                             split.tokens += len(ids[0]) + len(ids[1])
                             split.unknown += unknown
                             if opts.drop_unk_pairs and unknown:

@@ -277,12 +277,12 @@ class TextProcessor:
 
     def decode(self, ids: Sequence[int]) -> str:
         """Detokenised text of ``ids``: stops at EOS, skips PAD and BOS, shows UNK as ``<unk>``."""
-        tokens = []
+        tokens, specials = [], self.vocab.specials
         for i in ids:
             i = int(i)
-            if i == EOS_ID:
+            if i == specials.eos:
                 break
-            if i not in (PAD_ID, BOS_ID):
+            if i not in (specials.pad, specials.bos):
                 tokens.append(self.vocab.id_to_token(i))
         return self.tokenizer.detokenize(tokens)
 

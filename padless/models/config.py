@@ -18,6 +18,10 @@ __all__ = ["ARCHITECTURES", "DROPOUT_SCOPES", "ModelConfig"]
 
 ARCHITECTURES = ("gru", "transformer")
 DROPOUT_SCOPES = ("tutorial", "full")
+NORM_POSITIONS = ("pre", "post")
+ACTIVATIONS = ("relu", "gelu", "silu")
+POSITIONS = ("sinusoidal", "sinusoidal_halves", "learned")
+EMBEDDING_NORMS = ("none", "after_positions", "split")
 
 
 @dataclass
@@ -55,6 +59,28 @@ class ModelConfig:
                             minimum=1)
     ffn_size: int | None = option(None, "transformer: inner size of the feed-forward layers "
                                   "(null: 4 * hidden_size)", minimum=1)
+    # The Transformer's variants, for pretrained models (padless import); the defaults are
+    # padless's own Transformer.
+    norm_position: str = option(
+        "pre", "transformer: pre (x + f(norm(x)), a final norm after each stack) or post "
+        "(norm(x + f(x)), as BART and Marian)", choices=NORM_POSITIONS)
+    activation: str = option("relu", "transformer: the feed-forward activation",
+                             choices=ACTIVATIONS)
+    positions: str = option(
+        "sinusoidal", "transformer: sinusoidal (sines and cosines interleaved; any length), "
+        "sinusoidal_halves (Marian's: the sines, then the cosines, in float32) or learned (a "
+        "table of max_positions rows, BART's)", choices=POSITIONS)
+    position_offset: int = option(0, "transformer: learned positions: the table's row for "
+                                  "position 0 (BART: 2)", minimum=0)
+    max_positions: int | None = option(None, "transformer: learned positions: the table's rows "
+                                       "(null with sinusoids)", minimum=1)
+    embedding_scale: bool = option(True, "transformer: token embeddings are multiplied by "
+                                   "sqrt(hidden_size)")
+    embedding_norm: str = option(
+        "none", "transformer: a layer norm on the embeddings: none, after_positions (on the "
+        "sum of token and position embeddings, BART's) or split (BlenderbotSmall's: the "
+        "encoder's after positions, the decoder's on its unscaled token embeddings before "
+        "them)", choices=EMBEDDING_NORMS)
 
     @property
     def transformer_ffn_size(self) -> int:
@@ -84,3 +110,10 @@ class ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"model.num_heads: must divide hidden_size, got {self.num_heads} "
                               f"heads for hidden_size {self.hidden_size}")
+        if (self.positions == "learned") != (self.max_positions is not None):
+            raise ConfigError("model.max_positions: learned positions need a table size, "
+                              f"sinusoids none (positions={self.positions}, max_positions="
+                              f"{self.max_positions})")
+        if self.max_positions is not None and self.position_offset >= self.max_positions:
+            raise ConfigError(f"model.position_offset: must be below max_positions "
+                              f"({self.max_positions}), got {self.position_offset}")

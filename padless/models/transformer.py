@@ -1,11 +1,15 @@
 """A pad-free encoder-decoder Transformer: :class:`Transformer` (``model.arch: transformer``).
 
 Pre-norm layers (:mod:`padless.models.transformer_layers`), sinusoidal positions, shared
-and/or tied embeddings, dropout. Pads cost nothing: the real tokens of a batch are packed to
-``[N, H]`` rows (:class:`padless.models.packing.Packing`) before the embedding, and every
-position-wise computation (embedding, query/key/value and output projections, feed-forward
-layers, layer norms, and the output projection + loss of :meth:`EncoderDecoder.loss`) runs
-on those rows only. Attention alone looks at padded per-sequence blocks, with masks that keep
+and/or tied embeddings, dropout; and, for pretrained models (``padless import``), the
+variants their architectures need (``ModelConfig.norm_position``, ``activation``,
+``positions``, ``embedding_scale``, ``embedding_norm``).
+
+Pads cost nothing: the real tokens of a batch are packed to ``[N, H]`` rows
+(:class:`padless.models.packing.Packing`) before the embedding, and every position-wise
+computation (embedding, query/key/value and output projections, feed-forward layers, layer
+norms, and the output projection + loss of :meth:`EncoderDecoder.loss`) runs on those rows
+only. Attention alone looks at padded per-sequence blocks, with masks that keep
 every token away from pads, from future target tokens and from other sequences.
 
 Positions are sinusoidal rather than learned: no parameters, any length works (answers
@@ -68,16 +72,25 @@ class Transformer(EncoderDecoder):
         self.tgt_embedding = (
             self.src_embedding if config.shared_embeddings
             else nn.Embedding(vocab_size, size, padding_idx=pad_id))
-        layers = config.num_layers
+        layers, pre = config.num_layers, config.norm_position == "pre"
+        kinds = {"pre_norm": pre, "activation": config.activation}
         self.encoder_layers = nn.ModuleList(
-            EncoderLayer(size, heads, ffn, config.dropout) for _ in range(layers))
+            EncoderLayer(size, heads, ffn, config.dropout, **kinds) for _ in range(layers))
         self.decoder_layers = nn.ModuleList(
-            DecoderLayer(size, heads, ffn, config.dropout) for _ in range(layers))
-        self.encoder_norm, self.decoder_norm = nn.LayerNorm(size), nn.LayerNorm(size)
+            DecoderLayer(size, heads, ffn, config.dropout, **kinds) for _ in range(layers))
+        # pre-norm stacks end with a norm; a post-norm layer's output is normed already
+        self.encoder_norm = nn.LayerNorm(size) if pre else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(size) if pre else nn.Identity()
+        if config.embedding_norm != "none":
+            self.encoder_embedding_norm = nn.LayerNorm(size)
+            self.decoder_embedding_norm = nn.LayerNorm(size)
+        if config.positions == "learned":
+            self.encoder_positions = nn.Embedding(config.max_positions, size)
+            self.decoder_positions = nn.Embedding(config.max_positions, size)
         self.output = nn.Linear(size, vocab_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.scale = math.sqrt(size)
-        self._positions: Tensor | None = None  # a cache, not a buffer: see _embed
+        self.scale = math.sqrt(size) if config.embedding_scale else 1.0
+        self._positions: Tensor | None = None  # a cache, not a buffer: see position_table
         self._reset_parameters()
         if config.tie_output:
             self.output.weight = self.tgt_embedding.weight
@@ -106,30 +119,48 @@ class Transformer(EncoderDecoder):
 
     # -- the packed forward pass ---------------------------------------------------------
 
-    def position_table(self, length: int) -> Tensor:
-        """``[L, H]`` with ``L >= length``: the sinusoidal position encodings added to the
-        scaled embeddings, in the embeddings' dtype and device (grown and kept as needed)."""
-        table = self._positions
+    def position_table(self, length: int, *, decoder: bool = True) -> Tensor:
+        """``[L, H]`` with ``L >= length``: the position encodings added to the scaled
+        embeddings, in the embeddings' dtype and device (sinusoids: grown and kept as
+        needed; learned: the decoder's or the encoder's table, past its offset).
+
+        Raises:
+            ValueError: ``length`` positions past a learned table's rows.
+        """
         weight = self.tgt_embedding.weight
+        if self.config.positions == "learned":
+            table = (self.decoder_positions if decoder else self.encoder_positions).weight
+            table = table[self.config.position_offset:]
+            if length > table.shape[0]:
+                raise ValueError(f"Transformer: {length} positions; this model has learned "
+                                 f"{table.shape[0]} (model.max_positions)")
+            return table
+        table = self._positions
         if (table is None or table.shape[0] < length or table.device != weight.device
                 or table.dtype != weight.dtype):
             # A plain attribute, not a buffer: DDP broadcasts buffers and would stall on
             # processes whose tables grew to different lengths.
             rows = max(length, 256, 0 if table is None else table.shape[0])
-            table = sinusoids(rows, weight.shape[1]).to(weight.device, weight.dtype)
-            self._positions = table
+            table = sinusoids(rows, weight.shape[1], self.config.positions == "sinusoidal")
+            self._positions = table = table.to(weight.device, weight.dtype)
         return table
 
-    def _embed(self, embedding: nn.Embedding, ids: Tensor, positions: Tensor,
-               length: int) -> Tensor:
-        """``[N, H]``: packed ``ids [N]`` embedded, scaled, plus the sinusoid of ``positions``
-        (all below ``length``), then dropout."""
-        table = self.position_table(length)
-        return self.dropout(embedding(ids) * self.scale + table[positions])
+    def _embed(self, ids: Tensor, positions: Tensor, length: int, *, decoder: bool) -> Tensor:
+        """``[N, H]``: packed ``ids [N]`` embedded, scaled, plus the encoding of
+        ``positions`` (all below ``length``), normed where the config says, then dropout."""
+        embedding = self.tgt_embedding if decoder else self.src_embedding
+        where = self.position_table(length, decoder=decoder)[positions]
+        norm = self.config.embedding_norm
+        if norm == "none":
+            return self.dropout(embedding(ids) * self.scale + where)
+        layer_norm = self.decoder_embedding_norm if decoder else self.encoder_embedding_norm
+        if norm == "split" and decoder:  # BlenderbotSmall: the tokens' own, unscaled
+            return self.dropout(layer_norm(embedding(ids)) + where)
+        return self.dropout(layer_norm(embedding(ids) * self.scale + where))
 
     def _encode(self, ids: Tensor, packing: Packing) -> Tensor:
         """Packed source ids ``[N_src]`` -> the memory ``[N_src, H]``."""
-        x = self._embed(self.src_embedding, ids, packing.position, packing.length)
+        x = self._embed(ids, packing.position, packing.length, decoder=False)
         for layer in self.encoder_layers:
             x = layer(x, packing)
         return self.encoder_norm(x)
@@ -137,7 +168,7 @@ class Transformer(EncoderDecoder):
     def _decode(self, ids: Tensor, packing: Packing, memory: Tensor,
                 src_packing: Packing) -> Tensor:
         """Packed decoder inputs ``[N_tgt]`` -> the final states ``[N_tgt, H]``."""
-        x = self._embed(self.tgt_embedding, ids, packing.position, packing.length)
+        x = self._embed(ids, packing.position, packing.length, decoder=True)
         for layer in self.decoder_layers:
             blocks = layer.cross_attention.memory_blocks(memory, src_packing)
             x = layer(x, packing, blocks, src_packing.key_mask)
@@ -196,7 +227,7 @@ class Transformer(EncoderDecoder):
         cross-attention averaged over heads, exactly 0 at source pads. ``state`` is used up:
         go on from the one returned."""
         caches = state.caches()
-        x = self._embed(self.tgt_embedding, prev_tokens, state.lengths, state.steps + 1)
+        x = self._embed(prev_tokens, state.lengths, state.steps + 1, decoder=True)
         weights = None
         last = len(self.decoder_layers) - 1
         for i, (layer, cache) in enumerate(zip(self.decoder_layers, caches, strict=True)):

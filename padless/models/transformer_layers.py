@@ -14,15 +14,17 @@ per-sequence blocks ``[B, heads, L, d]`` (zeros at pads) for
 
 Queries at pad positions of a block are computed and dropped; no real row depends on them.
 
-The blocks are pre-norm (``x + sublayer(norm(x))``), with the parameters of
+The blocks are pre-norm (``x + sublayer(norm(x))``) by default, with the parameters of
 ``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer`` with ``norm_first=True``:
-the same function, so the two can be compared weight for weight (the benchmark does).
-Each layer also has a ``step`` for incremental decoding of one new token per row.
+the same function, so the two can be compared weight for weight (the benchmark does); or
+post-norm (``norm(x + sublayer(x))``), as BART and Marian. Each layer also has a ``step``
+for incremental decoding of one new token per row.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,14 +39,21 @@ __all__ = [
 ]
 
 
-def sinusoids(length: int, size: int) -> Tensor:
+def sinusoids(length: int, size: int, interleaved: bool = True) -> Tensor:
     """``[length, size]`` float64 sinusoidal position encodings (Vaswani et al., 2017).
 
-    Column ``2i`` is ``sin(p / 10000^(2i/size))`` and ``2i + 1`` its cosine.
+    Interleaved (padless's): column ``2i`` is ``sin(p / 10000^(2i/size))`` and ``2i + 1``
+    its cosine. Not interleaved (Marian's): the ``ceil(size / 2)`` sines, then the cosines,
+    with the values rounded to float32 as Marian's table holds them.
     """
     position = torch.arange(length, dtype=torch.float64).unsqueeze(1)
     frequency = torch.exp(
         torch.arange(0, size, 2, dtype=torch.float64) * (-math.log(10000.0) / size))
+    if not interleaved:
+        half = frequency.numel()
+        table = torch.cat([torch.sin(position * frequency),
+                           torch.cos(position * frequency[: size - half])], dim=1)
+        return table.float().double()
     table = torch.zeros(length, size + size % 2, dtype=torch.float64)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency)
@@ -196,59 +205,86 @@ class CrossAttention(nn.Module):
         return self.out(out.reshape(rows, size)), None
 
 
-class FeedForward(nn.Module):
-    """``Linear(H, F) -> ReLU -> dropout -> Linear(F, H)`` on packed rows."""
+ACTIVATION_FUNCTIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}  # gelu: erf's, exact
 
-    def __init__(self, size: int, ffn_size: int, dropout: float) -> None:
+
+class FeedForward(nn.Module):
+    """``Linear(H, F) -> activation -> dropout -> Linear(F, H)`` on packed rows."""
+
+    def __init__(self, size: int, ffn_size: int, dropout: float,
+                 activation: str = "relu") -> None:
         super().__init__()
         self.linear1 = nn.Linear(size, ffn_size)
         self.linear2 = nn.Linear(ffn_size, size)
         self.dropout = nn.Dropout(dropout)
+        self.activation = ACTIVATION_FUNCTIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(torch.relu(self.linear1(x))))
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+def _residual(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.LayerNorm,
+              dropout: nn.Dropout, pre_norm: bool) -> Tensor:
+    """A residual sub-layer: ``x + f(norm(x))`` (pre-norm) or ``norm(x + f(x))`` (post-norm)."""
+    if pre_norm:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm: ``x + self_attention(norm1(x))``, then ``x + feed_forward(norm2(x))``."""
+    """Self-attention, then feed-forward, each a residual sub-layer (pre- or post-norm)."""
 
-    def __init__(self, size: int, heads: int, ffn_size: int, dropout: float) -> None:
+    def __init__(self, size: int, heads: int, ffn_size: int, dropout: float, *,
+                 pre_norm: bool = True, activation: str = "relu") -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(size), nn.LayerNorm(size)
         self.self_attention = SelfAttention(size, heads, dropout)
-        self.feed_forward = FeedForward(size, ffn_size, dropout)
+        self.feed_forward = FeedForward(size, ffn_size, dropout, activation)
         self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
 
     def forward(self, x: Tensor, packing: Packing) -> Tensor:
         """``x [N, H]`` packed -> ``[N, H]``."""
-        x = x + self.dropout(self.self_attention(self.norm1(x), packing, causal=False))
-        return x + self.dropout(self.feed_forward(self.norm2(x)))
+        x = _residual(x, lambda h: self.self_attention(h, packing, causal=False), self.norm1,
+                      self.dropout, self.pre_norm)
+        return _residual(x, self.feed_forward, self.norm2, self.dropout, self.pre_norm)
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm: causal self-attention, cross-attention, feed-forward, each ``x + f(norm(x))``."""
+    """Causal self-attention, cross-attention, feed-forward, each a residual sub-layer."""
 
-    def __init__(self, size: int, heads: int, ffn_size: int, dropout: float) -> None:
+    def __init__(self, size: int, heads: int, ffn_size: int, dropout: float, *,
+                 pre_norm: bool = True, activation: str = "relu") -> None:
         super().__init__()
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(size) for _ in range(3))
         self.self_attention = SelfAttention(size, heads, dropout)
         self.cross_attention = CrossAttention(size, heads, dropout)
-        self.feed_forward = FeedForward(size, ffn_size, dropout)
+        self.feed_forward = FeedForward(size, ffn_size, dropout, activation)
         self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
 
     def forward(self, x: Tensor, packing: Packing, memory: Tensor, key_mask: Tensor) -> Tensor:
         """``x [N_tgt, H]`` packed; ``memory`` from ``cross_attention.memory_blocks``."""
-        x = x + self.dropout(self.self_attention(self.norm1(x), packing, causal=True))
-        x = x + self.dropout(self.cross_attention(self.norm2(x), packing, memory, key_mask))
-        return x + self.dropout(self.feed_forward(self.norm3(x)))
+        drop, pre = self.dropout, self.pre_norm
+        x = _residual(x, lambda h: self.self_attention(h, packing, causal=True), self.norm1,
+                      drop, pre)
+        x = _residual(x, lambda h: self.cross_attention(h, packing, memory, key_mask),
+                      self.norm2, drop, pre)
+        return _residual(x, self.feed_forward, self.norm3, drop, pre)
 
     def step(
         self, x: Tensor, cache: SelfCache, memory: Tensor, key_mask: Tensor, *, need_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
         """One decoding step of ``x [R, H]``: ``(output [R, H], weights or None)``; the new
         tokens' keys and values go into ``cache`` (see :meth:`SelfAttention.step`)."""
-        x = x + self.dropout(self.self_attention.step(self.norm1(x), cache))
-        attended, weights = self.cross_attention.step(
-            self.norm2(x), memory, key_mask, need_weights=need_weights)
-        x = x + self.dropout(attended)
-        return x + self.dropout(self.feed_forward(self.norm3(x))), weights
+        drop, pre = self.dropout, self.pre_norm
+        weights: list[Tensor | None] = []
+
+        def attended(h: Tensor) -> Tensor:
+            out, w = self.cross_attention.step(h, memory, key_mask, need_weights=need_weights)
+            weights.append(w)
+            return out
+
+        x = _residual(x, lambda h: self.self_attention.step(h, cache), self.norm1, drop, pre)
+        x = _residual(x, attended, self.norm2, drop, pre)
+        return _residual(x, self.feed_forward, self.norm3, drop, pre), weights[0]

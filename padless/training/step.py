@@ -20,7 +20,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from padless.data.batch import Batch
-from padless.data.vocabulary import UNK_ID
 from padless.models import EncoderDecoder
 from padless.runtime.precision import Precision
 from padless.training.config import TrainConfig
@@ -39,7 +38,7 @@ class StepLoss(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.model.loss(
-            batch.with_word_dropout(self.tc.word_dropout, UNK_ID),
+            batch.with_word_dropout(self.tc.word_dropout, self.model.specials.unk),
             reduction="sum",
             teacher_forcing_ratio=self.tc.teacher_forcing_ratio,
             teacher_forcing=self.tc.teacher_forcing,

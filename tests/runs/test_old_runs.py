@@ -3,6 +3,7 @@ average, kept checkpoints: ``tests/fixtures/run-v1``) still decodes, averages an
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 import torch
 
 from padless.cli import main
+from padless.decoding.greedy import greedy_search
+from padless.decoding.options import SearchOptions
+from padless.masking import pad_batch
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
 from padless.runs.info import read_run_info
@@ -69,3 +73,27 @@ def test_it_resumes_and_is_then_marked_as_padless_s_own(
     assert info.marked and info.data_dir == str(data.resolve())
     assert main(["evaluate", str(old_run), "--limit", "2"]) == 0  # run.json's data now
     assert "BLEU" in capsys.readouterr().out
+
+
+TRANSFORMER_RUN = Path(__file__).parents[1] / "fixtures" / "run-transformer-2026-12-06"
+
+
+def test_a_transformer_run_of_main_before_the_pretrained_variants_decodes_as_it_did() -> None:
+    """Written by main at 813e3a4 (before ModelConfig grew norm_position, activation,
+    positions, embedding_scale and embedding_norm): the same log-probabilities (float64) and
+    the same greedy answers as that main computed (``expected.json``)."""
+    expected = json.loads((TRANSFORMER_RUN / "expected.json").read_text())
+    model, _, config = load_model(TRANSFORMER_RUN, "best", device="cpu")
+    assert (config.norm_position, config.positions, config.embedding_norm) == (
+        "pre", "sinusoidal", "none")
+    model = model.double()
+    src, lengths = pad_batch(expected["sources"])
+    state, prev = model.start_decoding(src, lengths), torch.full((3,), 1, dtype=torch.long)
+    with torch.no_grad():
+        for then in expected["log_probs"]:
+            log_probs, state, _ = model.decode_step(prev, state)
+            torch.testing.assert_close(log_probs, torch.tensor(then, dtype=torch.float64),
+                                       rtol=0, atol=1e-12)
+            prev = log_probs.argmax(-1)
+        result = greedy_search(model, src, lengths, SearchOptions.plain(max_length=8))
+    assert [h[0].tokens for h in result.hypotheses] == expected["greedy"]
