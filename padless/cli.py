@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "loss, perplexity, BLEU, chrF, dialogue metrics and samples on a split",
     "average": "average a run's kept checkpoints into averaged.pt",
     "export": "write a Transformer run as a CTranslate2 model",
+    "import": "a Hugging Face seq2seq model folder (Marian, BART) as a padless run",
     "quickstart": "prepare, train, evaluate and try the default chatbot",
     "serve": "an HTTP API and a web chat page for a trained model",
 }

@@ -235,3 +235,114 @@ def full_disk(monkeypatch: pytest.MonkeyPatch, room: int) -> Iterator[None]:
         patch.setattr("padless.runtime.files.os.fdopen",
                       lambda fd, mode: FullFile(real_fdopen(fd, mode)))
         yield
+
+
+# -- pretrained models, built as Hugging Face's own tests build them ----------------------
+
+HF_TEXT = ["the cat sat on the mat", "a dog ran in the park", "hello there how are you ?",
+           "le chat est sur le tapis", "un chien court dans le parc", "fine thanks ."]
+HF_KINDS = ("marian", "bart", "blenderbot-small")
+
+
+def hf_tokenizer_files(kind: str, directory: Path, extra_tokens: int = 0) -> None:
+    """A tokenizer of ``kind`` trained on :data:`HF_TEXT`, saved into ``directory``: Marian's
+    sentencepiece models and vocab.json, BART's byte-level BPE, BlenderbotSmall's BPE.
+    ``extra_tokens`` more entries in Marian's vocab.json (a large vocabulary)."""
+    import sentencepiece as spm
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import BartTokenizer, BlenderbotSmallTokenizer, MarianTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus = HF_TEXT * 20
+    if kind == "marian":
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model,
+                                       vocab_size=40, hard_vocab_limit=False, minloglevel=2)
+        for name in ("source.spm", "target.spm"):
+            (directory / name).write_bytes(model.getvalue())
+        pieces = spm.SentencePieceProcessor(model_proto=model.getvalue())
+        vocab = {"</s>": 0, "<unk>": 1}
+        for piece in (pieces.id_to_piece(i) for i in range(pieces.get_piece_size())):
+            vocab.setdefault(piece, len(vocab))
+        for i in range(extra_tokens):
+            vocab[f"extra{i}"] = len(vocab)
+        vocab["<pad>"] = len(vocab)
+        (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        tokenizer = MarianTokenizer(*(str(directory / n) for n in
+                                      ("source.spm", "target.spm", "vocab.json")))
+    elif kind == "bart":
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(corpus, vocab_size=300, show_progress=False,
+                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        bpe.save_model(str(directory))
+        tokenizer = BartTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    else:  # BlenderbotSmall's BPE: "@@" after a piece that a word goes on from
+        bpe = Tokenizer(models.BPE(unk_token="__unk__", end_of_word_suffix="</w>"))
+        bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+        bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+            vocab_size=200, end_of_word_suffix="</w>", show_progress=False,
+            special_tokens=["__null__", "__start__", "__end__", "__unk__"]))
+        learned = json.loads(bpe.to_str())["model"]
+        vocab: dict[str, int] = {}
+        for token, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
+            name = (token[:-4] if token.endswith("</w>") else
+                    token if token.startswith("__") else token + "@@")
+            vocab.setdefault(name, len(vocab))
+        (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        merges = [m if isinstance(m, str) else " ".join(m) for m in learned["merges"]]
+        (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n",
+                                              encoding="utf-8")
+        tokenizer = BlenderbotSmallTokenizer(str(directory / "vocab.json"),
+                                             str(directory / "merges.txt"))
+    tokenizer.save_pretrained(str(directory))
+
+
+def hf_model(kind: str, directory: Path, *, seed: int = 0, train_steps: int = 80,
+             extra_tokens: int = 0, **sizes: int):
+    """A ``transformers`` model of ``kind``, saved with its tokenizer into ``directory``;
+    returned in eval mode. Its random weights (with non-trivial norms and output bias) are
+    trained ``train_steps`` Adam steps to copy :data:`HF_TEXT`, so that its answers have
+    lengths of their own (a random post-norm model repeats one token to the end)."""
+    import transformers as hf
+
+    hf_tokenizer_files(kind, directory, extra_tokens)
+    tokenizer = hf.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    common = dict(vocab_size=len(tokenizer), d_model=16, encoder_layers=2, decoder_layers=2,
+                  encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                  decoder_ffn_dim=32, max_position_embeddings=64, dropout=0.0,
+                  scale_embedding=True)
+    common.update(sizes)
+    if kind == "marian":
+        pad = tokenizer.pad_token_id
+        config = hf.MarianConfig(**common, pad_token_id=pad, eos_token_id=0,
+                                 decoder_start_token_id=pad, activation_function="swish")
+        model = hf.MarianMTModel(config)
+    elif kind == "bart":
+        config = hf.BartConfig(**common, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                               decoder_start_token_id=2, forced_bos_token_id=None)
+        model = hf.BartForConditionalGeneration(config)
+    else:
+        config = hf.BlenderbotSmallConfig(**common, pad_token_id=0, bos_token_id=1,
+                                          eos_token_id=2, decoder_start_token_id=1)
+        model = hf.BlenderbotSmallForConditionalGeneration(config)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+        model.final_logits_bias.normal_(std=0.1)
+    inputs = tokenizer(HF_TEXT, text_target=HF_TEXT, padding=True, return_tensors="pt")
+    labels = inputs.pop("labels")
+    if kind == "blenderbot-small":  # its tokenizer adds no EOS: the answers must end
+        lengths = (labels != config.pad_token_id).sum(1)
+        labels = torch.cat([labels, labels.new_full((len(labels), 1), config.pad_token_id)], 1)
+        labels[torch.arange(len(labels)), lengths] = config.eos_token_id
+    labels = labels.masked_fill(labels == config.pad_token_id, -100)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(train_steps):
+        optimizer.zero_grad()
+        model(**inputs, labels=labels).loss.backward()
+        optimizer.step()
+    model.save_pretrained(str(directory))
+    return model.eval()

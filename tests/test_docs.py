@@ -27,6 +27,10 @@ NOT_RUN = {
     "torchrun --nproc_per_node=2 -m padless train --data data/chitchat --out runs/ddp":
         "trains until max_steps in two processes",
     "padless serve runs/chat": "serves until stopped",
+    "padless import opus-mt-en-fr --out runs/opus-en-fr": "needs a model downloaded",
+    "padless prepare train.en train.fr --out data/mine --text-from runs/opus-en-fr": "ditto",
+    "padless train --data data/mine --out runs/mine --init-from runs/opus-en-fr --max-time 60":
+        "ditto",
 }
 
 

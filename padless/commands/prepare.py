@@ -15,8 +15,14 @@ from padless.commands.options import add_option_arguments, options_from_args
 from padless.data.dataset import METADATA_FILE
 from padless.data.options import PrepareOptions
 from padless.data.prepare import prepare
+from padless.data.text import TextProcessor
+from padless.runs.directory import RunDirectory
+from padless.runtime.errors import UserError
 
 __all__ = ["add_arguments", "format_summary", "run"]
+
+# what building a text pipeline takes, and --text-from replaces
+TEXT_OPTIONS = ("normalize", "tokenizer", "vocab_size", "spm_model", "min_count")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DATA_DIR", help="output folder")
     add_option_arguments(parser, PrepareOptions)
+    parser.add_argument("--text-from", metavar="RUN_DIR",
+                        help="tokenise with this run's text pipeline (normaliser, tokenizer, "
+                             "vocabulary; an imported model's own tokenizer), so the ids are "
+                             "the model's: to fine-tune it (train --init-from RUN_DIR)")
     parser.add_argument("--workers", type=integer(1), metavar="N",
                         help="processes that normalise and tokenise (default: the cores); the "
                              "output is the same for any N")
@@ -74,7 +84,15 @@ def run(args: argparse.Namespace) -> int:
     ``padless.cli.main`` reports in one line (exit 2).
     """
     options = options_from_args(PrepareOptions, args)
-    meta = prepare(args.corpus, args.out, options, workers=args.workers)
+    text = None
+    if args.text_from is not None:
+        learned = [f"--{name.replace('_', '-')}" for name in TEXT_OPTIONS
+                   if getattr(options, name) != getattr(PrepareOptions(), name)]
+        if learned:
+            raise UserError(f"--text-from: the run's text pipeline decides the normaliser, "
+                            f"tokenizer and vocabulary; leave {', '.join(learned)} out")
+        text = TextProcessor.load(RunDirectory(args.text_from).text_dir)
+    meta = prepare(args.corpus, args.out, options, workers=args.workers, text=text)
     for message in meta["warnings"]:
         print(f"padless prepare: warning: {message}", file=sys.stderr)
     print(format_summary(meta, args.out))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from padless.commands.options import add_option_arguments
 from padless.data.dataset import PreparedData
+from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
 from padless.runs.info import check_for_training
 from padless.runtime.options import ConfigError, knobs
@@ -24,6 +25,7 @@ from padless.training.config import (
     Config,
     TrainConfig,
     bundled_configs,
+    fine_tune_config,
     load_config,
     resumed_config,
 )
@@ -40,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory: checkpoints, logs, config.yaml, loss.png")
     parser.add_argument("--config", metavar="NAME|FILE",
                         help=f"bundled config ({', '.join(bundled_configs())}) or a YAML file "
-                             "(default: chatbot; with --resume: the run's own config.yaml)")
+                             "(default: chatbot; with --init-from: finetune; with --resume: "
+                             "the run's own config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.hidden_size=256 "
                              "--set train.lr=3e-4 (repeatable)")
@@ -48,14 +51,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its latest checkpoint, with "
                              "the config it holds (--set may change train.* keys)")
+    parser.add_argument("--init-from", metavar="RUN_DIR",
+                        help="start from that run's weights (its best.pt) and model, with a "
+                             "fresh optimiser, schedule and step count: fine-tune a trained or "
+                             "imported model (prepare --data with --text-from RUN_DIR)")
 
 
-def _resolve_config(args: argparse.Namespace, run_dir: Path) -> Config:
-    """The run's config: a bundled/file config (new run) or the checkpoint's (--resume)."""
+def _resolve_config(args: argparse.Namespace, run_dir: Path,
+                    start: Checkpoint | None) -> Config:
+    """The run's config: a bundled/file config (new run), the model of the run it starts
+    from with a training config (--init-from), or the checkpoint's (--resume)."""
     overrides = list(args.set) + [f"train.{name}={getattr(args, name)}"
                                   for name, knob in knobs(TrainConfig)
                                   if knob.flag is not None and getattr(args, name) is not None]
     check_for_training(RunDirectory(run_dir), resume=args.resume)  # before loading the data
+    if start is not None:
+        return fine_tune_config(start.model_config(), args.config or "finetune", overrides)
     if not args.resume:
         return load_config(args.config or "chatbot", overrides)
     if args.config is not None:
@@ -70,10 +81,16 @@ def run(args: argparse.Namespace) -> int:
     which ``padless.cli.main`` reports in one line (exit 2).
     """
     run_dir = Path(args.out)
-    config = _resolve_config(args, run_dir)
+    start = None
+    if args.init_from is not None:
+        if args.resume:
+            raise ConfigError("--init-from starts a new run from another run's weights and "
+                              "--resume goes on with this one: give one of them")
+        start = Checkpoint.load(RunDirectory(args.init_from).best, mmap=True)
+    config = _resolve_config(args, run_dir, start)
     data = PreparedData.load(args.data)
     result = train(config, data.text, data.splits, run_dir, resume=args.resume,
-                   data_dir=args.data)
+                   data_dir=args.data, init_from=args.init_from)
     print(describe_result(result, run_dir))
     return result.exit_code
 

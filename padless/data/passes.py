@@ -13,7 +13,7 @@ import random
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +25,7 @@ from padless.data.dataset import SPLITS, split_pairs
 from padless.data.dedupe import SeenDigests, split_of
 from padless.data.options import PrepareOptions
 from padless.data.parallel import ChunkPool, chunked, normalised, tokenised
+from padless.data.pretrained_tokenizer import PretrainedTokenizer
 from padless.data.readers import ReadStats, read_corpus
 from padless.data.store import write_token_split
 from padless.data.text import TextProcessor
@@ -60,8 +61,9 @@ class FirstPass:
     one ``source<TAB>target`` line each, to ``DIR/.NAME.pass1``; what the vocabulary is
     built from."""
 
-    def __init__(self, directory: Path, opts: PrepareOptions, stats: ReadStats) -> None:
-        self.opts, self.stats = opts, stats
+    def __init__(self, directory: Path, opts: PrepareOptions, stats: ReadStats, *,
+                 learn: bool = True) -> None:
+        self.opts, self.stats, self.learn = opts, stats, learn
         self.paths = {name: directory / f".{name}.pass1" for name in SPLITS}
         self.files = {name: path.open("w", encoding="utf-8", newline="\n")
                       for name, path in self.paths.items()}
@@ -119,7 +121,9 @@ class FirstPass:
 
     def _place(self, name: str, source: str, target: str) -> None:
         opts = self.opts
-        if opts.tokenizer == "word":
+        if not self.learn:  # a given text pipeline: pass 2 tokenises and caps the lengths
+            pass
+        elif opts.tokenizer == "word":
             sides = source.split(), target.split()
             if opts.max_length is not None and max(map(len, sides)) > opts.max_length:
                 self.stats.drop(f"longer than {opts.max_length} tokens")
@@ -151,6 +155,7 @@ def second_pass(first: FirstPass, text: TextProcessor, out: Path, opts: PrepareO
     """Pass 2 (steps 4-7): each split tokenised, encoded and written as its TSV file and
     its token store; the per-split counts and the store's metadata."""
     vocab, counted, store = text.vocab, {}, {}
+    unk = vocab.specials.unk
     proto = getattr(text.tokenizer, "model_proto", None)
     with ChunkPool(workers if proto is not None else 1, proto) as pool:
         for name in SPLITS:
@@ -159,25 +164,22 @@ def second_pass(first: FirstPass, text: TextProcessor, out: Path, opts: PrepareO
             def encoded(tsv: BinaryIO, split: SplitStats = split, name: str = name):
                 with first.paths[name].open(encoding="utf-8", newline="\n") as f:
                     lines = (line.rstrip("\n") for line in f)
-                    for pairs in pool.map(tokenised, chunked(lines)):
-                        for source, target in pairs:
-                            if opts.max_length is not None and max(
-                                    len(source), len(target)) > opts.max_length:
-                                stats.drop(f"longer than {opts.max_length} tokens")
-                                continue
-                            ids = vocab.encode(source), vocab.encode(target)
-                            unk = vocab.specials.unk
-                            unknown = ids[0].count(unk) + ids[1].count(unk)
-                            split.tokens += len(ids[0]) + len(ids[1])
-                            split.unknown += unknown
-                            if opts.drop_unk_pairs and unknown:
-                                stats.drop("unknown word (--drop-unk-pairs)")
-                                continue
-                            split.pairs += 1
-                            split.source_bins[_bin(len(source))] += 1
-                            split.target_bins[_bin(len(target))] += 1
-                            tsv.write(f"{' '.join(source)}\t{' '.join(target)}\n".encode())
-                            yield ids
+                    for source, target, ids in _tokenised(lines, text, pool):
+                        if opts.max_length is not None and max(
+                                len(source), len(target)) > opts.max_length:
+                            stats.drop(f"longer than {opts.max_length} tokens")
+                            continue
+                        unknown = ids[0].count(unk) + ids[1].count(unk)
+                        split.tokens += len(ids[0]) + len(ids[1])
+                        split.unknown += unknown
+                        if opts.drop_unk_pairs and unknown:
+                            stats.drop("unknown word (--drop-unk-pairs)")
+                            continue
+                        split.pairs += 1
+                        split.source_bins[_bin(len(source))] += 1
+                        split.target_bins[_bin(len(target))] += 1
+                        tsv.write(f"{' '.join(source)}\t{' '.join(target)}\n".encode())
+                        yield ids
 
             def write_tsv(tsv: BinaryIO, name: str = name,
                           encoded: Callable = encoded) -> None:
@@ -186,3 +188,19 @@ def second_pass(first: FirstPass, text: TextProcessor, out: Path, opts: PrepareO
             atomic_write(out / f"{name}.tsv", write_tsv)
             first.paths[name].unlink()
     return counted, store
+
+
+def _tokenised(lines: Iterator[str], text: TextProcessor, pool: ChunkPool,
+               ) -> Iterator[tuple[list[str], list[str], tuple[list[int], list[int]]]]:
+    """``(source tokens, target tokens, ids)`` of each ``source<TAB>target`` line: words or
+    sentencepiece pieces tokenised in the pool's workers, or, for a pretrained model's own
+    tokenizer (which maps text to ids itself, sources and targets each their way), here."""
+    if isinstance(text.tokenizer, PretrainedTokenizer):
+        for line in lines:
+            source, target = line.split("\t")
+            ids = text.encode(source), text.encode_target(target)
+            yield text.vocab.decode(ids[0]), text.vocab.decode(ids[1]), ids
+        return
+    for pairs in pool.map(tokenised, chunked(lines)):
+        for source, target in pairs:
+            yield source, target, (text.vocab.encode(source), text.vocab.encode(target))

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ import numpy as np
 from padless.data.dataset import FORMAT, METADATA_FILE, SPLITS
 from padless.data.options import DEFAULT_MAX_LENGTH, PrepareOptions
 from padless.data.passes import FirstPass, bin_labels, second_pass
+from padless.data.pretrained_tokenizer import PRETRAINED_DIR
 from padless.data.readers import CorpusError, ReadStats, detect_format
 from padless.data.text import (
     SentencePieceTokenizer,
@@ -58,7 +59,7 @@ __all__ = ["DATASET_FILES", "default_workers", "prepare"]
 UNK_WARNING_RATE = 0.2
 # What a prepared dataset holds; prepare replaces the whole folder, so it refuses any other.
 DATASET_FILES = frozenset({METADATA_FILE, "vocab.json", "text.json",
-                           SentencePieceTokenizer.MODEL_FILE,
+                           SentencePieceTokenizer.MODEL_FILE, PRETRAINED_DIR,
                            *(f"{name}{suffix}" for name in SPLITS
                              for suffix in (".tsv", ".tokens", ".offsets"))})
 
@@ -73,7 +74,7 @@ def default_workers() -> int:
 
 def prepare(
     corpus: list[str], out: str | os.PathLike, options: PrepareOptions | None = None,
-    *, workers: int | None = None,
+    *, workers: int | None = None, text: TextProcessor | None = None,
 ) -> dict:
     """Run the pipeline on ``corpus`` and write the dataset into ``out``.
 
@@ -84,6 +85,8 @@ def prepare(
         options: see :class:`PrepareOptions` (default: its defaults).
         workers: processes that normalise and tokenise (default: the cores); the output
             is the same for any number.
+        text: tokenise with this text pipeline (a model's: ``--text-from RUN_DIR``) instead
+            of building one; its normaliser, tokenizer and vocabulary replace the options'.
 
     Returns:
         The metadata, also written to ``out/metadata.json``: settings, counts, vocabulary
@@ -103,22 +106,26 @@ def prepare(
         _check_out(out)
         fmt = detect_format(corpus) if opts.format == "auto" else opts.format
         with atomic_directory(out) as tmp:
-            text, metadata = _build(corpus, fmt, opts, tmp, workers or default_workers())
+            text, metadata = _build(corpus, fmt, opts, tmp, workers or default_workers(), text)
             text.save(tmp)
             write_json_atomic(tmp / METADATA_FILE, metadata)
     return metadata
 
 
-def _build(corpus: list[str], fmt: str, opts: PrepareOptions, out: Path,
-           workers: int) -> tuple[TextProcessor, dict]:
-    """Steps 1-7 into ``out``: the TextProcessor and the metadata."""
+def _build(corpus: list[str], fmt: str, opts: PrepareOptions, out: Path, workers: int,
+           given: TextProcessor | None) -> tuple[TextProcessor, dict]:
+    """Steps 1-7 into ``out``: the TextProcessor (built, or ``given``) and the metadata."""
     stats = ReadStats(skip_bad_lines=opts.skip_bad_lines)
-    first = FirstPass(out, opts, stats)
+    if given is not None:  # its normaliser, tokenizer and vocabulary
+        opts = replace(opts, normalize=given.normalize)
+    first = FirstPass(out, opts, stats, learn=given is None)
     try:
         first.run(corpus, fmt, workers)
         if not _has_lines(first.paths["train"]):
             raise CorpusError(f"{' '.join(corpus)}: no usable pairs (read {stats.pairs_read})")
-        if opts.tokenizer == "sentencepiece":
+        if given is not None:
+            text = given
+        elif opts.tokenizer == "sentencepiece":
             tokenizer = train_sentencepiece(first.sample, vocab_size=opts.vocab_size,
                                             model_type=opts.spm_model, seed=opts.seed)
             text = TextProcessor(Vocabulary(tokenizer.pieces()), normalize=opts.normalize,
@@ -143,7 +150,8 @@ def _build(corpus: list[str], fmt: str, opts: PrepareOptions, out: Path,
         "version": 2,
         "corpus": corpus,
         "corpus_format": fmt,
-        "settings": {k: v for k, v in asdict(opts).items() if k != "format"},
+        "settings": {**{k: v for k, v in asdict(opts).items() if k != "format"},
+                     "tokenizer": text.tokenizer.name},
         "counts": {
             "read": stats.pairs_read,
             "kept": sum(c.pairs for c in counted.values()),

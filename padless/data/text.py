@@ -27,6 +27,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from padless.data.pretrained_tokenizer import PretrainedTokenizer
 from padless.data.vocabulary import (
     BOS,
     BOS_ID,
@@ -240,7 +241,9 @@ class TextProcessor:
     Attributes:
         vocab: the joint source/target vocabulary.
         normalize: name of the normaliser (a key of ``NORMALIZERS``).
-        tokenizer: a ``WordTokenizer`` or ``SentencePieceTokenizer``.
+        tokenizer: a ``WordTokenizer``, a ``SentencePieceTokenizer``, or a pretrained
+            model's own :class:`~padless.data.pretrained_tokenizer.PretrainedTokenizer`
+            (which maps text to ids itself, with its vocabulary and no normaliser).
     """
 
     def __init__(
@@ -248,8 +251,11 @@ class TextProcessor:
         vocab: Vocabulary,
         *,
         normalize: str = "default",
-        tokenizer: WordTokenizer | SentencePieceTokenizer | None = None,
+        tokenizer: WordTokenizer | SentencePieceTokenizer | PretrainedTokenizer | None = None,
     ) -> None:
+        if isinstance(tokenizer, PretrainedTokenizer) and (vocab != tokenizer.vocab
+                                                           or normalize != "none"):
+            raise ValueError("a pretrained tokenizer comes with its vocabulary and no normaliser")
         if not isinstance(normalize, str) or normalize not in NORMALIZERS:
             raise ValueError(f"unknown normaliser {normalize!r}; choose from {list(NORMALIZERS)}")
         self.vocab = vocab
@@ -272,11 +278,23 @@ class TextProcessor:
         return self.tokenizer.tokenize(self._normalize(without_surrogates(text)))
 
     def encode(self, text: str) -> list[int]:
-        """Normalise, tokenise and map to ids (no BOS/EOS); unknown words become UNK_ID."""
+        """A source sentence's ids: normalised, tokenised and mapped (no BOS/EOS; unknown
+        words become UNK), or as a pretrained tokenizer encodes a source."""
+        if isinstance(self.tokenizer, PretrainedTokenizer):
+            return self.tokenizer.encode_source(text)
         return self.vocab.encode(self.tokenize(text))
+
+    def encode_target(self, text: str) -> list[int]:
+        """A target sentence's ids, without the EOS a batch adds (the source's, but for a
+        pretrained tokenizer, whose targets may be tokenised otherwise)."""
+        if isinstance(self.tokenizer, PretrainedTokenizer):
+            return self.tokenizer.encode_target(text)
+        return self.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Detokenised text of ``ids``: stops at EOS, skips PAD and BOS, shows UNK as ``<unk>``."""
+        if isinstance(self.tokenizer, PretrainedTokenizer):
+            return self.tokenizer.decode(ids)
         tokens, specials = [], self.vocab.specials
         for i in ids:
             i = int(i)
@@ -295,6 +313,8 @@ class TextProcessor:
             write_bytes_atomic(
                 directory / SentencePieceTokenizer.MODEL_FILE, self.tokenizer.model_proto
             )
+        elif isinstance(self.tokenizer, PretrainedTokenizer):
+            self.tokenizer.save(directory)
         settings = {
             "format": _FORMAT,
             "version": 1,
@@ -323,8 +343,10 @@ class TextProcessor:
         if not isinstance(settings, dict) or settings.get("format") != _FORMAT:
             raise UserError(f"{path}: not a padless text-processor file")
         vocab = Vocabulary.load(directory / _VOCAB_FILE)
-        tokenizer: WordTokenizer | SentencePieceTokenizer
-        if settings.get("tokenizer") == "sentencepiece":
+        tokenizer: WordTokenizer | SentencePieceTokenizer | PretrainedTokenizer
+        if settings.get("tokenizer") == PretrainedTokenizer.name:
+            tokenizer = PretrainedTokenizer.load(directory, vocab)
+        elif settings.get("tokenizer") == "sentencepiece":
             model_path = directory / SentencePieceTokenizer.MODEL_FILE
             try:
                 tokenizer = SentencePieceTokenizer(model_path.read_bytes())

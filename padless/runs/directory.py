@@ -9,7 +9,8 @@
       best.pt           the state of the lowest validation loss
       averaged.pt       what ``padless average`` wrote (weights only)
       checkpoints/      kept.json and step-NNNNNNNN.pt: train.keep_best / keep_last
-      text/             the TextProcessor (vocab.json, text.json, sentencepiece.model)
+      text/             the TextProcessor (vocab.json, text.json, sentencepiece.model, or
+                        pretrained/: an imported model's tokenizer)
       log.csv loss.png tb/   the log, its plot, TensorBoard events
       .lock             held by the one ``padless train`` writing here
 
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from padless.data.pretrained_tokenizer import PRETRAINED_DIR
 from padless.runtime.errors import UserError
 from padless.runtime.files import remove_temporaries
 from padless.runtime.lock import exclusive_lock
@@ -120,6 +122,8 @@ class RunDirectory:
         if len(parts) == 1:
             return bool(re.fullmatch(_OWNED[""], parts[0])) or parts[0] in _OWNED_DIRS
         folder = parts[0]
+        if folder == TEXT_DIR and parts[1] == PRETRAINED_DIR:  # a pretrained model's tokenizer
+            return True
         return folder == "tb" or (len(parts) == 2 and folder in _OWNED
                                   and bool(re.fullmatch(_OWNED[folder], parts[1])))
 

@@ -1,15 +1,17 @@
 """A trained Transformer run as a CTranslate2 model: :func:`export_ctranslate2`.
 
-CTranslate2 (the engine OpenNMT-py deploys through) runs the same pre-norm Transformer as
+CTranslate2 (the engine OpenNMT-py deploys through) runs the same Transformer as
 :class:`padless.models.transformer.Transformer`, so the weights map one to one through its
 own spec API (``ctranslate2.specs.TransformerSpec``): fused query/key/value projections, the
 cross-attention's fused key/value projection, layer norms before each sub-layer and at the
-end of both stacks, embeddings scaled by ``sqrt(H)``, ReLU feed-forward layers. Two things
-are set explicitly because CTranslate2's defaults differ: the position table (CTranslate2's
-built-in sinusoids put all sines before all cosines; padless interleaves them) and the layer
-norms' epsilon (torch's 1e-5). The vocabulary's specials ``<pad> <s> </s> <unk>`` are
-CTranslate2's defaults: a source is fed without BOS/EOS and the decoder starts from ``<s>``,
-as padless does.
+end of both stacks (or after each sub-layer: an imported Marian or BART model), the
+embeddings' scale, norm and activation as the model's config says. Two things are set
+explicitly because CTranslate2's defaults differ: the position table (CTranslate2's built-in
+sinusoids put all sines before all cosines; padless interleaves them; a learned table is
+the model's) and the layer norms' epsilon (torch's 1e-5). The special tokens are the
+vocabulary's: a source is fed as padless encodes it, and the decoder starts from the
+vocabulary's BOS (an imported model's decoder start). BlenderbotSmall's embedding norm
+(``model.embedding_norm: split``) has no CTranslate2 counterpart and is refused.
 
 The directory holds CTranslate2's files (``model.bin``, ``config.json``, the vocabulary) and
 the run's text processor (:meth:`padless.data.text.TextProcessor.save`), so the model's own
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -67,18 +70,35 @@ def ctranslate2_spec(model: Transformer, tokens: list[str], positions: int = POS
     """
     from ctranslate2.specs import TransformerSpec, common_spec
 
-    layers = len(model.encoder_layers)
+    config, layers = model.config, len(model.encoder_layers)
+    if config.embedding_norm == "split":
+        raise UserError("CTranslate2 has no counterpart for BlenderbotSmall's embedding norm "
+                        "(model.embedding_norm: split): this model does not export")
+    pre = config.norm_position == "pre"
+    activations = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU,
+                   "silu": common_spec.Activation.SWISH}
     spec = TransformerSpec.from_config(
-        (layers, len(model.decoder_layers)), model.heads, pre_norm=True,
-        activation=common_spec.Activation.RELU)
-    spec.config.layer_norm_epsilon = model.encoder_norm.eps
-    table = model.position_table(positions)[:positions]
+        (layers, len(model.decoder_layers)), model.heads, pre_norm=pre, no_final_norm=not pre,
+        activation=activations[config.activation],
+        layernorm_embedding=config.embedding_norm == "after_positions")
+    spec.config.layer_norm_epsilon = model.encoder_layers[0].norm1.eps
+    names = {name: tokens[index] for name, index in asdict(model.specials).items()}
+    spec.config.bos_token, spec.config.eos_token = names["bos"], names["eos"]
+    spec.config.unk_token, spec.config.decoder_start_token = names["unk"], names["bos"]
     encoder, decoder = spec.encoder, spec.decoder
+    encoder.scale_embeddings = decoder.scale_embeddings = model.scale
     encoder.embeddings[0].weight = _array(model.src_embedding.weight)
     decoder.embeddings.weight = _array(model.tgt_embedding.weight)
-    encoder.position_encodings.encodings = decoder.position_encodings.encodings = _array(table)
-    _norm(encoder.layer_norm, model.encoder_norm)
-    _norm(decoder.layer_norm, model.decoder_norm)
+    rows = positions if config.positions != "learned" else None
+    encoder.position_encodings.encodings = _array(
+        model.position_table(rows or 1, decoder=False)[:rows])
+    decoder.position_encodings.encodings = _array(model.position_table(rows or 1)[:rows])
+    if pre:
+        _norm(encoder.layer_norm, model.encoder_norm)
+        _norm(decoder.layer_norm, model.decoder_norm)
+    if config.embedding_norm == "after_positions":
+        _norm(encoder.layernorm_embedding, model.encoder_embedding_norm)
+        _norm(decoder.layernorm_embedding, model.decoder_embedding_norm)
     _linear(decoder.projection, model.output)
     for ours, theirs in zip(model.encoder_layers, encoder.layer, strict=True):
         _norm(theirs.self_attention.layer_norm, ours.norm1)

@@ -36,16 +36,21 @@ class RunInfo:
         marked: the file carries padless's mark (False: a run of an older padless, or none).
         data_dir: the prepared dataset the run trained on (absolute), or None.
         precision: the precision the last training invocation chose, or None.
+        imported_from: the Hugging Face model folder ``padless import`` read (absolute),
+            or None for a run padless trained.
     """
 
     marked: bool = False
     data_dir: str | None = None
     precision: Precision | None = None
+    imported_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": RUN_FORMAT, "version": RUN_VERSION}
         if self.data_dir is not None:
             data["data_dir"] = self.data_dir
+        if self.imported_from is not None:
+            data["imported_from"] = self.imported_from
         if self.precision is not None:
             data["precision"] = self.precision.to_dict()
         return data
@@ -68,10 +73,12 @@ def read_run_info(run: RunDirectory) -> RunInfo:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); {fix}") from None
     except RecursionError:
         raise UserError(f"{path}: not valid run information; {fix}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("data_dir", ""), str):
+    if not isinstance(data, dict) or not all(isinstance(data.get(key, ""), str)
+                                             for key in ("data_dir", "imported_from")):
         raise UserError(f"{path}: expected a JSON object with a data_dir string; {fix}")
     return RunInfo(marked=data.get("format") == RUN_FORMAT, data_dir=data.get("data_dir"),
-                   precision=Precision.from_dict(data.get("precision")))
+                   precision=Precision.from_dict(data.get("precision")),
+                   imported_from=data.get("imported_from"))
 
 
 def write_run_info(run: RunDirectory, info: RunInfo) -> None:

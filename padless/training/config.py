@@ -13,7 +13,7 @@ finite number, got inf``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -241,6 +241,27 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> C
     """The config of a bundled name or YAML path (defaults if None), with ``--set`` overrides."""
     data = _read_yaml(name_or_path) if name_or_path is not None else {}
     return Config.from_dict(apply_overrides(data, list(overrides)))
+
+
+def fine_tune_config(model: ModelConfig, name_or_path: str = "finetune",
+                     overrides: list[str] = ()) -> Config:
+    """The config of a run that starts from another's weights (``train --init-from``): that
+    run's ``model`` (its dropout may change), and the training settings of a bundled name
+    or YAML path (default ``finetune``) with ``--set`` overrides.
+
+    Raises:
+        ConfigError: a model setting (from the file or ``--set``) other than the run's.
+    """
+    data = apply_overrides(_read_yaml(name_or_path), list(overrides))
+    given = data.get("model") if isinstance(data.get("model"), dict) else {}
+    own = asdict(model)
+    for key, value in given.items():
+        if key in own and key != "dropout" and value != own[key]:
+            raise ConfigError(f"model.{key}: {shown(value)}, but the model started from has "
+                              f"{shown(own[key])}; a fine-tune keeps its model (only "
+                              "model.dropout may change)")
+    data["model"] = {**own, **given}  # an unknown key is refused by name
+    return Config.from_dict(data)
 
 
 def resumed_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:

@@ -34,6 +34,7 @@ from padless.runs.checkpoint import Checkpoint, TrainState, text_settings
 from padless.runs.directory import RunDirectory
 from padless.runs.info import RunInfo, check_for_training, read_run_info, write_run_info
 from padless.runs.kept import keep_checkpoint
+from padless.runtime.errors import UserError
 from padless.runtime.files import write_text_atomic
 from padless.runtime.memory import check_training_fits
 from padless.runtime.precision import Precision, choose_precision
@@ -77,6 +78,7 @@ def train(
     resume: bool = False,
     data_dir: str | Path | None = None,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train a model on ``splits["train"]``, validating on ``splits["valid"]``.
 
@@ -84,7 +86,9 @@ def train(
     (where ``splits`` came from, so ``padless evaluate`` finds them) in ``run.json``. With
     ``resume``, continues from ``run_dir/latest.pt`` exactly where it stopped
     (``train.max_steps`` counts all steps). Under ``torchrun`` every process calls it; they
-    share the work of every step.
+    share the work of every step. With ``init_from`` (a run directory: ``--init-from``),
+    the model starts from that run's ``best.pt`` weights (which must be of ``config.model``
+    and ``text``); the optimiser, schedule and step count are new.
 
     Raises:
         UserError: if ``run_dir`` is not padless's or holds a run (without ``resume``), if
@@ -101,7 +105,7 @@ def train(
                     tqdm.write(f"removed {len(removed)} temporary file(s) an interrupted run "
                                f"left in {run.path}: {', '.join(removed)}")
             trainer = Trainer(config, text, splits, run, world, resume=resume,
-                              data_dir=data_dir, progress=progress)
+                              data_dir=data_dir, progress=progress, init_from=init_from)
             return trainer.run()
     finally:
         teardown_world(world)
@@ -121,6 +125,7 @@ class Trainer:
         resume: bool = False,
         data_dir: str | Path | None = None,
         progress: bool = True,
+        init_from: str | Path | None = None,
     ) -> None:
         tc, device = config.train, world.device
         self.config, self.text, self.run_dir, self.world = config, text, run, world
@@ -134,7 +139,10 @@ class Trainer:
         check_training_fits(parameter_count(config.model, len(text.vocab)), device,
                             extra_copies=int(tc.ema_decay is not None))
         torch.manual_seed(tc.seed)
-        self.model = build_model(config.model, len(text.vocab)).to(device)
+        self.model = build_model(config.model, len(text.vocab), text.vocab.specials)
+        if init_from is not None:
+            self._start_from(init_from, data_dir)
+        self.model.to(device)
         torch.manual_seed((tc.seed << 16) + 1 + world.rank)
         random.seed((tc.seed << 16) + 1 + world.rank)
         self.optimizer = make_optimizer(self.model, tc, device)
@@ -328,6 +336,18 @@ class Trainer:
         return reason
 
     # -- set-up -----------------------------------------------------------------------
+
+    def _start_from(self, run_dir: str | Path, data_dir: str | Path | None) -> None:
+        """The weights of ``run_dir``'s best checkpoint, if its model and text are ours."""
+        path = RunDirectory(run_dir).best
+        start = Checkpoint.load(path)
+        if start.vocab != self.text.vocab.to_dict():
+            raise UserError(f"{data_dir or 'the data'}: its vocabulary is not that of {run_dir}; "
+                            f"prepare the corpus with --text-from {run_dir}")
+        if replace(start.model_config(), dropout=self.config.model.dropout) != self.config.model:
+            raise UserError(f"{path}: its model differs from the config's model section")
+        self.model.load_state_dict(start.decoding_weights)
+        self.say(f"starting from {path} (its step {start.step}), with a new optimiser")
 
     def _choose_precision(self, checkpoint: Checkpoint | None) -> Precision:
         """``train.precision`` for this device, said at start; a resumed run keeps its own
