@@ -12,10 +12,12 @@ import torch
 
 from padless.cli import main
 from padless.data.batch import Batch
+from padless.data.dataset import PreparedData
 from padless.decoding.beam import beam_search
 from padless.decoding.greedy import greedy_search
 from padless.decoding.options import SearchOptions
 from padless.masking import pad_batch
+from padless.models.scoring import corpus_scores
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.importing import import_pretrained
 from padless.runs.loading import load_model
@@ -248,3 +250,50 @@ def test_an_imported_model_exports_to_ctranslate2_with_the_same_greedy_answers(
                                         max_decoding_length=MAX_LENGTH)
     assert [text.vocab.encode(t.hypotheses[0]) for t in theirs] == [
         nbest[0].tokens for nbest in result.hypotheses]
+
+
+def test_a_fine_tune_lowers_the_validation_loss_and_resumes_exactly(marian_dir, tmp_path,
+                                                                    capsys) -> None:
+    import_pretrained(marian_dir, tmp_path / "run")
+    data = tmp_path / "data"
+    assert main(["prepare", str(_corpus(tmp_path / "pairs.tsv")), "--out", str(data),
+                 "--text-from", str(tmp_path / "run"), "--valid-fraction", "0.25"]) == 0
+    valid = PreparedData.load(data).splits["valid"]
+    before = corpus_scores(load_model(tmp_path / "run", device="cpu")[0], valid).metrics()
+    common = ["--data", str(data), "--precision", "fp32", "--set", "train.valid_every=4",
+              "--set", "train.lr=3e-3", "--set", "train.warmup_steps=0",
+              "--set", "train.max_tokens=64", "--set", "train.decay_steps=8"]
+    start = ["--init-from", str(tmp_path / "run")]
+    assert main(["train", *common, *start, "--out", str(tmp_path / "whole"),
+                 "--max-steps", "8"]) == 0
+    assert main(["train", *common, *start, "--out", str(tmp_path / "halves"),
+                 "--max-steps", "4"]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "halves"), "--resume",
+                 "--max-steps", "8"]) == 0
+    assert "starting from" in capsys.readouterr().out
+    whole = Checkpoint.load(tmp_path / "whole" / "latest.pt")
+    halves = Checkpoint.load(tmp_path / "halves" / "latest.pt")
+    for name, tensor in whole.weights.items():
+        assert torch.equal(tensor, halves.weights[name]), name
+    after = corpus_scores(load_model(tmp_path / "whole", device="cpu")[0], valid).metrics()
+    assert after["loss"] < before["loss"]
+
+
+def test_an_imported_run_serves_in_continuous_batches_and_decodes_in_int8(
+        marian_dir, tmp_path, capsys, monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from padless.decoding.batched import decode_texts
+    from padless.serving.server import load_app
+
+    import_pretrained(marian_dir, tmp_path / "run")
+    model, text, _ = load_model(tmp_path / "run", device="cpu")
+    options = SearchOptions(max_length=MAX_LENGTH)
+    app = load_app(tmp_path / "run", device="cpu", defaults=options, precision="fp32")
+    with TestClient(app) as client:
+        assert "greedy" in client.get("/v1/model").json()["continuous_batching"]
+        response = client.post("/v1/translate", json={"lines": SOURCES})
+    assert response.json()["translations"] == decode_texts(model, text, SOURCES, options)
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("\n".join(SOURCES) + "\n"))
+    assert main(["translate", str(tmp_path / "run"), "--quantize", "int8"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(SOURCES)
