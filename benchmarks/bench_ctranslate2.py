@@ -56,21 +56,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def padless_decoder(run_dir: Path, quantization: str | None) -> tuple[Decoder, str]:
-    """Decoding as the commands do it, with the model prepared for 64 rows and for 1."""
-    models, described = {}, []
-    for rows in (64, 1):
-        model, _, _ = load_model(run_dir, "best", "cpu")
-        decoding = for_decoding(model, "fp32", rows, quantization)
-        models[rows] = decoding.model
-        described.append(f"at {rows}: {decoding.describe()}")
+    """Decoding as the commands do it (one model for every batch size)."""
+    model, _, _ = load_model(run_dir, "best", "cpu")
+    decoding = for_decoding(model, "fp32", quantization)
 
     def decode(sources: list[list[int]], beam: int, batch: int) -> list[list[int]]:
         options = SearchOptions.plain("beam" if beam > 1 else "greedy", beam_size=beam,
                                       max_length=MAX_LENGTH)
-        model = models[64 if batch > 1 else 1]
-        return [h[0].tokens for h in decode_ids(model, sources, options, batch_size=batch)]
+        return [h[0].tokens for h in decode_ids(decoding.model, sources, options,
+                                                batch_size=batch)]
 
-    return decode, "; ".join(described)
+    return decode, decoding.describe()
 
 
 def ctranslate2_decoder(path: Path, compute_type: str, tokens: list[str]) -> Decoder:

@@ -56,15 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir = args.data or read_run_info(RunDirectory(args.run_dir)).data_dir
     data = PreparedData.load(data_dir)
-    # as the commands load them: for batches of 64 (translate, evaluate) and of 1 (chat),
-    # each with the int8 engine measured fastest at that batch size
+    # as the commands load them: one model for every batch size
     models: dict[tuple[str, int], torch.nn.Module] = {}
     for name, quantization in (("fp32", None), ("int8", "int8")):
-        for rows in (64, 1):
-            model, text, _ = load_model(args.run_dir, "best", "cpu")
-            decoding = for_decoding(model, "fp32", rows, quantization)
-            models[name, rows] = decoding.model
-            print(f"{name} at {rows}: {decoding.describe()}", flush=True)
+        model, text, _ = load_model(args.run_dir, "best", "cpu")
+        decoding = for_decoding(model, "fp32", quantization)
+        models[name, 64] = models[name, 1] = decoding.model
+        print(f"{name}: {decoding.describe()}", flush=True)
     test = data.splits["test"]
     sources = [source for source, _ in test]
     quality, rows = {}, []

@@ -17,6 +17,7 @@ import torch
 from padless.cli import main
 from padless.data.batch import Batch
 from padless.data.dataset import write_split
+from padless.data.store import write_token_split
 from padless.data.text import TextProcessor
 from padless.data.vocabulary import EOS_ID, Vocabulary
 from padless.models.config import ModelConfig
@@ -80,14 +81,31 @@ def make_batch(pairs: list, batch_first: bool = False) -> Batch:
     return Batch.from_pairs(pairs, batch_first=batch_first)
 
 
-def write_reversal_dataset(directory: Path, n_train: int = 240) -> Path:
-    """A prepared dataset written with the data pipeline's API."""
+TokenPairs = list[tuple[list[str], list[str]]]
+
+
+def write_dataset(directory: Path, splits: dict[str, TokenPairs]) -> Path:
+    """A prepared dataset of these word pairs over the vocabulary of :data:`WORDS`, written
+    as ``padless prepare`` writes one (with the data pipeline's own writers): the token store
+    training reads, the TSV files, the text pipeline and ``metadata.json``."""
     directory.mkdir(parents=True, exist_ok=True)
-    TextProcessor(Vocabulary(WORDS), normalize="none").save(directory)
-    for name, n, seed in (("train", n_train, 0), ("valid", 24, 1), ("test", 8, 2)):
-        write_split(directory / f"{name}.tsv", reversal_pairs(n, seed))
-    (directory / "metadata.json").write_text(json.dumps({"format": "padless-prepared"}))
+    text = TextProcessor(Vocabulary(WORDS), normalize="none")
+    text.save(directory)
+    store = {}
+    for name, pairs in splits.items():
+        write_split(directory / f"{name}.tsv", pairs)
+        store[name] = write_token_split(directory, name, [
+            (text.vocab.encode(s), text.vocab.encode(t)) for s, t in pairs], len(text.vocab))
+    (directory / "metadata.json").write_text(json.dumps(
+        {"format": "padless-prepared", "version": 2, "vocab_size": len(text.vocab),
+         "store": store}))
     return directory
+
+
+def write_reversal_dataset(directory: Path, n_train: int = 240) -> Path:
+    """A prepared dataset of the reversal task (:func:`write_dataset`)."""
+    return write_dataset(directory, {name: reversal_pairs(n, seed) for name, n, seed in (
+        ("train", n_train, 0), ("valid", 24, 1), ("test", 8, 2))})
 
 
 def reversal_gru(dropout: float = 0.0) -> Seq2Seq:

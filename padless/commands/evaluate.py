@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data or read_run_info(RunDirectory(args.run_dir)).data_dir
     if data_dir is None and args.attention_plot is None:
         raise UserError(f"{args.run_dir} does not record its data: give --data DATA_DIR")
-    model, text = load_run(args, rows=args.batch_size)
+    model, text = load_run(args)
     data = PreparedData.load(data_dir) if data_dir is not None else None
     if data is not None and data.vocab != text.vocab:
         raise UserError(f"{data_dir}: its vocabulary differs from {args.run_dir}'s; evaluate "

@@ -31,9 +31,10 @@ __all__ = ["add_decoding_arguments", "add_option_arguments", "add_precision_argu
            "options_from_args", "search_options"]
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False) -> None:
+def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False,
+                           n_best: bool = False) -> None:
     """``RUN_DIR`` and the options choosing the checkpoint, the device, the precision and the
-    search (``sampling``: also ``--sample`` and its settings)."""
+    search (``sampling``: also ``--sample`` and its settings; ``n_best``: ``--n-best``)."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `padless train`")
     parser.add_argument("--checkpoint", choices=CHECKPOINT_NAMES, default="best",
                         help="which checkpoint of the run (default: best; averaged: the one "
@@ -47,7 +48,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
         help="int8: decode with the linear layers in int8 (dynamic "
         "quantization, CPU only; usually faster, nearly the same answers)",
     )
-    add_search_arguments(parser, sampling=sampling)
+    add_search_arguments(parser, sampling=sampling, n_best=n_best)
 
 
 def add_option_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
@@ -102,7 +103,8 @@ def options_from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
     return cls(**{**values, **given})
 
 
-def add_search_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False) -> None:
+def add_search_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False,
+                         n_best: bool = False) -> None:
     """``--beam K`` (and ``--sample``) and a flag for each setting of ``SearchOptions`` that
     has one, with its bounds, help and default."""
     method = parser.add_mutually_exclusive_group()
@@ -112,9 +114,11 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, sampling: bool = Fa
         method.add_argument("--sample", action="store_true",
                             help="sample the answer instead of searching for the likeliest")
     sampling_settings = [name for name, knob in knobs(SearchOptions) if knob.sampling]
-    # sampling settings default to None: given without --sample, they are an error
-    add_option_arguments(parser, SearchOptions, unset=sampling_settings,
-                         skip=() if sampling else sampling_settings)
+    # sampling settings default to None: given without --sample, they are an error;
+    # --n-best is translate's (one output line per input elsewhere)
+    add_option_arguments(parser, SearchOptions, unset=[*sampling_settings, "n_best"],
+                         skip=[*([] if sampling else sampling_settings),
+                               *([] if n_best else ["n_best"])])
     if sampling:
         parser.add_argument("--seed", type=integer(0, MAX_SEED), metavar="S",
                             help="seed of the sampler (default: a fresh seed each run)")
@@ -137,17 +141,19 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     """
     sampling = {name: getattr(args, name, None) for name, knob in knobs(SearchOptions)
                 if knob.sampling}
+    later = {*sampling, "n_best"}  # given to asked(): they depend on the search asked for
     plain = options_from_args(SearchOptions, argparse.Namespace(**{
-        k: v for k, v in vars(args).items() if k not in sampling}))
-    return plain.asked(beam=args.beam, sample=getattr(args, "sample", False), **sampling)
+        k: v for k, v in vars(args).items() if k not in later}))
+    return plain.asked(beam=args.beam, sample=getattr(args, "sample", False),
+                       n_best=getattr(args, "n_best", None), **sampling)
 
 
-def load_run(args: argparse.Namespace, rows: int = 1) -> tuple[EncoderDecoder, TextProcessor]:
-    """The model (eval mode, on ``--device``, in ``--precision`` or ``--quantize``d, for
-    decoding ``rows`` sentences at a time, each ``--beam`` rows wide) and TextProcessor of
+def load_run(args: argparse.Namespace) -> tuple[EncoderDecoder, TextProcessor]:
+    """The model (eval mode, on ``--device``, in ``--precision`` or ``--quantize``d: the
+    same whatever the batch, so that an answer never depends on it) and TextProcessor of
     ``RUN_DIR``; what it runs in is said on stderr."""
     model, text, _ = load_model(args.run_dir, args.checkpoint, args.device)
-    decoding = for_decoding(model, args.precision, rows * (args.beam or 1), args.quantize)
+    decoding = for_decoding(model, args.precision, args.quantize)
     print(decoding.describe(), file=sys.stderr)
     if decoding.warning is not None:
         print(f"warning: {decoding.warning}", file=sys.stderr)

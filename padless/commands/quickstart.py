@@ -142,7 +142,7 @@ def quickstart(
     _banner("3/4 evaluating the best checkpoint")
     which = "best" if run.best.exists() else "latest"
     model, text, _ = load_model(run_dir, which, resolve_device())
-    print(for_decoding(model, "auto", rows=64).describe())  # cast in place
+    print(for_decoding(model, "auto").describe())  # cast in place
     pairs = data.splits["test"][:EVAL_PAIRS]
     left = deadline - time.monotonic() - CONVERSATION_SECONDS
     evaluation = evaluate(model, text, pairs, SearchOptions(), split=f"test ({len(pairs)} pairs)",

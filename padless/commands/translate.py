@@ -3,7 +3,17 @@
 Lines are decoded in length-sorted batches (little padding) and written back in input order;
 a progress bar goes to stderr. An empty input line gives an empty output line; a line longer
 than ``--max-input-length`` tokens is cut, with a notice. The work is
-:func:`padless.decoding.batched.decode_texts`.
+:func:`padless.decoding.batched.decode_lines`.
+
+With ``--n-best K`` (beam search, ``--beam K`` or more) each input gets K lines of
+tab-separated fields, best first, like fairseq's ``H`` lines and OpenNMT's ``-n_best``::
+
+    LINE  RANK  SCORE  LOG_PROB  TEXT
+
+``LINE`` is the input's line number (from 1), ``RANK`` the hypothesis' (from 1), ``SCORE``
+what beam search ranks by (the log-probability with any repetition penalty, divided by the
+length penalty), ``LOG_PROB`` the model's own log-probability of the answer and its EOS. An
+empty input line gets one line with an empty text.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import warnings
 
 from padless.commands.inputs import integer, stdin_lines
 from padless.commands.options import add_decoding_arguments, load_run, search_options
-from padless.decoding.batched import InputsTruncated, decode_texts
+from padless.decoding.batched import InputsTruncated, decode_lines
 
 __all__ = ["add_arguments", "run"]
 
@@ -23,7 +33,7 @@ MAX_INPUT_LENGTH = 200  # tokens: the longest pair `padless prepare` keeps by de
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless translate``."""
-    add_decoding_arguments(parser)
+    add_decoding_arguments(parser, n_best=True)
     parser.add_argument("--batch-size", type=integer(1), default=64, metavar="N",
                         help="sentences decoded together (default 64)")
     parser.add_argument("--max-input-length", type=integer(1), default=MAX_INPUT_LENGTH,
@@ -40,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
     """
     options = search_options(args)
     lines = stdin_lines()
-    model, text = load_run(args, rows=args.batch_size)
+    model, text = load_run(args)
     lines = list(lines)  # all of it first: a bad line stops the command before any output
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputsTruncated)
-        outputs = decode_texts(
+        answers = decode_lines(
             model, text, lines, options, batch_size=args.batch_size,
             max_input_length=args.max_input_length, progress=not args.no_progress,
         )
@@ -53,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"padless translate: notice: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    for output in outputs:
-        sys.stdout.write(output + "\n")
+    for number, nbest in enumerate(answers, 1):
+        if options.n_best == 1:
+            sys.stdout.write(nbest[0][0] + "\n")
+            continue
+        for rank, (answer, hyp) in enumerate(nbest, 1):
+            sys.stdout.write(f"{number}\t{rank}\t{hyp.score:.6f}\t{hyp.log_prob:.6f}\t"
+                             f"{answer}\n")
     sys.stdout.flush()
     return 0

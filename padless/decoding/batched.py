@@ -1,7 +1,8 @@
 """Decoding many sentences: length-sorted batches, results in input order, text in and out.
 
-What ``padless chat``, ``translate``, ``evaluate`` and ``quickstart`` decode with; the search
-functions themselves are in :mod:`padless.decoding.search`.
+What ``padless chat``, ``translate``, ``evaluate`` and ``quickstart`` decode with; the searches
+themselves are in :mod:`padless.decoding.greedy` (greedy and sampling) and
+:mod:`padless.decoding.beam`, on the rules they share in :mod:`padless.decoding.search`.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def cap_sources(
     return capped, sum(len(s) > max_input_length for s in sources)
 
 
-def decode_texts(
+def decode_lines(
     model: EncoderDecoder,
     text: TextProcessor,
     lines: Sequence[str],
@@ -135,8 +136,9 @@ def decode_texts(
     max_input_length: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
-) -> list[str]:
-    """The best answer to each line, detokenised, in input order (see :func:`decode_ids`).
+) -> list[list[tuple[str, Hypothesis]]]:
+    """Each line's ``options.n_best`` answers, best first, as ``(text, hypothesis)``, in
+    input order (see :func:`decode_ids`; an empty line gets one empty answer).
 
     Lines longer than ``max_input_length`` tokens are cut to their first ``max_input_length``
     (see :func:`cap_sources`), with an :class:`InputsTruncated` warning saying how many.
@@ -145,11 +147,17 @@ def decode_texts(
     if n_cut:
         warnings.warn(f"{n_cut} of {len(lines)} inputs were longer than {max_input_length} "
                       f"tokens and were cut to their first {max_input_length}",
-                      InputsTruncated, stacklevel=2)
+                      InputsTruncated, stacklevel=3)
     nbests = decode_ids(
         model, sources, options, batch_size=batch_size, generator=generator, progress=progress
     )
-    return [text.decode(nbest[0].tokens) for nbest in nbests]
+    return [[(text.decode(hyp.tokens), hyp) for hyp in nbest] for nbest in nbests]
+
+
+def decode_texts(model: EncoderDecoder, text: TextProcessor, lines: Sequence[str],
+                 options: SearchOptions, **settings: object) -> list[str]:
+    """The best answer to each line, detokenised, in input order (:func:`decode_lines`)."""
+    return [answers[0][0] for answers in decode_lines(model, text, lines, options, **settings)]
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ class SearchOptions:
     beam_size: int = option(5, "beams of beam search", minimum=1)
     alpha: float = option(0.6, "beam search's GNMT length penalty exponent (0: none)",
                           flag="--length-penalty", metavar="ALPHA", minimum=0)
-    n_best: int = option(1, "hypotheses beam search returns per input", minimum=1)
+    n_best: int = option(1, "hypotheses returned per input, best first (beam search, with at "
+                         "least as many beams)", flag="--n-best", metavar="K", minimum=1,
+                         maximum=1024, request=True)
     temperature: float = option(1.0, "sampling temperature", flag="--temperature", metavar="T",
                                 minimum=0, open_min=True, maximum=100, request=True,
                                 sampling=True)
@@ -70,6 +72,10 @@ class SearchOptions:
         if self.min_length > self.max_length:
             raise ConfigError(f"search.min_length: must be at most max_length "
                               f"({self.max_length}), got {self.min_length}")
+        if self.n_best > 1 and self.method != "beam":
+            raise ConfigError(f"search.n_best: {self.n_best} hypotheses need beam search with "
+                              f"at least {self.n_best} beams (--beam {self.n_best}), not "
+                              f"{self.method}")
         if self.n_best > self.beam_size:
             raise ConfigError(f"search.n_best: must be at most beam_size ({self.beam_size}), "
                               f"got {self.n_best}")
@@ -94,12 +100,14 @@ class SearchOptions:
         beam: int | None = None,
         sample: bool = False,
         max_beam: int | None = None,
+        n_best: int | None = None,
         **sampling: float | int | None,
     ) -> SearchOptions:
         """These options with the search someone asked for: ``beam`` K (1: greedy) or
         ``sample`` with ``temperature``/``top_k``/``top_p`` (None: these options' own);
-        neither keeps these options' method. What ``--beam``/``--sample`` and a request's
-        ``beam``/``sample`` mean, in one place.
+        neither keeps these options' method; ``n_best`` hypotheses (None: these options'
+        own). What ``--beam``/``--sample``/``--n-best`` and a request's ``beam``/``sample``/
+        ``n_best`` mean, in one place.
 
         Raises:
             UserError: beam and sample together, a sampling setting without ``sample``, a
@@ -117,11 +125,12 @@ class SearchOptions:
                             '(--sample, or "sample": true)')
         if beam is not None and max_beam is not None and beam > max_beam:
             raise UserError(f"beam: {beam} beams; this server allows at most {max_beam}")
+        n_best = self.n_best if n_best is None else n_best
         if sample:
-            return replace(self, method="sample",
+            return replace(self, method="sample", n_best=n_best,
                            **{name: sampling[name] for name in given})
         if beam == 1:
-            return replace(self, method="greedy")
+            return replace(self, method="greedy", n_best=n_best)
         if beam is not None:
-            return replace(self, method="beam", beam_size=beam)
-        return self
+            return replace(self, method="beam", beam_size=beam, n_best=n_best)
+        return self if n_best == self.n_best else replace(self, n_best=n_best)

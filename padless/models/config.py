@@ -7,7 +7,7 @@ description) and the other ignores them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from padless.models.attention import ATTENTION_METHODS
 from padless.models.encoder import MERGE_METHODS
@@ -22,6 +22,8 @@ NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "silu")
 POSITIONS = ("sinusoidal", "sinusoidal_halves", "learned")
 EMBEDDING_NORMS = ("none", "after_positions", "split")
+# what may change between runs of one model (a fine-tune): regularisation, not weights
+DROPOUT_KEYS = ("dropout", "dropout_scope", "attention_dropout", "activation_dropout")
 
 
 @dataclass
@@ -76,11 +78,22 @@ class ModelConfig:
                                        "(null with sinusoids)", minimum=1)
     embedding_scale: bool = option(True, "transformer: token embeddings are multiplied by "
                                    "sqrt(hidden_size)")
+    attention_dropout: float | None = option(
+        None, "transformer: dropout on the attention weights (null: model.dropout)",
+        minimum=0, maximum=1, open_max=True)
+    activation_dropout: float | None = option(
+        None, "transformer: dropout on the feed-forward activations (null: model.dropout)",
+        minimum=0, maximum=1, open_max=True)
     embedding_norm: str = option(
         "none", "transformer: a layer norm on the embeddings: none, after_positions (on the "
         "sum of token and position embeddings, BART's) or split (BlenderbotSmall's: the "
         "encoder's after positions, the decoder's on its unscaled token embeddings before "
         "them)", choices=EMBEDDING_NORMS)
+
+    def same_model(self, other: ModelConfig) -> bool:
+        """Whether ``other`` builds the same model, with the same weights, as this config:
+        they may differ in their dropout only (:data:`DROPOUT_KEYS`)."""
+        return replace(self, **{k: getattr(other, k) for k in DROPOUT_KEYS}) == other
 
     @property
     def transformer_ffn_size(self) -> int:

@@ -1,5 +1,11 @@
 """A trained model set up to decode fast on its device: :func:`for_decoding`.
 
+Everything it chooses is chosen once per model and device, never per batch: the same
+sentence gets the same answer whether it is decoded alone, in a batch of 64 or beside other
+requests in ``padless serve`` (an answer must not depend on its batch-mates, nor on a flag
+people take for a speed knob). The choices are measured at :data:`DECODING_ROWS` rows, the
+batch the commands decode by default, whatever batch a command then decodes.
+
 Either in the precision chosen for the device (:func:`padless.runtime.precision
 .choose_precision`): the weights are cast (bf16 or fp16 matmuls with no per-call casts, and
 half the memory traffic; log-probabilities are still float32, ``decode_step``), whereas
@@ -19,7 +25,9 @@ from padless.models.quantize import quantize
 from padless.runtime.errors import UserError
 from padless.runtime.precision import Precision, choose_precision
 
-__all__ = ["Decoding", "for_decoding"]
+__all__ = ["DECODING_ROWS", "Decoding", "for_decoding"]
+
+DECODING_ROWS = 64  # the rows the precision, the layout and the int8 engine are chosen for
 
 
 @dataclass(frozen=True)
@@ -60,13 +68,12 @@ class Decoding:
 def for_decoding(
     model: EncoderDecoder,
     precision: str = "auto",
-    rows: int = 1,
     quantization: str | None = None,
 ) -> Decoding:
-    """``model`` set up to decode ``rows`` sentences at a time: cast in place to the
-    precision chosen for its device, with its output layer's weight in the layout this CPU
-    runs fastest (:func:`padless.models.layout.lay_out_output`); or, with
-    ``quantization="int8"``, a quantized copy.
+    """``model`` set up to decode: cast in place to the precision chosen for its device,
+    with its output layer's weight in the layout this CPU runs fastest
+    (:func:`padless.models.layout.lay_out_output`); or, with ``quantization="int8"``, a
+    quantized copy. The same model on the same device is always set up the same way.
 
     Raises:
         UserError: an unknown precision, fp16 on a CPU, an explicit precision beside a
@@ -79,9 +86,9 @@ def for_decoding(
                 f"--quantize {quantization} and --precision {precision}: int8 "
                 "decodes with float32 activations; leave --precision out"
             )
-        quantized = quantize(model, quantization, rows)
+        quantized = quantize(model, quantization, DECODING_ROWS)
         return Decoding(quantized, None, quantized.quantized)
-    workload = model.config.workload(max(1, rows), training=False)
+    workload = model.config.workload(DECODING_ROWS, training=False)
     chosen = choose_precision(precision, model.device, workload)
     model.to(chosen.dtype)
-    return Decoding(model, chosen, layout=lay_out_output(model, rows))
+    return Decoding(model, chosen, layout=lay_out_output(model, DECODING_ROWS))

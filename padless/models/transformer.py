@@ -73,7 +73,9 @@ class Transformer(EncoderDecoder):
             self.src_embedding if config.shared_embeddings
             else nn.Embedding(vocab_size, size, padding_idx=pad_id))
         layers, pre = config.num_layers, config.norm_position == "pre"
-        kinds = {"pre_norm": pre, "activation": config.activation}
+        kinds = {"pre_norm": pre, "activation": config.activation,
+                 "attention_dropout": config.attention_dropout,
+                 "activation_dropout": config.activation_dropout}
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(size, heads, ffn, config.dropout, **kinds) for _ in range(layers))
         self.decoder_layers = nn.ModuleList(

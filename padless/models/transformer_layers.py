@@ -235,11 +235,15 @@ class EncoderLayer(nn.Module):
     """Self-attention, then feed-forward, each a residual sub-layer (pre- or post-norm)."""
 
     def __init__(self, size: int, heads: int, ffn_size: int, dropout: float, *,
-                 pre_norm: bool = True, activation: str = "relu") -> None:
+                 pre_norm: bool = True, activation: str = "relu",
+                 attention_dropout: float | None = None,
+                 activation_dropout: float | None = None) -> None:
         super().__init__()
+        attend = dropout if attention_dropout is None else attention_dropout
+        active = dropout if activation_dropout is None else activation_dropout
         self.norm1, self.norm2 = nn.LayerNorm(size), nn.LayerNorm(size)
-        self.self_attention = SelfAttention(size, heads, dropout)
-        self.feed_forward = FeedForward(size, ffn_size, dropout, activation)
+        self.self_attention = SelfAttention(size, heads, attend)
+        self.feed_forward = FeedForward(size, ffn_size, active, activation)
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 
@@ -254,12 +258,16 @@ class DecoderLayer(nn.Module):
     """Causal self-attention, cross-attention, feed-forward, each a residual sub-layer."""
 
     def __init__(self, size: int, heads: int, ffn_size: int, dropout: float, *,
-                 pre_norm: bool = True, activation: str = "relu") -> None:
+                 pre_norm: bool = True, activation: str = "relu",
+                 attention_dropout: float | None = None,
+                 activation_dropout: float | None = None) -> None:
         super().__init__()
+        attend = dropout if attention_dropout is None else attention_dropout
+        active = dropout if activation_dropout is None else activation_dropout
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(size) for _ in range(3))
-        self.self_attention = SelfAttention(size, heads, dropout)
-        self.cross_attention = CrossAttention(size, heads, dropout)
-        self.feed_forward = FeedForward(size, ffn_size, dropout, activation)
+        self.self_attention = SelfAttention(size, heads, attend)
+        self.cross_attention = CrossAttention(size, heads, attend)
+        self.feed_forward = FeedForward(size, ffn_size, active, activation)
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
 

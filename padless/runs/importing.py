@@ -117,6 +117,8 @@ def model_config(hf: dict[str, Any], where: str = "config.json") -> ModelConfig:
             num_heads=same("encoder_attention_heads", "decoder_attention_heads"),
             ffn_size=same("encoder_ffn_dim", "decoder_ffn_dim"),
             dropout=float(hf.get("dropout", 0.1)), shared_embeddings=True,
+            attention_dropout=float(hf.get("attention_dropout", 0.0)),
+            activation_dropout=float(hf.get("activation_dropout", 0.0)),
             tie_output=bool(hf.get("tie_word_embeddings", True)), norm_position="post",
             activation=activation, embedding_scale=bool(hf.get("scale_embedding", False)),
             **kind)

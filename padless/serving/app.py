@@ -35,6 +35,7 @@ from padless.serving.batcher import DynamicBatcher, QueueFull, ShuttingDown
 from padless.serving.limits import BodySizeLimit
 from padless.serving.schemas import (
     SAMPLING_FIELDS,
+    Alternative,
     ChatRequest,
     ChatResponse,
     DecodingRequest,
@@ -79,7 +80,8 @@ class _Service:
         sampling = {name: getattr(request, name) for name in SAMPLING_FIELDS}
         try:
             return self.defaults.asked(beam=request.beam, sample=request.sample,
-                                       max_beam=self.settings.max_beam, **sampling)
+                                       max_beam=self.settings.max_beam,
+                                       n_best=request.n_best, **sampling)
         except UserError as e:  # SearchOptions' own check, e.g. a value the server refuses
             raise HTTPException(422, str(e)) from None
 
@@ -101,8 +103,8 @@ class _Service:
 
     async def decode(self, request: Request, sources: Sequence[list[int]],
                      options: SearchOptions, seed: int | None,
-                     attention: bool) -> list[Hypothesis]:
-        """Each source's best hypothesis, through the batcher (429, 503 or 504 if not). A
+                     attention: bool) -> list[list[Hypothesis]]:
+        """Each source's hypotheses, best first, through the batcher (429, 503 or 504 if not). A
         request whose client goes away, or that runs out of time, is given up: the batcher
         decodes no more of it."""
         try:
@@ -159,7 +161,7 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
             return ChatResponse(reply="", tokens=[], score=None, source_tokens=[],
                                 attention=[], finished=False, method=options.method,
                                 latency_ms=(time.perf_counter() - started) * 1000)
-        (hyp,) = await service.decode(http, [ids], options, request.seed, attention=True)
+        ((hyp, *_),) = await service.decode(http, [ids], options, request.seed, attention=True)
         return service.chat_response(ids, hyp, options.method, started)
 
     @app.post("/v1/translate", response_model=TranslateResponse,
@@ -171,11 +173,16 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
                                      f"most {service.settings.max_lines} per request")
         options = service.options(request)
         sources = [service.encode(line, f"lines[{i}]") for i, line in enumerate(request.lines)]
-        translations = [""] * len(sources)  # nothing to decode when every line is empty
+        nbests = [[Hypothesis([], 0.0, 0.0, False)]] * len(sources)  # all lines empty
         if any(sources):
-            hyps = await service.decode(http, sources, options, request.seed, attention=False)
-            translations = [service.text.decode(h.tokens) for h in hyps]
-        return TranslateResponse(translations=translations,
+            nbests = await service.decode(http, sources, options, request.seed,
+                                          attention=False)
+        decode = service.text.decode
+        alternatives = None if options.n_best == 1 else [
+            [Alternative(text=decode(h.tokens), score=json_number(h.score),
+                         log_prob=json_number(h.log_prob)) for h in nbest] for nbest in nbests]
+        return TranslateResponse(translations=[decode(nbest[0].tokens) for nbest in nbests],
+                                 n_best=alternatives,
                                  latency_ms=(time.perf_counter() - started) * 1000)
 
     @app.get("/v1/model", summary="The model, its training and this server's limits")

@@ -129,8 +129,9 @@ class DynamicBatcher:
         *,
         seed: int | None = None,
         attention: bool = False,
-    ) -> Future[list[Hypothesis]]:
-        """Queue ``sources`` for decoding; the future's result is each one's best hypothesis.
+    ) -> Future[list[list[Hypothesis]]]:
+        """Queue ``sources`` for decoding; the future's result is each one's hypotheses, best
+        first (``options.n_best`` of them: beam search; one for the other searches).
 
         An empty source gets an empty hypothesis. ``seed`` seeds a sampling request's own
         generator (see the module docstring); ``attention`` keeps each hypothesis' ``[T, S]``
@@ -217,7 +218,7 @@ class DynamicBatcher:
                 job.future.set_exception(error)
             self.queue.done(job)
 
-    def _answer(self, job: Job, answers: list[Hypothesis]) -> None:
+    def _answer(self, job: Job, answers: list[list[Hypothesis]]) -> None:
         """Hand ``job`` its answers (counters first, so a client sees them include it)."""
         self.queue.done(job)
         if job.cancelled:  # nobody waits for it any more; a late reader learns why
@@ -263,7 +264,7 @@ class DynamicBatcher:
         start = 0
         for job in batch:
             end = start + len(job.sources)
-            self._answer(job, [nbest[0] for nbest in nbests[start:end]])
+            self._answer(job, nbests[start:end])
             start = end
 
     # -- continuous batching (greedy and sampling) --------------------------------------
@@ -285,7 +286,7 @@ class DynamicBatcher:
                     raise Stopped
                 self._leave(decoder, running)
                 for (job, index), hyp in decoder.step():
-                    job.results[index] = hyp
+                    job.results[index] = [hyp]
                     job.missing -= 1
                     if job.missing == 0:
                         running.discard(job)
@@ -315,7 +316,7 @@ class DynamicBatcher:
         sentences cannot be encoded fails alone."""
         rows, tags = [], []
         for job in jobs:
-            job.results = [Hypothesis([], 0.0, 0.0, False) if not s else None
+            job.results = [[Hypothesis([], 0.0, 0.0, False)] if not s else None
                            for s in job.sources]  # an empty source: nothing to decode
             job.missing = sum(1 for s in job.sources if s)
             rows += [s for s in job.sources if s]

@@ -20,7 +20,8 @@ from padless.decoding.options import SearchOptions
 from padless.runtime.options import knobs
 
 __all__ = [
-    "ChatRequest", "ChatResponse", "DecodingRequest", "ErrorMessage", "SAMPLING_FIELDS",
+    "Alternative", "ChatRequest", "ChatResponse", "DecodingRequest", "ErrorMessage",
+    "SAMPLING_FIELDS",
     "TranslateRequest", "TranslateResponse", "json_number",
 ]
 
@@ -123,10 +124,23 @@ class TranslateRequest(DecodingRequest):
     lines: list[str] = Field(description="the inputs; an empty line gets an empty output")
 
 
+class Alternative(BaseModel):
+    """One of a line's ``n_best`` hypotheses."""
+
+    text: str = Field(description="the hypothesis, detokenised")
+    score: float | None = Field(description="what beam search ranks by: the log-probability "
+                                            "(with any repetition penalty) over the length "
+                                            "penalty")
+    log_prob: float | None = Field(description="the model's log-probability of it (and its "
+                                               "EOS)")
+
+
 class TranslateResponse(BaseModel):
     """One output per input line, in input order."""
 
-    translations: list[str]
+    translations: list[str] = Field(description="each line's best answer")
+    n_best: list[list[Alternative]] | None = Field(
+        None, description="with n_best > 1: each line's hypotheses, best first")
     latency_ms: float
 
 

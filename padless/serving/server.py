@@ -83,7 +83,7 @@ def load_app(
     """
     settings = settings or ServeSettings()
     model, text, config = load_model(run_dir, which, resolve_device(device))
-    decoding = for_decoding(model, precision, settings.max_batch_size, quantization)
+    decoding = for_decoding(model, precision, quantization)
     info = {
         **describe_run(run_dir, which, decoding.model, text, config),
         "precision": decoding.to_dict(),

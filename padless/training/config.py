@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from padless.models.config import ModelConfig
+from padless.models.config import DROPOUT_KEYS, ModelConfig
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
 from padless.runtime.devices import check_device_name
@@ -179,7 +179,7 @@ def _plain(value: Any) -> Any:
 
 
 def bundled_configs() -> list[str]:
-    """Names of the configs shipped in ``padless/configs`` (``--config NAME``)."""
+    """Names of the configs shipped in ``padless/training/configs`` (``--config NAME``)."""
     directory = resources.files("padless.training") / "configs"
     return sorted(p.name[:-5] for p in directory.iterdir() if p.name.endswith(".yaml"))
 
@@ -256,10 +256,10 @@ def fine_tune_config(model: ModelConfig, name_or_path: str = "finetune",
     given = data.get("model") if isinstance(data.get("model"), dict) else {}
     own = asdict(model)
     for key, value in given.items():
-        if key in own and key != "dropout" and value != own[key]:
+        if key in own and key not in DROPOUT_KEYS and value != own[key]:
             raise ConfigError(f"model.{key}: {shown(value)}, but the model started from has "
-                              f"{shown(own[key])}; a fine-tune keeps its model (only "
-                              "model.dropout may change)")
+                              f"{shown(own[key])}; a fine-tune keeps its model (only its "
+                              "dropout may change)")
     data["model"] = {**own, **given}  # an unknown key is refused by name
     return Config.from_dict(data)
 

@@ -344,7 +344,7 @@ class Trainer:
         if start.vocab != self.text.vocab.to_dict():
             raise UserError(f"{data_dir or 'the data'}: its vocabulary is not that of {run_dir}; "
                             f"prepare the corpus with --text-from {run_dir}")
-        if replace(start.model_config(), dropout=self.config.model.dropout) != self.config.model:
+        if not start.model_config().same_model(self.config.model):
             raise UserError(f"{path}: its model differs from the config's model section")
         self.model.load_state_dict(start.decoding_weights)
         self.say(f"starting from {path} (its step {start.step}), with a new optimiser")

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from padless.decoding.batched import decode_texts
+from padless.decoding.batched import decode_lines, decode_texts
 from padless.decoding.options import SearchOptions
 from padless.runs.directory import RunDirectory
 from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
-from tests.helpers import assert_one_line_error, run_cli
+from padless.runtime import precision as precision_module
+from tests.helpers import ANSWERS, QUESTIONS, assert_one_line_error, run_cli
 
 
 def test_chat_answers_unknown_words_and_empty_lines_one_line_each(
@@ -191,3 +192,46 @@ def test_sampling_at_the_smallest_values_is_greedy_not_a_traceback(qa_run_dir, o
     assert code == 0, err
     code, greedy, err = run_cli(["chat", str(qa_run_dir)], lines, monkeypatch, capsys)
     assert code == 0 and sampled == greedy
+
+
+@pytest.mark.parametrize("search", [[], ["--beam", "3"]])
+def test_an_answer_is_the_same_at_any_batch_size(qa_run_dir: Path, search: list[str],
+                                                 monkeypatch, capsys) -> None:
+    """On a CPU where bf16 would pay at few rows and not at many (faked), the precision used
+    to follow --batch-size and change the answers; it is chosen once per model and device."""
+    monkeypatch.setattr(precision_module, "bf16_speedup",
+                        lambda workload: 2.0 if workload.rows < 32 else 0.9)
+    monkeypatch.setattr(precision_module, "_SMALL", 0)  # measure even this tiny model
+    lines = [f"{q} {a}" for q in QUESTIONS for a in ANSWERS][:70]
+    seen = {}
+    for batch in ("1", "7", "64"):
+        code, out, err = run_cli(["translate", str(qa_run_dir), "--batch-size", batch,
+                                  "--max-length", "12", *search], "\n".join(lines) + "\n",
+                                 monkeypatch, capsys)
+        assert code == 0
+        seen[batch] = (out, next(line for line in err.splitlines() if "precision:" in line))
+    assert seen["1"] == seen["7"] == seen["64"]
+    assert "fp32" in seen["1"][1]
+
+
+def test_translate_n_best_writes_the_documented_tsv(qa_run_dir: Path, monkeypatch,
+                                                    capsys) -> None:
+    lines = ["what is your name ?", "", "hi"]
+    code, out, _ = run_cli(["translate", str(qa_run_dir), "--beam", "3", "--n-best", "3",
+                            "--max-length", "8"], "\n".join(lines) + "\n", monkeypatch, capsys)
+    assert code == 0
+    rows = [line.split("\t") for line in out.splitlines()]
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    options = SearchOptions("beam", beam_size=3, n_best=3, max_length=8)
+    expected = [(str(number), str(rank), f"{hyp.score:.6f}", f"{hyp.log_prob:.6f}", answer)
+                for number, nbest in enumerate(decode_lines(model, text, lines, options), 1)
+                for rank, (answer, hyp) in enumerate(nbest, 1)]
+    assert [tuple(row) for row in rows] == expected
+    assert [row[0] for row in rows].count("1") == 3 and [row[0] for row in rows].count("2") == 1
+    scores = [float(row[2]) for row in rows if row[0] == "1"]
+    assert scores == sorted(scores, reverse=True)
+    for extra, words in ((["--n-best", "3"], "need beam search with at least 3 beams"),
+                         (["--beam", "2", "--n-best", "3"], "at most beam_size (2)")):
+        code, _, err = run_cli(["translate", str(qa_run_dir), *extra], "hi\n", monkeypatch,
+                               capsys)
+        assert_one_line_error(code, err, "translate", words)

@@ -38,9 +38,16 @@ def rejects(parse, text: str) -> bool:
 
 
 SAMPLING_COMMANDS = {"chat"}  # the others decode by search only: no sampling flags
+N_BEST_COMMANDS = {"translate"}  # the others answer each input with one line
+
+
+def offered(command: str, name: str, knob) -> bool:
+    return knob.flag is not None and (command in SAMPLING_COMMANDS or not knob.sampling) and (
+        command in N_BEST_COMMANDS or name != "n_best")
+
+
 CASES = [(cls, command, overrides, name, knob) for cls, commands, overrides in OPTION_FLAGS
-         for command in commands for name, knob in knobs(cls)
-         if knob.flag is not None and (command in SAMPLING_COMMANDS or not knob.sampling)]
+         for command in commands for name, knob in knobs(cls) if offered(command, name, knob)]
 
 
 @pytest.mark.parametrize(("cls", "command", "overrides", "name", "knob"), CASES,
@@ -54,7 +61,8 @@ def test_a_generated_flag_agrees_with_its_field(cls, command, overrides, name, k
     if kind is bool:
         assert flag.default is default and flag.const is (not default)  # store_true/_false
         return
-    assert flag.default == (None if overrides or knob.sampling else default)
+    # sampling settings and n_best are given to SearchOptions.asked(): None when not given
+    assert flag.default == (None if overrides or knob.sampling or name == "n_best" else default)
     assert (tuple(flag.choices) if flag.choices else None) == choices
     if choices is not None:
         return
@@ -76,5 +84,5 @@ def test_no_flag_of_an_option_field_is_written_by_hand(cls, command) -> None:
     names = {f.name for f in fields(cls)}
     for flag, act in SUBPARSERS[command]._option_string_actions.items():
         if act.dest in names:
-            assert command in SAMPLING_COMMANDS or not dict(knobs(cls))[act.dest].sampling
+            assert offered(command, act.dest, dict(knobs(cls))[act.dest])
             assert flag in declared, f"padless {command} {flag} sets {cls.__name__}.{act.dest}"

@@ -37,12 +37,12 @@ def test_column_major_where_faster_keeps_values_answers_and_the_embedding(
         assert model.output.weight is embedding  # tied
     before = model.output.weight.detach().clone()
     want = decode_ids(model, SOURCES, SearchOptions(max_length=6))
-    measured_as(monkeypatch, {1: 2.5, 8: 1.0})
-    decoding = for_decoding(model, "fp32", rows=8)
+    measured_as(monkeypatch, {1: 2.5, 64: 1.0})
+    decoding = for_decoding(model, "fp32")
     weight = model.output.weight
     assert decoding.layout.name == "column-major"
     assert weight.stride() == (1, weight.shape[0]) and torch.equal(weight, before)
-    assert "output layer column-major: 2.5x the row-major speed at 1 row, 1.0x at 8 rows" in (
+    assert "output layer column-major: 2.5x the row-major speed at 1 row, 1.0x at 64 rows" in (
         decoding.describe())
     if embedding is not None:  # untied for decoding; the lookup stays row-major and unchanged
         assert model.tgt_embedding.weight is embedding and embedding.is_contiguous()
@@ -61,7 +61,7 @@ def test_row_major_unless_faster_at_one_count_and_not_slower_at_the_other(
     model = build_model(CONFIGS["gru"], 40).eval()
     weight = model.output.weight
     measured_as(monkeypatch, gains)
-    decoding = for_decoding(model, "fp32", rows=64)
+    decoding = for_decoding(model, "fp32")
     assert decoding.layout.name == "row-major" and decoding.layout.speedups == gains
     assert model.output.weight is weight and weight.is_contiguous()
     assert "output layer" not in decoding.describe()

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from padless.decoding.batched import decode_ids, decode_texts, make_generator
+from padless.decoding.batched import decode_ids, decode_lines, decode_texts, make_generator
 from padless.decoding.options import SearchOptions
 from padless.runs.loading import load_model
 from padless.serving.app import PAGE_FILES, create_app
@@ -282,3 +282,23 @@ def test_a_search_the_server_cannot_combine_with_its_defaults_is_422(run) -> Non
         response = client.post("/v1/chat", json={"message": "hi", "beam": 2})
         assert response.status_code == 422 and "n_best" in response.json()["detail"]
         assert client.post("/v1/chat", json={"message": "hi"}).status_code == 200
+
+
+def test_translate_returns_n_best_alternatives_and_refuses_more_than_the_beams(client,
+                                                                                 run) -> None:
+    model, text = run
+    lines = ["what is your name ?", "hi"]
+    response = client.post("/v1/translate", json={"lines": lines, "beam": 3, "n_best": 2})
+    assert response.status_code == 200, response.text
+    expected = decode_lines(model, text, lines, SearchOptions("beam", 10, beam_size=3,
+                                                              n_best=2))
+    body = response.json()
+    assert body["translations"] == [nbest[0][0] for nbest in expected]
+    assert [[(a["text"], a["score"], a["log_prob"]) for a in alternatives]
+            for alternatives in body["n_best"]] == [
+        [(answer, pytest.approx(h.score, abs=1e-4), pytest.approx(h.log_prob, abs=1e-4))
+         for answer, h in nbest] for nbest in expected]
+    assert client.post("/v1/translate", json={"lines": lines}).json()["n_best"] is None
+    for fields in ({"beam": 2, "n_best": 3}, {"n_best": 2}):
+        response = client.post("/v1/translate", json={"lines": lines, **fields})
+        assert response.status_code == 422 and "n_best" in response.json()["detail"]

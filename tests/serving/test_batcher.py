@@ -35,11 +35,12 @@ def alone(model: torch.nn.Module, source: list[int], options: SearchOptions,
 
 
 def run_together(batcher: DynamicBatcher, jobs: list[tuple]) -> list[list[Hypothesis]]:
-    """Submit every job before the worker starts, so they wait together; then decode."""
+    """Submit every job before the worker starts, so they wait together; then decode: each
+    job's sources' best hypotheses."""
     futures = [batcher.submit(*job[:2], seed=job[2] if len(job) > 2 else None) for job in jobs]
     batcher.start()
     try:
-        return [future.result(timeout=60) for future in futures]
+        return [[nbest[0] for nbest in future.result(timeout=60)] for future in futures]
     finally:
         batcher.close()
 
@@ -112,7 +113,7 @@ def test_a_lone_request_is_decoded_at_once(model_and_sources) -> None:
     batcher.start()
     try:
         for source in sources[:3]:
-            assert batcher.submit([source], SearchOptions()).result(timeout=60)[0].tokens
+            assert batcher.submit([source], SearchOptions()).result(timeout=60)[0][0].tokens
     finally:
         batcher.close()
 
@@ -129,7 +130,7 @@ def test_after_requests_came_together_a_request_waits_for_company(model_and_sour
     wait_until(lambda: batcher.queue.holding == 1, "holding the request for company")
     assert not future.done()
     batcher.close()  # until the batcher closes: then it is decoded at once
-    assert future.result(timeout=60)[0].tokens
+    assert future.result(timeout=60)[0][0].tokens
 
 
 class SubmitsWhileDecoding:
@@ -157,8 +158,8 @@ def test_a_request_joins_a_running_greedy_batch_at_the_next_step(model_and_sourc
     batcher = DynamicBatcher(wrapped, max_wait_ms=0)
     (first,) = run_together(batcher, [(sources[:3], options)])
     assert batcher.stats.batches == 2 and batcher.stats.largest_batch_requests == 2
-    for source, hyp in zip(sources[:3] + sources[8:10], first + late[0].result(timeout=0),
-                           strict=True):
+    joined = [nbest[0] for nbest in late[0].result(timeout=0)]
+    for source, hyp in zip(sources[:3] + sources[8:10], first + joined, strict=True):
         expected = alone(model, source, options)
         assert hyp.tokens == expected.tokens
         assert hyp.score == pytest.approx(expected.score, abs=1e-4)
@@ -173,7 +174,7 @@ def test_no_request_joins_ahead_of_an_older_one_with_other_options(model_and_sou
     batcher = DynamicBatcher(wrapped, max_wait_ms=0)
     run_together(batcher, [([sources[0]], greedy)])
     assert batcher.stats.largest_batch_requests == 1  # the greedy one waited for the beam one
-    assert [f.result(timeout=0)[0].tokens for f in late] == [
+    assert [f.result(timeout=0)[0][0].tokens for f in late] == [
         alone(model, sources[5], beam).tokens, alone(model, sources[6], greedy).tokens]
 
 
@@ -197,7 +198,7 @@ def test_close_decodes_what_was_taken_and_drops_what_was_cancelled(model_and_sou
     assert cancelled.cancel()
     batcher.start()
     batcher.close(timeout=60)
-    assert kept.result(timeout=0)[0].tokens == alone(model, sources[0], SearchOptions()).tokens
+    assert kept.result(timeout=0)[0][0].tokens == alone(model, sources[0], SearchOptions()).tokens
     with pytest.raises(CancelledError):
         cancelled.result(timeout=0)
     assert batcher.stats.requests == 1
@@ -214,7 +215,7 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on(model_and_sou
         with pytest.raises(IndexError):
             bad.result(timeout=30)
         good = batcher.submit([sources[0]], SearchOptions())
-        assert good.result(timeout=30)[0].tokens
+        assert good.result(timeout=30)[0][0].tokens
     finally:
         batcher.close()
 
@@ -229,8 +230,9 @@ def test_a_request_that_cannot_be_encoded_fails_alone(model_and_sources) -> None
     try:
         with pytest.raises(IndexError):
             bad.result(timeout=30)
-        assert good.result(timeout=30)[0].tokens == alone(model, sources[0], SearchOptions()).tokens
-        assert also_good.result(timeout=30)[0].tokens
+        expected = alone(model, sources[0], SearchOptions()).tokens
+        assert good.result(timeout=30)[0][0].tokens == expected
+        assert also_good.result(timeout=30)[0][0].tokens
     finally:
         batcher.close()
 
@@ -275,7 +277,7 @@ def test_a_request_given_up_mid_batch_frees_its_rows_and_the_others_go_on(
     finally:
         batcher.close()
     assert batcher.stats.cancelled == 1 and batcher.stats.requests == 2
-    for source, (hyp,) in zip([sources[0], sources[2]], answers, strict=True):
+    for source, ((hyp,),) in zip([sources[0], sources[2]], answers, strict=True):
         assert hyp.tokens == alone(model, source, options).tokens
 
 

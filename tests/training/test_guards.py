@@ -4,7 +4,6 @@ that diverged; every refusal is one line (exit 2)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -17,7 +16,13 @@ from padless.runtime.lock import exclusive_lock
 from padless.training import trainer as trainer_module
 from padless.training.config import Config, load_config
 from padless.training.guards import DivergenceGuard
-from tests.helpers import TINY_TRAIN, assert_one_line_error, full_disk, write_reversal_dataset
+from tests.helpers import (
+    TINY_TRAIN,
+    assert_one_line_error,
+    full_disk,
+    reversal_pairs,
+    write_dataset,
+)
 
 SET = [a for option in TINY_TRAIN for a in ("--set", option)]
 
@@ -92,10 +97,9 @@ def test_an_out_that_is_a_file_is_one_line(reversal_data_dir, tmp_path, capsys) 
     assert (tmp_path / "afile").read_text() == "mine"
 
 
-def test_an_empty_training_split_is_one_line(reversal_data_dir, tmp_path, capsys) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(reversal_data_dir, data)
-    (data / "train.tsv").write_text("")
+def test_an_empty_training_split_is_one_line(tmp_path, capsys) -> None:
+    data = write_dataset(tmp_path / "data", {"train": [], "valid": reversal_pairs(8, 1),
+                                             "test": reversal_pairs(8, 2)})
     code = train_cli(data, tmp_path / "run", "--max-steps", "1")
     assert_one_line_error(code, capsys.readouterr().err, "train",
                           f"the training split of {data} is empty")
@@ -192,9 +196,9 @@ def test_a_stop_signal_during_the_final_validation_ends_it_at_the_next_batch(
         tmp_path, monkeypatch, capsys) -> None:
     """A SIGTERM in the last validation of a 49k-pair split was honoured only after it (9
     minutes). The validation stops at the next batch; latest.pt is saved; exit 143."""
-    data = write_reversal_dataset(tmp_path / "data")
-    pairs = (data / "train.tsv").read_text()
-    (data / "valid.tsv").write_text(pairs * 20)  # 4,800 pairs: 600 batches of 8
+    train = reversal_pairs(240, 0)
+    data = write_dataset(tmp_path / "data", {"train": train, "valid": train * 20,  # 4,800
+                                             "test": reversal_pairs(8, 2)})  # pairs: 600 of 8
     seen: list[int] = []
     real_scores = trainer_module.teacher_forced_scores
 
@@ -235,10 +239,9 @@ def test_the_divergence_guard_forgives_a_bad_batch_now_and_then() -> None:
 
 
 def test_training_leaves_out_a_runaway_pair(tmp_path, capsys) -> None:
-    data = write_reversal_dataset(tmp_path / "data", n_train=40)
-    pairs = (data / "train.tsv").read_text().splitlines()
-    pairs.append(" ".join(["w1"] * 5000) + "\tw2")
-    (data / "train.tsv").write_text("\n".join(pairs) + "\n")
+    data = write_dataset(tmp_path / "data", {
+        "train": [*reversal_pairs(40, 0), (["w1"] * 5000, ["w2"])],
+        "valid": reversal_pairs(24, 1), "test": reversal_pairs(8, 2)})
     assert train_cli(data, tmp_path / "run", "--max-steps", "2") == 0
     assert "left out 1 train pairs longer than 1000 tokens" in capsys.readouterr().out
 
