@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "chat": "talk to a trained model (interactive, or one answer per line)",
     "translate": "decode a file: one output line per input line",
     "evaluate": "loss, perplexity, BLEU, chrF, dialogue metrics and samples on a split",
+    "score": "the model's log-probability of each source<TAB>target pair on stdin",
     "average": "average a run's kept checkpoints into averaged.pt",
     "export": "write a Transformer run as a CTranslate2 model",
     "import": "a Hugging Face seq2seq model folder (Marian, BART) as a padless run",

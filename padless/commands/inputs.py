@@ -20,7 +20,7 @@ from typing import BinaryIO
 from padless.runtime.errors import UserError
 from padless.runtime.options import Knob
 
-__all__ = ["integer", "number", "stdin_lines"]
+__all__ = ["integer", "number", "read_lines", "stdin_lines"]
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
@@ -61,6 +61,17 @@ def number(
     return parse
 
 
+def read_lines(path: str) -> list[str]:
+    """The lines of the UTF-8 text file ``path``, without their line ends.
+
+    Raises:
+        UserError: ``FILE:LINE`` at a line that is not UTF-8; OSError (named by the command)
+            for a missing or unreadable file.
+    """
+    with open(path, "rb") as f:
+        return list(_decoded_lines(f, path))
+
+
 def stdin_lines() -> Iterator[str]:
     """The lines of stdin without their line ends, decoded as UTF-8 as they are read.
 
@@ -73,15 +84,15 @@ def stdin_lines() -> Iterator[str]:
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # a text stream without bytes underneath (tests, embedding)
         return (line.rstrip("\r\n") for line in sys.stdin)
-    return _decoded_lines(stream)
+    return _decoded_lines(stream, "stdin")
 
 
-def _decoded_lines(stream: BinaryIO) -> Iterator[str]:
+def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
     for lineno, raw in enumerate(stream, 1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise UserError(f"stdin:{lineno}: not valid UTF-8 (byte {e.start + 1}: {e.reason}); "
+            raise UserError(f"{name}:{lineno}: not valid UTF-8 (byte {e.start + 1}: {e.reason}); "
                             "convert the input to UTF-8, e.g. with iconv") from None
         if lineno == 1:
             line = line.removeprefix("\ufeff")

@@ -20,21 +20,27 @@ from padless.data.text import TextProcessor
 from padless.decoding.batched import MAX_SEED
 from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder
-from padless.models.precision import for_decoding
 from padless.models.quantize import QUANTIZATIONS
 from padless.runs.directory import CHECKPOINT_NAMES
-from padless.runs.loading import load_model
+from padless.runs.loading import load_for_decoding
 from padless.runtime.options import knobs, value_kind
 from padless.runtime.precision import PRECISIONS
 
-__all__ = ["add_decoding_arguments", "add_option_arguments", "add_precision_argument", "load_run",
-           "options_from_args", "search_options"]
+__all__ = ["add_decoding_arguments", "add_model_arguments", "add_option_arguments",
+           "add_precision_argument", "load_run", "options_from_args", "search_options"]
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False,
                            n_best: bool = False) -> None:
     """``RUN_DIR`` and the options choosing the checkpoint, the device, the precision and the
     search (``sampling``: also ``--sample`` and its settings; ``n_best``: ``--n-best``)."""
+    add_model_arguments(parser)
+    add_search_arguments(parser, sampling=sampling, n_best=n_best)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``RUN_DIR`` and the options choosing the checkpoint, the device and the precision
+    (what :func:`load_run` reads)."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `padless train`")
     parser.add_argument("--checkpoint", choices=CHECKPOINT_NAMES, default="best",
                         help="which checkpoint of the run (default: best; averaged: the one "
@@ -48,7 +54,10 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = 
         help="int8: decode with the linear layers in int8 (dynamic "
         "quantization, CPU only; usually faster, nearly the same answers)",
     )
-    add_search_arguments(parser, sampling=sampling, n_best=n_best)
+    parser.add_argument("--ensemble", nargs="+", default=[], metavar="RUN_DIR",
+                        help="decode with these runs too: the mean of every run's "
+                             "log-probabilities at each step (runs of one text pipeline; "
+                             "each with its --checkpoint)")
 
 
 def add_option_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
@@ -152,9 +161,13 @@ def load_run(args: argparse.Namespace) -> tuple[EncoderDecoder, TextProcessor]:
     """The model (eval mode, on ``--device``, in ``--precision`` or ``--quantize``d: the
     same whatever the batch, so that an answer never depends on it) and TextProcessor of
     ``RUN_DIR``; what it runs in is said on stderr."""
-    model, text, _ = load_model(args.run_dir, args.checkpoint, args.device)
-    decoding = for_decoding(model, args.precision, args.quantize)
+    model, text, _, decoding = load_for_decoding(
+        args.run_dir, args.checkpoint, args.device, precision=args.precision,
+        quantization=args.quantize, ensemble=args.ensemble)
     print(decoding.describe(), file=sys.stderr)
     if decoding.warning is not None:
         print(f"warning: {decoding.warning}", file=sys.stderr)
-    return decoding.model, text
+    if args.ensemble:
+        print(f"an ensemble of {1 + len(args.ensemble)} runs: the mean of their "
+              "log-probabilities at each step", file=sys.stderr)
+    return model, text

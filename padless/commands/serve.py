@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         precision=args.precision,
         quantization=args.quantize,
+        ensemble=args.ensemble,
     )
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]

@@ -22,7 +22,7 @@ import argparse
 import sys
 import warnings
 
-from padless.commands.inputs import integer, stdin_lines
+from padless.commands.inputs import integer, read_lines, stdin_lines
 from padless.commands.options import add_decoding_arguments, load_run, search_options
 from padless.decoding.batched import InputsTruncated, decode_lines
 
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-input-length", type=integer(1), default=MAX_INPUT_LENGTH,
                         metavar="N", help="longer inputs are cut to their first N tokens, with "
                         f"a notice (default {MAX_INPUT_LENGTH})")
+    parser.add_argument("--prefix-file", metavar="FILE",
+                        help="one prefix per input line: each answer starts with its line's "
+                             "prefix and the search goes on from there (an empty line: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """
     options = search_options(args)
     lines = stdin_lines()
+    prefixes = None if args.prefix_file is None else read_lines(args.prefix_file)
     model, text = load_run(args)
     lines = list(lines)  # all of it first: a bad line stops the command before any output
     with warnings.catch_warnings(record=True) as caught:
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         answers = decode_lines(
             model, text, lines, options, batch_size=args.batch_size,
             max_input_length=args.max_input_length, progress=not args.no_progress,
+            prefixes=prefixes,
         )
     for w in caught:  # ours as a notice; any other warning as it would have been shown
         if issubclass(w.category, InputsTruncated):

@@ -22,10 +22,11 @@ from padless.decoding.options import SearchOptions
 from padless.decoding.search import Hypothesis, SearchResult
 from padless.masking import pad_batch
 from padless.models import EncoderDecoder
+from padless.runtime.errors import UserError
 
 __all__ = [
-    "MAX_SEED", "InputsTruncated", "Reply", "cap_sources", "decode_ids", "decode_texts",
-    "make_generator", "reply", "run_search",
+    "MAX_SEED", "InputsTruncated", "Reply", "cap_sources", "decode_ids", "decode_lines",
+    "decode_texts", "make_generator", "prefix_ids", "reply", "run_search",
 ]
 
 
@@ -58,18 +59,18 @@ def run_search(
     generator: torch.Generator | None = None,
     return_attention: bool = False,
     stop: Callable[[], bool] | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> SearchResult:
     """Run the search ``options.method`` names on ``src [S, B]``, ``src_lengths [B]``
     (``stop``: asked before every step, True raises
-    :class:`~padless.decoding.search.Stopped`)."""
+    :class:`~padless.decoding.search.Stopped`; ``prefixes``: each sentence's given first
+    tokens)."""
+    common = {"return_attention": return_attention, "stop": stop, "prefixes": prefixes}
     if options.method == "beam":
-        return beam_search(model, src, src_lengths, options, return_attention=return_attention,
-                           stop=stop)
+        return beam_search(model, src, src_lengths, options, **common)
     if options.method == "sample":
-        return sample_search(model, src, src_lengths, options, generator=generator,
-                             return_attention=return_attention, stop=stop)
-    return greedy_search(model, src, src_lengths, options, return_attention=return_attention,
-                         stop=stop)
+        return sample_search(model, src, src_lengths, options, generator=generator, **common)
+    return greedy_search(model, src, src_lengths, options, **common)
 
 
 def decode_ids(
@@ -82,8 +83,10 @@ def decode_ids(
     progress: bool = False,
     return_attention: bool = False,
     stop: Callable[[], bool] | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
-    """Decode ``sources`` (id lists) in batches; ``result[i]`` is source ``i``'s n-best list.
+    """Decode ``sources`` (id lists) in batches; ``result[i]`` is source ``i``'s n-best list,
+    each answer starting with ``prefixes[i]`` if given.
 
     Sources are sorted by length so that each batch holds similar lengths (little padding
     and few steps spent on finished sentences). An empty source gets one empty hypothesis:
@@ -103,6 +106,7 @@ def decode_ids(
             result = run_search(
                 model, src.to(device), lengths, options, generator=generator,
                 return_attention=return_attention, stop=stop,
+                prefixes=None if prefixes is None else [prefixes[i] for i in indices],
             )
             for i, nbest in zip(indices, result.hypotheses, strict=True):
                 results[i] = nbest
@@ -126,6 +130,26 @@ def cap_sources(
     return capped, sum(len(s) > max_input_length for s in sources)
 
 
+def prefix_ids(text: TextProcessor, prefix: str, max_length: int, where: str) -> list[int]:
+    """The ids an answer must start with, as the run's text pipeline encodes a target.
+
+    Raises:
+        UserError: ``where``: the prefix holds a word outside the vocabulary (it could never
+            be decoded back), or more tokens than ``max_length``.
+    """
+    ids = text.encode_target(prefix)
+    if text.vocab.specials.unk in ids:
+        words = text.tokenize(prefix) if text.tokenizer.name != "pretrained" else []
+        word = next((w for w, i in zip(words, ids, strict=False)
+                     if i == text.vocab.specials.unk), None)
+        raise UserError(f"{where}: the prefix holds a word outside the model's vocabulary"
+                        + (f" ({word!r})" if word is not None else ""))
+    if len(ids) > max_length:
+        raise UserError(f"{where}: the prefix is {len(ids)} tokens, more than the answer's "
+                        f"--max-length of {max_length}")
+    return ids
+
+
 def decode_lines(
     model: EncoderDecoder,
     text: TextProcessor,
@@ -136,21 +160,32 @@ def decode_lines(
     max_input_length: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    prefixes: Sequence[str] | None = None,
 ) -> list[list[tuple[str, Hypothesis]]]:
     """Each line's ``options.n_best`` answers, best first, as ``(text, hypothesis)``, in
-    input order (see :func:`decode_ids`; an empty line gets one empty answer).
+    input order (see :func:`decode_ids`; an empty line gets one empty answer), each
+    starting with its line's prefix (``prefixes``, texts) if given.
 
     Lines longer than ``max_input_length`` tokens are cut to their first ``max_input_length``
     (see :func:`cap_sources`), with an :class:`InputsTruncated` warning saying how many.
+
+    Raises:
+        UserError: a bad prefix (:func:`prefix_ids`), or not one per line.
     """
+    forced = None
+    if prefixes is not None:
+        if len(prefixes) != len(lines):
+            raise UserError(f"{len(prefixes)} prefixes for {len(lines)} inputs: give one per "
+                            "input (an empty one for none)")
+        forced = [prefix_ids(text, p, options.max_length, f"prefix {i}")
+                  for i, p in enumerate(prefixes, 1)]
     sources, n_cut = cap_sources([text.encode(line) for line in lines], max_input_length)
     if n_cut:
         warnings.warn(f"{n_cut} of {len(lines)} inputs were longer than {max_input_length} "
                       f"tokens and were cut to their first {max_input_length}",
                       InputsTruncated, stacklevel=3)
-    nbests = decode_ids(
-        model, sources, options, batch_size=batch_size, generator=generator, progress=progress
-    )
+    nbests = decode_ids(model, sources, options, batch_size=batch_size, generator=generator,
+                        progress=progress, prefixes=forced)
     return [[(text.decode(hyp.tokens), hyp) for hyp in nbest] for nbest in nbests]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,7 @@ def beam_search(
     *,
     return_attention: bool = False,
     stop: Callable[[], bool] | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> SearchResult:
     """Batched beam search with the GNMT length penalty and exact stopping.
 
@@ -57,6 +58,8 @@ def beam_search(
         return_attention: keep each hypothesis' ``[T, S_b]`` attention.
         stop: asked before every step; True raises
             :class:`~padless.decoding.search.Stopped`.
+        prefixes: each sentence's first tokens (ids), given: its one live beam takes them,
+            and they add nothing to the scores (only the tokens the search chose count).
 
     Returns:
         ``hypotheses[b]``: up to ``n_best`` hypotheses, best score first.
@@ -97,6 +100,8 @@ def beam_search(
             no_repeat_ngram,
             inplace=scores is not log_probs,
         )
+        if prefixes is not None:
+            allowed, log_probs = _forced(allowed, log_probs, prefixes, beams.active, step, k)
         candidates = (beams.score.view(-1, 1) + allowed).view(n_active, k * vocab)
         top_score, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # [n, 2k]
         top_beam, top_token = top_index // vocab, top_index % vocab
@@ -197,6 +202,23 @@ class _Beams:
         if self.attention is not None:
             self.attention = self.attention.index_select(0, rows)
         return rows
+
+
+def _forced(allowed: torch.Tensor, log_probs: torch.Tensor, prefixes: Sequence[Sequence[int]],
+            active: list[int], step: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``allowed`` and ``log_probs`` where the beams of sentences still in their prefix have
+    only the prefix's token, at a score of 0 (copies, where anything is forced)."""
+    forced = [(i, prefixes[s][step]) for i, s in enumerate(active) if step < len(prefixes[s])]
+    if not forced:
+        return allowed, log_probs
+    rows = torch.tensor([i * k + j for i, _ in forced for j in range(k)],
+                        device=allowed.device)
+    tokens = torch.tensor([t for _, t in forced for _ in range(k)], device=allowed.device)
+    allowed, log_probs = allowed.clone(), log_probs.clone()
+    allowed[rows] = -math.inf
+    allowed[rows, tokens] = 0.0
+    log_probs[rows, tokens] = 0.0
+    return allowed, log_probs
 
 
 def _insert_finished(kept: list[Hypothesis], hyp: Hypothesis, capacity: int) -> None:

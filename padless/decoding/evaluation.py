@@ -10,6 +10,7 @@ references.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ class Evaluation:
 
     ``n_decoded`` answers were decoded (all of ``limit``, or fewer if ``max_seconds`` ran
     out); BLEU, chrF and ``dialogue`` are over them. ``n_truncated``: decoded sources cut to
-    the input cap (the samples show them whole).
+    the input cap (the samples show them whole). ``loss`` and ``perplexity`` are NaN for a
+    model without teacher-forced scores (an ensemble).
     """
 
     split: str
@@ -54,7 +56,8 @@ class Evaluation:
         d = self.dialogue
         lines = [
             f"{self.split}: {self.n_pairs} pairs, {self.n_tokens} target tokens",
-            f"  loss per token {self.loss:.4f}   perplexity {self.perplexity:.2f}",
+            f"  loss per token {self.loss:.4f}   perplexity {self.perplexity:.2f}"
+            if self.loss == self.loss else "  loss per token n/a (an ensemble decodes only)",
             f"  BLEU {self.bleu:.2f}   chrF {self.chrf:.2f}   (sacrebleu, {self.n_decoded} "
             "decoded answers vs. their references)",
             f"  distinct-1 {d.distinct_1:.3f}   distinct-2 {d.distinct_2:.3f}   answers with a "
@@ -108,7 +111,11 @@ def evaluate(
         if not ok:
             raise UserError(f"evaluate: bad {name}={value!r}")
     started = time.monotonic()
-    scores = corpus_scores(model, pairs, batch_size=batch_size)
+    if model.teacher_forced:
+        scores = corpus_scores(model, pairs, batch_size=batch_size)
+        n_tokens, loss, perplexity = scores.n_tokens, scores.loss, scores.perplexity
+    else:  # an ensemble: no teacher-forced scores
+        n_tokens, loss, perplexity = sum(len(t) + 1 for _, t in pairs), math.nan, math.nan
     to_decode = list(pairs[:limit] if limit is not None else pairs)
     sources, _ = cap_sources([s for s, _ in to_decode], max_input_length)
     chunk = len(to_decode) if max_seconds is None else batch_size
@@ -129,8 +136,8 @@ def evaluate(
         (text.decode(s), output, reference)
         for (s, _), output, reference in zip(decoded_pairs, outputs, references, strict=True)
     ][:n_samples]
-    return Evaluation(split, len(pairs), scores.n_tokens, scores.loss, scores.perplexity,
-                      len(outputs), bleu, chrf, dialogue, samples, n_truncated)
+    return Evaluation(split, len(pairs), n_tokens, loss, perplexity, len(outputs), bleu, chrf,
+                      dialogue, samples, n_truncated)
 
 
 def image_format_of(path: str | Path) -> str:

@@ -13,11 +13,15 @@ changes at any step, which needs a model state with ``concat``
 
 A row's answer does not depend on the rows beside it: the same tokens as decoded alone,
 scores equal up to float rounding (rows never see each other: masked attention).
+
+A row may start with a given prefix (``prefixes``): its first tokens are the prefix's, fed
+as the model's input, and the search goes on from there; the scores count only the tokens
+the model chose (a prefix token adds nothing to ``log_prob`` or ``score``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -51,13 +55,16 @@ class _Rows:
     log_prob: torch.Tensor  # [R] float64: the model's log-probability of them
     score: torch.Tensor  # [R] float64: the same with the repetition penalty
     attention: list[list[torch.Tensor]] | None  # per row, per step: [S_r] (if asked)
+    prefix: torch.Tensor  # [R, P] each row's given first tokens, PAD after them
+    prefix_length: torch.Tensor  # [R] how many
 
     def take(self, keep: torch.Tensor, keep_list: list[int]) -> _Rows:
         return _Rows(
             [self.tags[r] for r in keep_list], [self.src_lengths[r] for r in keep_list],
             self.prev[keep], self.tokens[keep], self.lengths[keep], self.log_prob[keep],
             self.score[keep],
-            None if self.attention is None else [self.attention[r] for r in keep_list])
+            None if self.attention is None else [self.attention[r] for r in keep_list],
+            self.prefix[keep], self.prefix_length[keep])
 
 
 class RowDecoder:
@@ -93,14 +100,19 @@ class RowDecoder:
 
     @torch.no_grad()
     def add(self, src: torch.Tensor, src_lengths: torch.Tensor, tags: Iterable[Hashable],
-            ) -> None:
+            prefixes: Sequence[Sequence[int]] | None = None) -> None:
         """Encode ``src [S, B]`` (lengths ``[B]``) now; its rows decode from the next step on,
-        and each answer comes back with its tag (``tags[b]``)."""
+        each from its prefix (``prefixes[b]``, ids; none by default), and each answer comes
+        back with its tag (``tags[b]``)."""
         tags = list(tags)
         if len(tags) != src.shape[1]:
             raise ValueError(f"RowDecoder.add: {src.shape[1]} sources but {len(tags)} tags")
         state = self.model.start_decoding(src, src_lengths)
-        device, batch = src.device, src.shape[1]
+        device, batch, pad = src.device, src.shape[1], self.model.specials.pad
+        prefixes = [[] for _ in tags] if prefixes is None else prefixes
+        width = max(1, max(map(len, prefixes)))
+        prefix = torch.tensor([list(p) + [pad] * (width - len(p)) for p in prefixes],
+                              dtype=torch.long, device=device)
         rows = _Rows(
             tags, [int(n) for n in src_lengths],
             torch.full((batch,), self.model.specials.bos, dtype=torch.long, device=device),
@@ -109,7 +121,8 @@ class RowDecoder:
             torch.zeros(batch, dtype=torch.long, device=device),
             torch.zeros(batch, dtype=torch.float64, device=device),
             torch.zeros(batch, dtype=torch.float64, device=device),
-            [[] for _ in tags] if self.return_attention else None)
+            [[] for _ in tags] if self.return_attention else None,
+            prefix, torch.tensor([len(p) for p in prefixes], device=device))
         if self._rows is None:
             self._state, self._rows = state, rows
             return
@@ -120,7 +133,9 @@ class RowDecoder:
             torch.cat([old.prev, rows.prev]), torch.cat([old.tokens, rows.tokens]),
             torch.cat([old.lengths, rows.lengths]), torch.cat([old.log_prob, rows.log_prob]),
             torch.cat([old.score, rows.score]),
-            None if old.attention is None else old.attention + rows.attention)
+            None if old.attention is None else old.attention + rows.attention,
+            _stacked(old.prefix, rows.prefix, pad),
+            torch.cat([old.prefix_length, rows.prefix_length]))
 
     def drop(self, tags: Iterable[Hashable]) -> None:
         """Take the rows of ``tags`` out of the batch (their answers are never made)."""
@@ -154,14 +169,20 @@ class RowDecoder:
             inplace=True,
         )
         token = self._pick(allowed)
+        forced = rows.lengths < rows.prefix_length  # still in its prefix: not chosen
+        if bool(forced.any()):
+            at = rows.lengths.clamp(max=rows.prefix.shape[1] - 1).unsqueeze(1)
+            token = torch.where(forced, rows.prefix.gather(1, at).squeeze(1), token)
         chosen = token.unsqueeze(1)
-        rows.log_prob += log_probs.gather(1, chosen).squeeze(1).double()
-        rows.score += scores.gather(1, chosen).squeeze(1).double()
+        nothing = torch.zeros((), dtype=torch.float64, device=token.device)
+        rows.log_prob += torch.where(forced, nothing,
+                                     log_probs.gather(1, chosen).squeeze(1).double())
+        rows.score += torch.where(forced, nothing, scores.gather(1, chosen).squeeze(1).double())
         if rows.attention is not None:
             weights = attention.float().cpu()
             for r, steps in enumerate(rows.attention):
                 steps.append(weights[r, : rows.src_lengths[r]])
-        ended = token == self.model.specials.eos
+        ended = (token == self.model.specials.eos) & ~forced
         going = (~ended).nonzero().squeeze(1)  # rows that left at max_length are gone
         rows.tokens[going, rows.lengths[going]] = token[going]
         rows.lengths[going] += 1
@@ -188,6 +209,13 @@ class RowDecoder:
         keep = torch.tensor(keep_list, dtype=torch.long, device=self._rows.prev.device)
         self._rows = self._rows.take(keep, keep_list)
         self._state = self._state.select(keep)
+
+
+def _stacked(a: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
+    """The rows of ``a [R, P]`` then those of ``b [R', P']``, padded to the wider."""
+    width = max(a.shape[1], b.shape[1])
+    return torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1]), value=pad)
+                      for x in (a, b)])
 
 
 def _greedy(allowed: torch.Tensor) -> torch.Tensor:
@@ -218,6 +246,7 @@ def greedy_search(
     *,
     return_attention: bool = False,
     stop: Callable[[], bool] | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> SearchResult:
     """Batched greedy decoding: the likeliest allowed token at each step; a sentence stops at
     EOS and leaves the batch, so the others decode alone.
@@ -231,9 +260,10 @@ def greedy_search(
         return_attention: keep each hypothesis' ``[T, S_b]`` attention.
         stop: asked before every step; True raises
             :class:`~padless.decoding.search.Stopped`.
+        prefixes: each sentence's first tokens (ids), given (see the module docstring).
     """
     return _decode(model, src, src_lengths, _as(options, "greedy"), None, return_attention,
-                   stop)
+                   stop, prefixes)
 
 
 @torch.no_grad()
@@ -246,6 +276,7 @@ def sample_search(
     generator: torch.Generator | None = None,
     return_attention: bool = False,
     stop: Callable[[], bool] | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> SearchResult:
     """Batched ancestral sampling from ``softmax(scores / temperature)`` (``scores``: the
     log-probabilities after the repetition penalty and bans) within ``top_k`` and ``top_p``.
@@ -255,7 +286,7 @@ def sample_search(
     unfiltered by top-k and top-p. Other arguments as :func:`greedy_search`.
     """
     return _decode(model, src, src_lengths, _as(options, "sample"), generator,
-                   return_attention, stop)
+                   return_attention, stop, prefixes)
 
 
 def _as(options: SearchOptions | None, method: str) -> SearchOptions:
@@ -265,9 +296,10 @@ def _as(options: SearchOptions | None, method: str) -> SearchOptions:
 
 def _decode(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor,
             options: SearchOptions, generator: torch.Generator | None,
-            return_attention: bool, stop: Callable[[], bool] | None) -> SearchResult:
+            return_attention: bool, stop: Callable[[], bool] | None,
+            prefixes: Sequence[Sequence[int]] | None) -> SearchResult:
     decoder = RowDecoder(model, options, generator=generator, return_attention=return_attention)
-    decoder.add(src, src_lengths, range(src.shape[1]))
+    decoder.add(src, src_lengths, range(src.shape[1]), prefixes)
     answers: dict[int, Hypothesis] = {}
     while len(decoder):
         if stop is not None and stop():

@@ -61,6 +61,9 @@ class EncoderDecoder(nn.Module):
     # Its DecoderState has ``concat``: rows of another decoding can join a running one
     # (``padless serve``'s continuous batching).
     rows_can_join: bool = False
+    # It computes teacher-forced states (target_states): it trains and scores pairs (an
+    # ensemble decodes only).
+    teacher_forced: bool = True
     quantized: str | None = None  # "int8 (engine)" once padless.models.quantize made it so
 
     def __init__(self, config: ModelConfig, vocab_size: int, specials: Specials) -> None:

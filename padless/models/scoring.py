@@ -21,7 +21,8 @@ from padless.data.loader import make_batches
 from padless.models.base import EncoderDecoder
 from padless.runtime.precision import Precision
 
-__all__ = ["Scores", "corpus_scores", "perplexity", "teacher_forced_scores"]
+__all__ = ["PairScore", "Scores", "corpus_scores", "pair_scores", "perplexity",
+           "teacher_forced_scores"]
 
 # Real tokens projected to the vocabulary at once: bounds the [rows, V] logits alive.
 SCORING_ROWS = 4096
@@ -121,3 +122,51 @@ def corpus_scores(
                    for start in range(0, len(ordered), batch_size))
     return teacher_forced_scores(model, make_batches(ordered, index_lists,
                                                      specials=model.specials))
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """The model's log-probability of one pair's target given its source.
+
+    Attributes:
+        log_prob: ``sum_t log p(y_t | y_<t, x)`` over the target's tokens and its EOS (nats).
+        tokens: those tokens (EOS included).
+    """
+
+    log_prob: float
+    tokens: int
+
+    @property
+    def mean(self) -> float:
+        """The log-probability per token."""
+        return self.log_prob / self.tokens
+
+
+@torch.no_grad()
+def pair_scores(model: EncoderDecoder, pairs: Sequence[IdPair], *,
+                batch_size: int = 64) -> list[PairScore]:
+    """Each pair's :class:`PairScore`, in input order: teacher-forced, pad-free (only the real
+    target tokens are projected to the vocabulary), in length-sorted batches; their summed
+    ``-log_prob`` over the summed ``tokens`` is :func:`corpus_scores`' loss. Every source must
+    hold a token."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
+    scores: list[PairScore | None] = [None] * len(pairs)
+    try:
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            batch = Batch.from_pairs([pairs[i] for i in chosen], specials=model.specials,
+                                     batch_first=True).to(model.device)
+            states = model.target_states(batch)  # [N, H]: each pair's tokens in a row
+            targets = batch.real_targets()
+            per_token = torch.cat([
+                -F.cross_entropy(model.output(states[s : s + SCORING_ROWS]).float(),
+                                 targets[s : s + SCORING_ROWS], reduction="none").double()
+                for s in range(0, states.shape[0], SCORING_ROWS)])
+            lengths = batch.tgt_mask.sum(dim=1).tolist()
+            for i, row in zip(chosen, per_token.split(lengths), strict=True):
+                scores[i] = PairScore(float(row.sum()), len(row))
+    finally:
+        model.train(was_training)
+    return scores

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from importlib.resources import files
@@ -27,6 +28,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from padless.data.text import TextProcessor
+from padless.decoding.batched import prefix_ids
 from padless.decoding.options import SearchOptions
 from padless.decoding.search import Hypothesis
 from padless.models import EncoderDecoder
@@ -40,10 +42,13 @@ from padless.serving.schemas import (
     ChatResponse,
     DecodingRequest,
     ErrorMessage,
+    ScoreRequest,
+    ScoreResponse,
     TranslateRequest,
     TranslateResponse,
     json_number,
 )
+from padless.serving.schemas import PairScore as PairScoreModel
 from padless.serving.settings import ServeSettings
 
 __all__ = ["create_app"]
@@ -85,8 +90,9 @@ class _Service:
         except UserError as e:  # SearchOptions' own check, e.g. a value the server refuses
             raise HTTPException(422, str(e)) from None
 
-    def encode(self, line: str, where: str) -> list[int]:
-        """``line``'s token ids; 413 over the character or token limit, 422 if not Unicode."""
+    def encode(self, line: str, where: str, *, target: bool = False) -> list[int]:
+        """``line``'s token ids (as a source, or as a ``target``); 413 over the character or
+        token limit, 422 if not Unicode."""
         limits = self.settings
         if len(line) > limits.max_chars:
             raise HTTPException(413, f"{where}: {len(line)} characters; this server takes at "
@@ -95,20 +101,39 @@ class _Service:
             line.encode("utf-8")
         except UnicodeEncodeError:
             raise HTTPException(422, f"{where}: not valid Unicode (a lone surrogate)") from None
-        ids = self.text.encode(line)
+        ids = self.text.encode_target(line) if target else self.text.encode(line)
         if len(ids) > limits.max_input_tokens:
             raise HTTPException(413, f"{where}: {len(ids)} tokens; this server takes at most "
                                      f"{limits.max_input_tokens}")
         return ids
 
     async def decode(self, request: Request, sources: Sequence[list[int]],
-                     options: SearchOptions, seed: int | None,
-                     attention: bool) -> list[list[Hypothesis]]:
+                     options: SearchOptions, seed: int | None, attention: bool,
+                     prefixes: Sequence[list[int]] | None = None) -> list[list[Hypothesis]]:
         """Each source's hypotheses, best first, through the batcher (429, 503 or 504 if not). A
         request whose client goes away, or that runs out of time, is given up: the batcher
         decodes no more of it."""
+        return await self.answer(request, lambda: self.batcher.submit(
+            sources, options, seed=seed, attention=attention, prefixes=prefixes))
+
+    def prefixes(self, prefixes: Sequence[str] | None, count: int, options: SearchOptions,
+                 where: str) -> list[list[int]] | None:
+        """The ids of ``count`` answers' prefixes (422 if one is bad or they do not fit)."""
+        if prefixes is None:
+            return None
+        if len(prefixes) != count:
+            raise HTTPException(422, f"{where}: {len(prefixes)} prefixes for {count} inputs")
         try:
-            future = self.batcher.submit(sources, options, seed=seed, attention=attention)
+            return [prefix_ids(self.text, p, options.max_length, f"{where}[{i}]")
+                    for i, p in enumerate(prefixes)]
+        except UserError as e:
+            raise HTTPException(422, str(e)) from None
+
+    async def answer(self, request: Request, submit: Callable[[], Future]) -> Any:
+        """The result of the batcher's job that ``submit`` queues (429, 503 or 504 if none);
+        the job is given up when the client goes away or the time runs out."""
+        try:
+            future = submit()
         except QueueFull as e:
             raise HTTPException(429, f"the server is busy ({e}); try again shortly",
                                 headers={"Retry-After": "1"}) from None
@@ -161,7 +186,9 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
             return ChatResponse(reply="", tokens=[], score=None, source_tokens=[],
                                 attention=[], finished=False, method=options.method,
                                 latency_ms=(time.perf_counter() - started) * 1000)
-        ((hyp, *_),) = await service.decode(http, [ids], options, request.seed, attention=True)
+        ((hyp, *_),) = await service.decode(
+            http, [ids], options, request.seed, attention=True, prefixes=service.prefixes(
+                None if request.prefix is None else [request.prefix], 1, options, "prefix"))
         return service.chat_response(ids, hyp, options.method, started)
 
     @app.post("/v1/translate", response_model=TranslateResponse,
@@ -175,8 +202,9 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
         sources = [service.encode(line, f"lines[{i}]") for i, line in enumerate(request.lines)]
         nbests = [[Hypothesis([], 0.0, 0.0, False)]] * len(sources)  # all lines empty
         if any(sources):
-            nbests = await service.decode(http, sources, options, request.seed,
-                                          attention=False)
+            nbests = await service.decode(
+                http, sources, options, request.seed, attention=False,
+                prefixes=service.prefixes(request.prefixes, len(sources), options, "prefixes"))
         decode = service.text.decode
         alternatives = None if options.n_best == 1 else [
             [Alternative(text=decode(h.tokens), score=json_number(h.score),
@@ -184,6 +212,25 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
         return TranslateResponse(translations=[decode(nbest[0].tokens) for nbest in nbests],
                                  n_best=alternatives,
                                  latency_ms=(time.perf_counter() - started) * 1000)
+
+    @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS,
+              summary="The model's log-probability of each pair's target")
+    async def score(request: ScoreRequest, http: Request) -> ScoreResponse:
+        started = time.perf_counter()
+        if len(request.pairs) > service.settings.max_lines:
+            raise HTTPException(413, f"pairs: {len(request.pairs)} pairs; this server takes at "
+                                     f"most {service.settings.max_lines} per request")
+        pairs = []
+        for i, pair in enumerate(request.pairs):
+            source = service.encode(pair.source, f"pairs[{i}].source")
+            if not source:
+                raise HTTPException(422, f"pairs[{i}].source: no token to score from")
+            target = service.encode(pair.target, f"pairs[{i}].target", target=True)
+            pairs.append((source, target))
+        scores = await service.answer(http, lambda: service.batcher.submit_scores(pairs))
+        return ScoreResponse(scores=[
+            PairScoreModel(log_prob=s.log_prob, mean=s.mean, tokens=s.tokens) for s in scores],
+            latency_ms=(time.perf_counter() - started) * 1000)
 
     @app.get("/v1/model", summary="The model, its training and this server's limits")
     async def model_info() -> dict[str, Any]:

@@ -47,12 +47,14 @@ from dataclasses import dataclass
 
 import torch
 
+from padless.data.batch import IdPair
 from padless.decoding.batched import decode_ids, make_generator
 from padless.decoding.greedy import RowDecoder
 from padless.decoding.options import SearchOptions
 from padless.decoding.search import Hypothesis, Stopped
 from padless.masking import pad_batch
 from padless.models import EncoderDecoder
+from padless.models.scoring import PairScore, pair_scores
 from padless.serving.queue import Job, QueueFull, RequestQueue, ShuttingDown
 
 __all__ = ["BatcherStats", "DynamicBatcher", "QueueFull", "ShuttingDown"]
@@ -129,20 +131,35 @@ class DynamicBatcher:
         *,
         seed: int | None = None,
         attention: bool = False,
+        prefixes: Sequence[Sequence[int]] | None = None,
     ) -> Future[list[list[Hypothesis]]]:
         """Queue ``sources`` for decoding; the future's result is each one's hypotheses, best
         first (``options.n_best`` of them: beam search; one for the other searches).
 
         An empty source gets an empty hypothesis. ``seed`` seeds a sampling request's own
         generator (see the module docstring); ``attention`` keeps each hypothesis' ``[T, S]``
-        attention. :meth:`cancel` gives it up.
+        attention; ``prefixes`` (ids) start each source's answers. :meth:`cancel` gives it
+        up.
 
         Raises:
             QueueFull: ``max_queue`` requests are waiting already.
             ShuttingDown: :meth:`close` was called, :attr:`draining` set, or the worker failed.
         """
         refusing = "the server is shutting down" if self.draining else None
-        return self.queue.submit(sources, options, seed, attention, refusing=refusing).future
+        return self.queue.submit(sources, options, seed, attention, refusing=refusing,
+                                 prefixes=prefixes).future
+
+    def submit_scores(self, pairs: Sequence[IdPair]) -> Future[list[PairScore]]:
+        """Queue ``(source, target)`` id pairs to score (every source non-empty); the future's
+        result is each pair's :class:`~padless.models.scoring.PairScore`. Scoring requests
+        share batches with each other, teacher-forced, between decoding batches.
+
+        Raises:
+            QueueFull, ShuttingDown: as :meth:`submit`.
+        """
+        refusing = "the server is shutting down" if self.draining else None
+        return self.queue.submit([s for s, _ in pairs], SearchOptions(), None, False,
+                                 refusing=refusing, targets=[t for _, t in pairs]).future
 
     def cancel(self, future: Future) -> None:
         """Give up the request of ``future`` (its client went away or timed out): it leaves
@@ -201,6 +218,8 @@ class DynamicBatcher:
                 self._in_flight = len(batch)
                 if self._abandon:
                     self._fail(batch, ShuttingDown(_STOPPED))
+                elif batch[0].targets is not None:
+                    self._score(batch)
                 elif batch[0].options.method in self.continuous:
                     self._decode_continuously(batch)
                 else:
@@ -218,7 +237,22 @@ class DynamicBatcher:
                 job.future.set_exception(error)
             self.queue.done(job)
 
-    def _answer(self, job: Job, answers: list[list[Hypothesis]]) -> None:
+    def _score(self, batch: list[Job]) -> None:
+        """Score every pair of ``batch`` together and hand each job its scores."""
+        pairs = [pair for job in batch for pair in zip(job.sources, job.targets, strict=True)]
+        try:
+            scores = pair_scores(self.model, pairs, batch_size=self.max_batch_size)
+        except Exception as e:  # a bug must reach the waiting requests, not end the worker
+            log.exception("scoring %d pairs failed", len(pairs))
+            self._fail(batch, e)
+            return
+        self._count(len(pairs), len(pairs), len(batch))
+        start = 0
+        for job in batch:
+            self._answer(job, scores[start : start + len(job.sources)])
+            start += len(job.sources)
+
+    def _answer(self, job: Job, answers: list) -> None:
         """Hand ``job`` its answers (counters first, so a client sees them include it)."""
         self.queue.done(job)
         if job.cancelled:  # nobody waits for it any more; a late reader learns why
@@ -245,10 +279,13 @@ class DynamicBatcher:
             generator = None
             if first.options.method == "sample":
                 generator = make_generator(first.seed, self.model.device)
+            prefixes = [prefix for job in batch for prefix in (
+                job.prefixes or [[] for _ in job.sources])]
             nbests = decode_ids(
                 self.model, sources, first.options, batch_size=self.max_batch_size,
                 generator=generator, return_attention=any(job.attention for job in batch),
-                stop=lambda: self._abandon or all(job.cancelled for job in batch))
+                stop=lambda: self._abandon or all(job.cancelled for job in batch),
+                prefixes=prefixes)
         except Stopped:
             for job in batch:
                 if job.cancelled:
@@ -314,17 +351,19 @@ class DynamicBatcher:
     def _admit(self, decoder: RowDecoder, jobs: list[Job], running: set[Job]) -> None:
         """Add the jobs' sentences to the running batch (one encoder call); a job whose
         sentences cannot be encoded fails alone."""
-        rows, tags = [], []
+        rows, tags, prefixes = [], [], []
         for job in jobs:
             job.results = [[Hypothesis([], 0.0, 0.0, False)] if not s else None
                            for s in job.sources]  # an empty source: nothing to decode
             job.missing = sum(1 for s in job.sources if s)
             rows += [s for s in job.sources if s]
             tags += [(job, i) for i, s in enumerate(job.sources) if s]
+            prefixes += [[] if job.prefixes is None else job.prefixes[i]
+                         for i, s in enumerate(job.sources) if s]
         try:
             if rows:
                 src, lengths = pad_batch(rows, self.model.specials.pad)
-                decoder.add(src.to(self.model.device), lengths, tags)
+                decoder.add(src.to(self.model.device), lengths, tags, prefixes)
         except Exception as e:
             if len(jobs) > 1:  # find the culprit: each job on its own
                 for job in jobs:

@@ -40,7 +40,8 @@ class ShuttingDown(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request: its sentences (token id lists) and how to decode them."""
+    """One request: its sentences (token id lists) and how to decode them; or, with
+    ``targets``, the sentences' targets to score (``POST /v1/score``)."""
 
     sources: list[list[int]]
     options: SearchOptions
@@ -50,11 +51,16 @@ class Job:
     future: Future = field(default_factory=Future)
     cancelled: bool = False  # its client went away: decode no more of it
     # continuous batching: each source's answer as it comes, and how many are still missing
-    results: list[Hypothesis | None] = field(default_factory=list)
+    results: list[list[Hypothesis] | None] = field(default_factory=list)
     missing: int = 0
+    targets: list[list[int]] | None = None
+    prefixes: list[list[int]] | None = None  # each source's answer starts with its prefix
 
     def batch_key(self) -> object:
-        """Jobs with equal keys may share a batch; a seeded sampling job only its own."""
+        """Jobs with equal keys may share a batch; a seeded sampling job only its own;
+        scoring jobs each other's."""
+        if self.targets is not None:
+            return "score"
         if self.options.method == "sample" and self.seed is not None:
             return self
         return self.options
@@ -93,13 +99,18 @@ class RequestQueue:
         return sum(1 for job in list(self._pending) if not job.gone)
 
     def submit(self, sources: Sequence[Sequence[int]], options: SearchOptions,
-               seed: int | None, attention: bool, *, refusing: str | None = None) -> Job:
-        """Queue a request; ``refusing``: why no request is taken now (draining).
+               seed: int | None, attention: bool, *, refusing: str | None = None,
+               targets: Sequence[Sequence[int]] | None = None,
+               prefixes: Sequence[Sequence[int]] | None = None) -> Job:
+        """Queue a request (with ``targets``: to score); ``refusing``: why no request is taken
+        now (draining).
 
         Raises:
             QueueFull, ShuttingDown.
         """
-        job = Job([list(s) for s in sources], options, seed, attention, time.monotonic())
+        job = Job([list(s) for s in sources], options, seed, attention, time.monotonic(),
+                  targets=None if targets is None else [list(t) for t in targets],
+                  prefixes=None if prefixes is None else [list(p) for p in prefixes])
         with self._cond:
             if self.failure is not None:
                 raise ShuttingDown(f"the decoding worker failed ({self.failure})")

@@ -20,8 +20,8 @@ from padless.decoding.options import SearchOptions
 from padless.runtime.options import knobs
 
 __all__ = [
-    "Alternative", "ChatRequest", "ChatResponse", "DecodingRequest", "ErrorMessage",
-    "SAMPLING_FIELDS",
+    "Alternative", "ChatRequest", "ChatResponse", "DecodingRequest", "ErrorMessage", "Pair",
+    "PairScore", "SAMPLING_FIELDS", "ScoreRequest", "ScoreResponse",
     "TranslateRequest", "TranslateResponse", "json_number",
 ]
 
@@ -98,6 +98,9 @@ class ChatRequest(DecodingRequest):
 
     message: str = Field(description="what to say to the model (one with no words gets an "
                                      "empty reply)")
+    prefix: str | None = Field(None, description="the answer starts with this text, and the "
+                                                 "search goes on from there; its tokens add "
+                                                 "nothing to the score")
 
 
 class ChatResponse(BaseModel):
@@ -122,6 +125,9 @@ class TranslateRequest(DecodingRequest):
     """``POST /v1/translate``: many lines, each answered independently."""
 
     lines: list[str] = Field(description="the inputs; an empty line gets an empty output")
+    prefixes: list[str] | None = Field(
+        None, description="one per line: each answer starts with its line's prefix (an empty "
+                          "one: none), and the search goes on from there")
 
 
 class Alternative(BaseModel):
@@ -141,6 +147,36 @@ class TranslateResponse(BaseModel):
     translations: list[str] = Field(description="each line's best answer")
     n_best: list[list[Alternative]] | None = Field(
         None, description="with n_best > 1: each line's hypotheses, best first")
+    latency_ms: float
+
+
+class Pair(BaseModel):
+    """A source and a target of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    target: str
+
+
+class ScoreRequest(BaseModel):
+    """``POST /v1/score``: pairs to score, teacher-forced."""
+
+    model_config = ConfigDict(extra="forbid")
+    pairs: list[Pair] = Field(description="each source needs a token; a target may be empty")
+
+
+class PairScore(BaseModel):
+    """The model's log-probability of a pair's target given its source."""
+
+    log_prob: float = Field(description="summed over the target's tokens and its EOS (nats)")
+    mean: float = Field(description="log_prob per token")
+    tokens: int = Field(description="the target's tokens, EOS included")
+
+
+class ScoreResponse(BaseModel):
+    """One score per pair, in input order."""
+
+    scores: list[PairScore]
     latency_ms: float
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import socket
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -24,10 +25,9 @@ from fastapi import FastAPI
 from padless.data.text import TextProcessor
 from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder, ModelConfig
-from padless.models.precision import for_decoding
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
-from padless.runs.loading import load_model
+from padless.runs.loading import load_for_decoding
 from padless.runtime.devices import resolve_device
 from padless.runtime.errors import UserError
 from padless.serving.app import create_app
@@ -72,9 +72,10 @@ def load_app(
     settings: ServeSettings | None = None,
     precision: str = "auto",
     quantization: str | None = None,
+    ensemble: Sequence[str | os.PathLike] = (),
 ) -> FastAPI:
-    """The application serving ``RUN_DIR``'s ``which`` checkpoint on ``device`` in
-    ``precision`` (chosen for batches of ``settings.max_batch_size``) or ``quantization``
+    """The application serving ``RUN_DIR``'s ``which`` checkpoint (with ``ensemble``: the
+    ensemble of it and those runs') on ``device`` in ``precision`` or ``quantization``
     (``app.state.decoding`` says what it became), ``defaults`` and ``settings`` as in
     :func:`padless.serving.app.create_app`.
 
@@ -82,13 +83,15 @@ def load_app(
         ValueError: a bad run directory, checkpoint, device or precision (one line naming it).
     """
     settings = settings or ServeSettings()
-    model, text, config = load_model(run_dir, which, resolve_device(device))
-    decoding = for_decoding(model, precision, quantization)
+    model, text, config, decoding = load_for_decoding(
+        run_dir, which, resolve_device(device), precision=precision,
+        quantization=quantization, ensemble=ensemble)
     info = {
-        **describe_run(run_dir, which, decoding.model, text, config),
+        **describe_run(run_dir, which, model, text, config),
         "precision": decoding.to_dict(),
+        "ensemble": [Path(run).resolve().name for run in ensemble],
     }
-    app = create_app(decoding.model, text, defaults=defaults, settings=settings, info=info)
+    app = create_app(model, text, defaults=defaults, settings=settings, info=info)
     app.state.decoding = decoding
     return app
 

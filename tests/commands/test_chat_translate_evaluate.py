@@ -235,3 +235,30 @@ def test_translate_n_best_writes_the_documented_tsv(qa_run_dir: Path, monkeypatc
         code, _, err = run_cli(["translate", str(qa_run_dir), *extra], "hi\n", monkeypatch,
                                capsys)
         assert_one_line_error(code, err, "translate", words)
+
+
+def test_translate_answers_start_with_their_prefix(qa_run_dir: Path, tmp_path: Path,
+                                                  monkeypatch, capsys) -> None:
+    lines = ["what is your name ?", "hi", "how are you ?"]
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("my name\n\nfine thanks\n", encoding="utf-8")
+    for search in ([], ["--beam", "3"]):
+        code, out, err = run_cli(["translate", str(qa_run_dir), "--prefix-file", str(prefixes),
+                                  "--max-length", "8", *search], "\n".join(lines) + "\n",
+                                 monkeypatch, capsys)
+        assert code == 0, err
+        answers = out.splitlines()
+        assert answers[0].startswith("my name") and answers[2].startswith("fine thanks")
+    bad = {"my name is my name is my name\n\n\n": "prefix 1: the prefix is 8 tokens, "
+                                                         "more than the answer's --max-length "
+                                                         "of 6",
+           "zyxxy\n\n\n": "prefix 1: the prefix holds a word outside the model's vocabulary "
+                          "('zyxxy')",
+           "one\ntwo\n": "2 prefixes for 3 inputs"}
+    for content, words in bad.items():
+        prefixes.write_text(content, encoding="utf-8")
+        code, out, err = run_cli(["translate", str(qa_run_dir), "--prefix-file", str(prefixes),
+                                  "--max-length", "6"], "\n".join(lines) + "\n", monkeypatch,
+                                 capsys)
+        assert_one_line_error(code, err, "translate", words)
+        assert out == ""

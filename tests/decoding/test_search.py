@@ -298,3 +298,46 @@ def test_what_someone_asks_for_maps_to_one_method() -> None:
                            "search.top_p: must be a finite number > 0")):
         with pytest.raises(ValueError, match=words):
             base.asked(**kwargs)
+
+
+@pytest.mark.parametrize("method", ["greedy", "sample"])
+def test_a_prefix_of_its_own_answer_changes_nothing_but_the_score(method: str) -> None:
+    """Fed the first tokens of the answer it would give anyway, greedy search (and sampling,
+    which draws as many numbers) gives the same answer; the prefix's tokens add nothing to
+    the scores (only the tokens the search chose count)."""
+    model = random_gru(seed=3, eos_bias=1.0)
+    src, lengths = batch(SOURCES)
+    options = plain(method, max_length=8)
+
+    def decode(prefixes=None):
+        search = greedy_search if method == "greedy" else sample_search
+        extra = {} if method == "greedy" else {"generator": torch.Generator().manual_seed(5)}
+        return search(model, src, lengths, options, prefixes=prefixes, **extra).hypotheses
+
+    free = [nbest[0] for nbest in decode()]
+    prefixes = [hyp.tokens[:2] for hyp in free]
+    forced = [nbest[0] for nbest in decode(prefixes)]
+    for source, prefix, a, b in zip(SOURCES, prefixes, free, forced, strict=True):
+        assert b.tokens == a.tokens and b.finished == a.finished
+        given = sequence_log_prob(model, source, prefix, eos=False)
+        assert b.log_prob == pytest.approx(a.log_prob - given, abs=1e-4)
+
+
+def test_beam_answers_start_with_their_prefix_and_score_only_the_rest() -> None:
+    model = random_gru(seed=3, eos_bias=1.0)
+    src, lengths = batch(SOURCES)
+    prefixes = [[9, 10], [], [11], [8, 8, 8], [4]]
+    options = plain("beam", beam_size=3, n_best=3, alpha=0.0, max_length=8)
+    result = beam_search(model, src, lengths, options, prefixes=prefixes)
+    for source, prefix, nbest in zip(SOURCES, prefixes, result.hypotheses, strict=True):
+        assert len(nbest) == 3 and len({tuple(h.tokens) for h in nbest}) == 3
+        for hyp in nbest:
+            assert hyp.tokens[:len(prefix)] == prefix
+            whole = sequence_log_prob(model, source, hyp.tokens, eos=hyp.finished)
+            given = sequence_log_prob(model, source, prefix, eos=False)
+            assert hyp.log_prob == pytest.approx(whole - given, abs=1e-4)
+            assert hyp.score == pytest.approx(hyp.log_prob, abs=1e-4)  # alpha 0, no penalty
+    # a prefix as long as max_length is the whole answer
+    (only,) = beam_search(model, src[:, :1], lengths[:1], replace(options, max_length=2),
+                          prefixes=[[9, 10]]).hypotheses
+    assert only[0].tokens == [9, 10] and only[0].log_prob == 0.0

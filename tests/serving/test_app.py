@@ -302,3 +302,21 @@ def test_translate_returns_n_best_alternatives_and_refuses_more_than_the_beams(c
     for fields in ({"beam": 2, "n_best": 3}, {"n_best": 2}):
         response = client.post("/v1/translate", json={"lines": lines, **fields})
         assert response.status_code == 422 and "n_best" in response.json()["detail"]
+
+
+def test_chat_and_translate_answers_start_with_the_prefix_asked_for(client, run) -> None:
+    model, text = run
+    reply = client.post("/v1/chat", json={"message": "what is your name ?", "prefix": "my name"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["reply"].startswith("my name")
+    lines = ["what is your name ?", "hi"]
+    body = {"lines": lines, "prefixes": ["my name", ""], "beam": 2}
+    response = client.post("/v1/translate", json=body)
+    assert response.status_code == 200, response.text
+    expected = decode_lines(model, text, lines, SearchOptions("beam", 10, beam_size=2),
+                            prefixes=["my name", ""])
+    assert response.json()["translations"] == [nbest[0][0] for nbest in expected]
+    for fields, words in (({"prefixes": ["my"]}, "1 prefixes for 2 inputs"),
+                          ({"prefixes": ["zyxxy", ""]}, "outside the model's vocabulary")):
+        response = client.post("/v1/translate", json={"lines": lines, **fields})
+        assert response.status_code == 422 and words in response.json()["detail"]
