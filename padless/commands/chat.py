@@ -112,17 +112,38 @@ def converse(
         line = raw.rstrip("\r\n")
         if not scripted and line.strip().lower() in QUIT_WORDS:
             break
-        answer = reply(
-            model, text, line, options, max_input_length=max_input_length, generator=generator
-        )
+        shown = _Shown(out) if not scripted else None  # at a terminal: words as they come
+        answer = reply(model, text, line, options, max_input_length=max_input_length,
+                       generator=generator, on_text=None if shown is None else shown.update)
         if answer.notice is not None:
             print(answer.notice, file=err if scripted else out, flush=True)
         if scripted:
             print(answer.text or "", file=out, flush=True)
         elif answer.text is not None:  # at a terminal, show that an empty answer is one
-            print(answer.text or "(an empty answer)", file=out, flush=True)
+            shown.finish(answer.text or "(an empty answer)")
         answered += 1
     return answered
+
+
+class _Shown:
+    """An answer written to a terminal as it grows: each update prints what is new."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.text = out, ""
+
+    def update(self, text: str) -> None:
+        if text.startswith(self.text):
+            self.out.write(text[len(self.text):])
+        else:  # detokenising more changed what was shown (rare): show it anew
+            self.out.write("\r" + text)
+        self.out.flush()
+        self.text = text
+
+    def finish(self, text: str) -> None:
+        """The whole answer shown, and the line ended."""
+        self.update(text)
+        self.out.write("\n")
+        self.out.flush()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from padless.data.text import TextProcessor
 from padless.decoding.beam import beam_search
-from padless.decoding.greedy import greedy_search, sample_search
+from padless.decoding.greedy import RowDecoder, greedy_search, sample_search
 from padless.decoding.options import SearchOptions
 from padless.decoding.search import Hypothesis, SearchResult
 from padless.masking import pad_batch
@@ -221,9 +221,12 @@ def reply(
     max_input_length: int = 50,
     generator: torch.Generator | None = None,
     return_attention: bool = False,
+    on_text: Callable[[str], object] | None = None,
 ) -> Reply:
     """The model's answer to ``line``: normalised and tokenised as in training, UNK for
-    unknown words, cut to ``max_input_length`` tokens (with a notice)."""
+    unknown words, cut to ``max_input_length`` tokens (with a notice). ``on_text`` (greedy
+    search and sampling) is called with the answer so far after every decoding step, for a
+    reader who watches it come."""
     ids = text.encode(line)
     if not ids:
         return Reply(None, None, [], "(nothing to answer: say something)")
@@ -232,6 +235,18 @@ def reply(
     if n_cut:
         notice = f"(input truncated to its first {max_input_length} of {len(ids)} tokens)"
         ids = list(capped)
-    ((best, *_),) = decode_ids(model, [ids], options, generator=generator,
-                               return_attention=return_attention)
+    if on_text is not None and options.method != "beam":
+        src, lengths = pad_batch([ids], model.specials.pad)
+        decoder = RowDecoder(model, options, generator=generator,
+                             return_attention=return_attention)
+        decoder.add(src.to(model.device), lengths, [0])
+        finished: list = []
+        while len(decoder):
+            finished += decoder.step()
+            for _, tokens in decoder.partial():
+                on_text(text.decode(tokens))
+        ((_, best),) = finished
+    else:
+        ((best, *_),) = decode_ids(model, [ids], options, generator=generator,
+                                   return_attention=return_attention)
     return Reply(text.decode(best.tokens), best, ids, notice)

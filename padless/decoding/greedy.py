@@ -137,6 +137,14 @@ class RowDecoder:
             _stacked(old.prefix, rows.prefix, pad),
             torch.cat([old.prefix_length, rows.prefix_length]))
 
+    def partial(self) -> list[tuple[Hashable, list[int]]]:
+        """Each running row's tag and its tokens so far (what streaming shows)."""
+        if self._rows is None:
+            return []
+        rows = self._rows
+        return [(tag, rows.tokens[r, : int(n)].tolist())
+                for r, (tag, n) in enumerate(zip(rows.tags, rows.lengths, strict=True))]
+
     def drop(self, tags: Iterable[Hashable]) -> None:
         """Take the rows of ``tags`` out of the batch (their answers are never made)."""
         gone = set(tags)

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from padless.data.text import TextProcessor
 from padless.decoding.batched import prefix_ids
@@ -50,6 +50,7 @@ from padless.serving.schemas import (
 )
 from padless.serving.schemas import PairScore as PairScoreModel
 from padless.serving.settings import ServeSettings
+from padless.serving.streaming import event_stream, token_sink
 
 __all__ = ["create_app"]
 
@@ -129,16 +130,36 @@ class _Service:
         except UserError as e:
             raise HTTPException(422, str(e)) from None
 
-    async def answer(self, request: Request, submit: Callable[[], Future]) -> Any:
-        """The result of the batcher's job that ``submit`` queues (429, 503 or 504 if none);
-        the job is given up when the client goes away or the time runs out."""
+    @staticmethod
+    def submitted(submit: Callable[[], Future]) -> Future:
+        """The future of the batcher's job that ``submit`` queues (429 or 503 if none)."""
         try:
-            future = submit()
+            return submit()
         except QueueFull as e:
             raise HTTPException(429, f"the server is busy ({e}); try again shortly",
                                 headers={"Retry-After": "1"}) from None
         except ShuttingDown as e:
             raise HTTPException(503, str(e)) from None
+
+    def stream(self, http: Request, options: SearchOptions,
+               submit: Callable[[Callable], Future],
+               final: Callable[[Any], dict]) -> StreamingResponse:
+        """``submit(sink)``'s job as Server-Sent Events (:mod:`padless.serving.streaming`),
+        ending with ``final(result)``; 422 for beam search, whose best answer can change
+        until it ends."""
+        if options.method == "beam":
+            raise HTTPException(422, "stream: beam search cannot stream (its best answer can "
+                                     "change until the search ends); ask without stream")
+        queue: asyncio.Queue = asyncio.Queue()
+        future = self.submitted(lambda: submit(token_sink(asyncio.get_running_loop(), queue)))
+        return StreamingResponse(
+            event_stream(http, self.batcher, future, queue, self.text,
+                         self.settings.timeout_s, final), media_type="text/event-stream")
+
+    async def answer(self, request: Request, submit: Callable[[], Future]) -> Any:
+        """The result of the batcher's job that ``submit`` queues (429, 503 or 504 if none);
+        the job is given up when the client goes away or the time runs out."""
+        future = self.submitted(submit)
         answer = asyncio.wrap_future(future)
         deadline = time.monotonic() + self.settings.timeout_s
         try:
@@ -182,13 +203,19 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
         started = time.perf_counter()
         options = service.options(request)
         ids = service.encode(request.message, "message")
+        prefixes = service.prefixes(None if request.prefix is None else [request.prefix], 1,
+                                    options, "prefix")
         if not ids:  # as translate's empty lines and chat's at the prompt: an empty answer
             return ChatResponse(reply="", tokens=[], score=None, source_tokens=[],
                                 attention=[], finished=False, method=options.method,
                                 latency_ms=(time.perf_counter() - started) * 1000)
-        ((hyp, *_),) = await service.decode(
-            http, [ids], options, request.seed, attention=True, prefixes=service.prefixes(
-                None if request.prefix is None else [request.prefix], 1, options, "prefix"))
+        if request.stream:
+            return service.stream(http, options, lambda sink: service.batcher.submit(
+                [ids], options, seed=request.seed, attention=True, prefixes=prefixes,
+                stream=sink), lambda nbests: service.chat_response(
+                    ids, nbests[0][0], options.method, started).model_dump())
+        ((hyp, *_),) = await service.decode(http, [ids], options, request.seed,
+                                            attention=True, prefixes=prefixes)
         return service.chat_response(ids, hyp, options.method, started)
 
     @app.post("/v1/translate", response_model=TranslateResponse,
@@ -200,18 +227,26 @@ def _add_api_routes(app: FastAPI, service: _Service, info: dict[str, Any]) -> No
                                      f"most {service.settings.max_lines} per request")
         options = service.options(request)
         sources = [service.encode(line, f"lines[{i}]") for i, line in enumerate(request.lines)]
-        nbests = [[Hypothesis([], 0.0, 0.0, False)]] * len(sources)  # all lines empty
-        if any(sources):
-            nbests = await service.decode(
-                http, sources, options, request.seed, attention=False,
-                prefixes=service.prefixes(request.prefixes, len(sources), options, "prefixes"))
+        prefixes = service.prefixes(request.prefixes, len(sources), options, "prefixes")
         decode = service.text.decode
-        alternatives = None if options.n_best == 1 else [
-            [Alternative(text=decode(h.tokens), score=json_number(h.score),
-                         log_prob=json_number(h.log_prob)) for h in nbest] for nbest in nbests]
-        return TranslateResponse(translations=[decode(nbest[0].tokens) for nbest in nbests],
-                                 n_best=alternatives,
-                                 latency_ms=(time.perf_counter() - started) * 1000)
+
+        def response(nbests: list[list[Hypothesis]]) -> TranslateResponse:
+            alternatives = None if options.n_best == 1 else [
+                [Alternative(text=decode(h.tokens), score=json_number(h.score),
+                             log_prob=json_number(h.log_prob)) for h in nbest]
+                for nbest in nbests]
+            return TranslateResponse(
+                translations=[decode(nbest[0].tokens) for nbest in nbests], n_best=alternatives,
+                latency_ms=(time.perf_counter() - started) * 1000)
+
+        if not any(sources):  # all lines empty: nothing to decode
+            return response([[Hypothesis([], 0.0, 0.0, False)]] * len(sources))
+        if request.stream:
+            return service.stream(http, options, lambda sink: service.batcher.submit(
+                sources, options, seed=request.seed, prefixes=prefixes, stream=sink),
+                lambda nbests: response(nbests).model_dump())
+        return response(await service.decode(http, sources, options, request.seed,
+                                             attention=False, prefixes=prefixes))
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=ERRORS,
               summary="The model's log-probability of each pair's target")

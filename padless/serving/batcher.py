@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 
@@ -132,14 +132,16 @@ class DynamicBatcher:
         seed: int | None = None,
         attention: bool = False,
         prefixes: Sequence[Sequence[int]] | None = None,
+        stream: Callable[[int, list[int]], None] | None = None,
     ) -> Future[list[list[Hypothesis]]]:
         """Queue ``sources`` for decoding; the future's result is each one's hypotheses, best
         first (``options.n_best`` of them: beam search; one for the other searches).
 
         An empty source gets an empty hypothesis. ``seed`` seeds a sampling request's own
         generator (see the module docstring); ``attention`` keeps each hypothesis' ``[T, S]``
-        attention; ``prefixes`` (ids) start each source's answers. :meth:`cancel` gives it
-        up.
+        attention; ``prefixes`` (ids) start each source's answers; ``stream`` is called (in
+        the worker thread) with a source's index and its tokens so far after every decoding
+        step of a continuous batch. :meth:`cancel` gives it up.
 
         Raises:
             QueueFull: ``max_queue`` requests are waiting already.
@@ -147,7 +149,7 @@ class DynamicBatcher:
         """
         refusing = "the server is shutting down" if self.draining else None
         return self.queue.submit(sources, options, seed, attention, refusing=refusing,
-                                 prefixes=prefixes).future
+                                 prefixes=prefixes, stream=stream).future
 
     def submit_scores(self, pairs: Sequence[IdPair]) -> Future[list[PairScore]]:
         """Queue ``(source, target)`` id pairs to score (every source non-empty); the future's
@@ -322,7 +324,11 @@ class DynamicBatcher:
                 if self._abandon:
                     raise Stopped
                 self._leave(decoder, running)
-                for (job, index), hyp in decoder.step():
+                finished = decoder.step()
+                for (job, index), tokens in decoder.partial():
+                    if job.stream is not None:
+                        job.stream(index, tokens)
+                for (job, index), hyp in finished:
                     job.results[index] = [hyp]
                     job.missing -= 1
                     if job.missing == 0:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -55,6 +55,8 @@ class Job:
     missing: int = 0
     targets: list[list[int]] | None = None
     prefixes: list[list[int]] | None = None  # each source's answer starts with its prefix
+    # streaming: called from the worker with (source index, tokens so far) after each step
+    stream: Callable[[int, list[int]], None] | None = None
 
     def batch_key(self) -> object:
         """Jobs with equal keys may share a batch; a seeded sampling job only its own;
@@ -101,7 +103,8 @@ class RequestQueue:
     def submit(self, sources: Sequence[Sequence[int]], options: SearchOptions,
                seed: int | None, attention: bool, *, refusing: str | None = None,
                targets: Sequence[Sequence[int]] | None = None,
-               prefixes: Sequence[Sequence[int]] | None = None) -> Job:
+               prefixes: Sequence[Sequence[int]] | None = None,
+               stream: Callable[[int, list[int]], None] | None = None) -> Job:
         """Queue a request (with ``targets``: to score); ``refusing``: why no request is taken
         now (draining).
 
@@ -110,7 +113,8 @@ class RequestQueue:
         """
         job = Job([list(s) for s in sources], options, seed, attention, time.monotonic(),
                   targets=None if targets is None else [list(t) for t in targets],
-                  prefixes=None if prefixes is None else [list(p) for p in prefixes])
+                  prefixes=None if prefixes is None else [list(p) for p in prefixes],
+                  stream=stream)
         with self._cond:
             if self.failure is not None:
                 raise ShuttingDown(f"the decoding worker failed ({self.failure})")

@@ -93,6 +93,10 @@ DecodingRequest = create_model(
 )
 
 
+_STREAM = ("answer as Server-Sent Events: a `token` event per new token, then `done` with the "
+           "whole answer (greedy search and sampling; beam search cannot stream)")
+
+
 class ChatRequest(DecodingRequest):
     """``POST /v1/chat``: one message to answer."""
 
@@ -101,6 +105,7 @@ class ChatRequest(DecodingRequest):
     prefix: str | None = Field(None, description="the answer starts with this text, and the "
                                                  "search goes on from there; its tokens add "
                                                  "nothing to the score")
+    stream: StrictBool = Field(False, description=_STREAM)
 
 
 class ChatResponse(BaseModel):
@@ -128,6 +133,7 @@ class TranslateRequest(DecodingRequest):
     prefixes: list[str] | None = Field(
         None, description="one per line: each answer starts with its line's prefix (an empty "
                           "one: none), and the search goes on from there")
+    stream: StrictBool = Field(False, description=_STREAM)
 
 
 class Alternative(BaseModel):

@@ -262,3 +262,22 @@ def test_translate_answers_start_with_their_prefix(qa_run_dir: Path, tmp_path: P
                                  capsys)
         assert_one_line_error(code, err, "translate", words)
         assert out == ""
+
+
+def test_chat_at_a_terminal_shows_the_answer_as_it_comes(qa_run_dir: Path) -> None:
+    import io
+
+    from padless.commands.chat import converse
+    from padless.decoding.batched import reply
+
+    model, text, _ = load_model(qa_run_dir, device="cpu")
+    options = SearchOptions(max_length=10)
+    seen: list[str] = []
+    answer = reply(model, text, "what is your name ?", options, on_text=seen.append)
+    assert answer.text == reply(model, text, "what is your name ?", options).text
+    assert len(seen) >= 2 and all(b.startswith(a) for a, b in zip(seen, seen[1:],
+                                                                   strict=False))
+    assert answer.text.startswith(seen[-1])
+    out = io.StringIO()
+    converse(model, text, iter(["what is your name ?", "quit"]), options, out=out)
+    assert out.getvalue() == answer.text + "\n"

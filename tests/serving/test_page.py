@@ -57,13 +57,14 @@ def chromium(profile: Path) -> webdriver.Chrome:
 
 
 def send(driver: webdriver.Chrome, message: str) -> str:
-    """Type ``message``, press Enter, wait for the new answer; returns its text."""
-    answers = len(driver.find_elements(By.CSS_SELECTOR, ".turn.bot"))
+    """Type ``message``, press Enter, wait for the whole new answer (a streamed one shows its
+    words first, its scores last); returns its text."""
+    answers = len(driver.find_elements(By.CSS_SELECTOR, ".turn.bot .meta"))
     box = driver.find_element(By.ID, "message")
     box.send_keys(message)
     box.send_keys(Keys.ENTER)
     WebDriverWait(driver, 60).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".turn.bot")) > answers
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".turn.bot .meta")) > answers
         or d.find_element(By.ID, "error").is_displayed())
     assert not driver.find_element(By.ID, "error").is_displayed(), (
         driver.find_element(By.ID, "error").text)
@@ -87,6 +88,8 @@ def test_the_page_answers_and_draws_the_attention_heatmap(qa_run_dir: Path,
             ((hyp,),) = decode_ids(model, [text.encode("how are you ?")], options)
             reply, meta = answer.splitlines()
             assert reply == text.decode(hyp.tokens) and meta.startswith("greedy")
+            streamed = driver.find_elements(By.CSS_SELECTOR, ".turn.bot")[-1]
+            assert int(streamed.get_attribute("data-streamed")) >= min(1, len(hyp.tokens) - 1)
             canvas = driver.find_element(By.ID, "heatmap")
             assert canvas.get_attribute("data-rows") == str(len(hyp.tokens) + hyp.finished)
             assert canvas.get_attribute("data-columns") == "4"
@@ -96,6 +99,8 @@ def test_the_page_answers_and_draws_the_attention_heatmap(qa_run_dir: Path,
             Select(driver.find_element(By.ID, "method")).select_by_value("beam")
             assert send(driver, "hello there").splitlines()[1].startswith("beam")
             assert canvas.get_attribute("data-columns") == "2"
+            beam_turn = driver.find_elements(By.CSS_SELECTOR, ".turn.bot")[-1]
+            assert beam_turn.get_attribute("data-streamed") is None  # beam does not stream
 
             shots = Path(os.environ.get("PADLESS_SCREENSHOT_DIR", tmp_path))
             shots.mkdir(parents=True, exist_ok=True)

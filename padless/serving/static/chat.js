@@ -1,5 +1,6 @@
-// padless chat: talks to this server's /v1/model and /v1/chat, and draws the attention of
-// the last answer on a canvas. Loads nothing from anywhere else.
+// padless chat: talks to this server's /v1/model and /v1/chat, shows greedy and sampled
+// answers word by word as the server streams them, and draws the attention of the last
+// answer on a canvas. Loads nothing from anywhere else.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -60,6 +61,12 @@ function requestBody(message) {
 function addTurn(who, text, meta) {
   const item = document.createElement("li");
   item.className = `turn ${who}`;
+  $("conversation").appendChild(item);
+  showTurn(item, text, meta);
+  return item;
+}
+
+function showTurn(item, text, meta) {
   item.textContent = text;
   if (meta) {
     const small = document.createElement("span");
@@ -67,9 +74,29 @@ function addTurn(who, text, meta) {
     small.textContent = meta;
     item.appendChild(small);
   }
-  $("conversation").appendChild(item);
   item.scrollIntoView({ block: "end" });
-  return item;
+}
+
+// Server-Sent Events of a streamed answer: onEvent(name, data) for each, as they come
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const fields = {};
+      for (const line of buffer.slice(0, end).split("\n")) {
+        const colon = line.indexOf(": ");
+        fields[line.slice(0, colon)] = line.slice(colon + 2);
+      }
+      buffer = buffer.slice(end + 2);
+      onEvent(fields.event, JSON.parse(fields.data));
+    }
+  }
 }
 
 function showError(message) {
@@ -85,19 +112,42 @@ async function send(event) {
   addTurn("user", message);
   $("message").value = "";
   $("send").disabled = true;
+  let bubble = null;
   try {
+    const body = requestBody(message);
+    body.stream = !body.beam || body.beam === 1; // beam search cannot stream
     const response = await fetch("/v1/chat", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(requestBody(message)),
+      body: JSON.stringify(body),
     });
-    const answer = await response.json();
-    if (!response.ok) throw new Error(answer.detail || response.statusText);
+    let answer = null;
+    const type = response.headers.get("Content-Type") || "";
+    if (response.ok && type.startsWith("text/event-stream")) {
+      bubble = addTurn("bot", "…");
+      let tokens = 0;
+      await readEvents(response, (name, data) => {
+        if (name === "token") {
+          tokens += 1;
+          bubble.dataset.streamed = String(tokens);
+          showTurn(bubble, data.text);
+        } else if (name === "done") {
+          answer = data;
+        } else {
+          throw new Error(data.detail);
+        }
+      });
+    } else {
+      answer = await response.json();
+      if (!response.ok) throw new Error(answer.detail || response.statusText);
+    }
     const score = answer.score === null ? "n/a" : answer.score.toFixed(2);
-    addTurn("bot", answer.reply,
-      `${answer.method} · score ${score} · ${Math.round(answer.latency_ms)} ms`);
+    const meta = `${answer.method} · score ${score} · ${Math.round(answer.latency_ms)} ms`;
+    if (bubble) showTurn(bubble, answer.reply, meta);
+    else addTurn("bot", answer.reply, meta);
     drawHeatmap(answer);
   } catch (error) {
+    if (bubble) bubble.remove();
     showError(`No answer: ${error.message}`);
   } finally {
     $("send").disabled = false;
