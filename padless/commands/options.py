@@ -26,8 +26,8 @@ from padless.runs.loading import load_for_decoding
 from padless.runtime.options import knobs, value_kind
 from padless.runtime.precision import PRECISIONS
 
-__all__ = ["add_decoding_arguments", "add_model_arguments", "add_option_arguments",
-           "add_precision_argument", "load_run", "options_from_args", "search_options"]
+__all__ = ["add_decoding_arguments", "add_model_arguments", "add_option_arguments", "load_run",
+           "options_from_args", "search_options"]
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, *, sampling: bool = False,
@@ -47,7 +47,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "`padless average` wrote)")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    add_precision_argument(parser, "decode in")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="what to decode in: auto is fp32, so that an answer never depends "
+                             "on its batch; bf16 (where native) and fp16 (CUDA) run faster and "
+                             "change some answers (default: auto)")
     parser.add_argument(
         "--quantize",
         choices=QUANTIZATIONS,
@@ -131,15 +134,6 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, sampling: bool = Fa
     if sampling:
         parser.add_argument("--seed", type=integer(0, MAX_SEED), metavar="S",
                             help="seed of the sampler (default: a fresh seed each run)")
-
-
-def add_precision_argument(parser: argparse.ArgumentParser, what: str,
-                           default: str | None = "auto") -> None:
-    """``--precision auto|fp32|bf16|fp16`` (:mod:`padless.runtime.precision`)."""
-    parser.add_argument("--precision", choices=PRECISIONS, default=default,
-                        help=f"what to {what}: auto picks bf16 or fp16 where this device runs "
-                             "it fast, else fp32; fp16 needs CUDA (default: "
-                             f"{default or 'as the config says'})")
 
 
 def search_options(args: argparse.Namespace) -> SearchOptions:

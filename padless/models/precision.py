@@ -23,11 +23,16 @@ from padless.models.base import EncoderDecoder
 from padless.models.layout import OutputLayout, lay_out_output
 from padless.models.quantize import quantize
 from padless.runtime.errors import UserError
-from padless.runtime.precision import Precision, choose_precision
+from padless.runtime.precision import Precision, choose_precision, hardware
 
 __all__ = ["DECODING_ROWS", "Decoding", "for_decoding"]
 
 DECODING_ROWS = 64  # the rows the precision, the layout and the int8 engine are chosen for
+# Why decoding's auto is fp32 everywhere: a bf16 matmul rounds a row differently in a batch
+# than alone, and so changes answers with their batch-mates (benchmarks/RESULTS.md,
+# bench_bf16_answers: 1-2% of an EN-FR Transformer's answers, greedy and beam; fp32: none).
+AUTO_DECODING = ("decoding's auto: the same answer whatever the batch, which bf16 does not "
+                 "keep; --precision bf16 (or fp16) asks for speed instead")
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,10 @@ def for_decoding(
             )
         quantized = quantize(model, quantization, DECODING_ROWS)
         return Decoding(quantized, None, quantized.quantized)
-    workload = model.config.workload(DECODING_ROWS, training=False)
-    chosen = choose_precision(precision, model.device, workload)
+    if precision == "auto":
+        chosen = Precision("fp32", "auto", AUTO_DECODING, hardware(model.device))
+    else:
+        workload = model.config.workload(DECODING_ROWS, training=False)
+        chosen = choose_precision(precision, model.device, workload)
     model.to(chosen.dtype)
     return Decoding(model, chosen, layout=lay_out_output(model, DECODING_ROWS))
