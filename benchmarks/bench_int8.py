@@ -1,11 +1,15 @@
-"""int8 against float32 decoding of one trained run: BLEU, chrF and sentences per second.
+"""int8 against float32 decoding of one trained run: BLEU, chrF, sentences per second, and
+whether an answer depends on its batch.
 
-The run's ``best`` checkpoint is loaded twice: as padless decodes it in float32 and with
-``--quantize int8`` (:func:`padless.models.quantize.quantize`). Both translate the test split
-of the run's own data (greedy and beam 5, batches of 64, the commands' search options), and
-are scored with sacrebleu against the references (:func:`padless.decoding.evaluation.evaluate`).
-Speed: the same decoding timed alternately, ``--rounds`` rounds, median sentences/s, at
-batches of 64 and of 1 (the first ``--lone`` sentences, as ``padless chat`` decodes).
+The run's ``best`` checkpoint is loaded three times: as padless decodes it in float32, with
+``--quantize int8`` (:func:`padless.models.quantize.quantize`: activations quantized per
+row), and as PyTorch's ``quantize_dynamic`` quantizes it (activations quantized over the
+whole batch tensor: what padless did before 2026-12-06). Each translates the test split of
+the run's own data (greedy and beam 5, batches of 64, the commands' search options), scored
+with sacrebleu against the references (:func:`padless.decoding.evaluation.evaluate`), and
+its first ``--lone`` sentences again one at a time: how many answers differ. Speed: the
+same decoding timed alternately, ``--rounds`` rounds, median sentences/s, at batches of 64
+and of 1 (the first ``--lone`` sentences, as ``padless chat`` decodes).
 
     python benchmarks/bench_int8.py RUN_DIR            # writes RESULTS.md
     python benchmarks/bench_int8.py RUN_DIR --no-write --rounds 1
@@ -17,6 +21,7 @@ import argparse
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", type=Path, help="prepared data (default: the run's own)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--lone", type=int, default=32, help="sentences decoded one at a time")
+    parser.add_argument("--lone", type=int, default=256,
+                        help="sentences decoded one at a time")
     parser.add_argument("--no-write", action="store_true")
     return parser.parse_args(argv)
 
@@ -52,53 +58,74 @@ def speed(
     return len(sources) / (time.perf_counter() - started)
 
 
+def per_batch(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` as ``torch.ao.quantization.quantize_dynamic`` quantizes it (FBGEMM), as
+    padless's ``--quantize int8`` did before 2026-12-06."""
+    from torch.ao.quantization import quantize_dynamic
+
+    torch.backends.quantized.engine = "fbgemm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notice that torchao succeeds it
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir = args.data or read_run_info(RunDirectory(args.run_dir)).data_dir
     data = PreparedData.load(data_dir)
-    # as the commands load them: one model for every batch size
-    models: dict[tuple[str, int], torch.nn.Module] = {}
+    models: dict[str, torch.nn.Module] = {}  # as the commands load them
     for name, quantization in (("fp32", None), ("int8", "int8")):
         model, text, _ = load_model(args.run_dir, "best", "cpu")
         decoding = for_decoding(model, "fp32", quantization)
-        models[name, 64] = models[name, 1] = decoding.model
+        models[name] = decoding.model
         print(f"{name}: {decoding.describe()}", flush=True)
+    models["per-batch"] = per_batch(load_model(args.run_dir, "best", "cpu")[0].eval())
+    names = list(models)
     test = data.splits["test"]
     sources = [source for source, _ in test]
-    quality, rows = {}, []
+    lone = sources[: args.lone]
+    quality, changed = {}, {}
     for search, options in SEARCHES.items():
-        for name in ("fp32", "int8"):
-            result = evaluate(models[name, 64], text, test, options, split="test")
+        for name in names:
+            result = evaluate(models[name], text, test, options, split="test")
             quality[name, search] = result
-            print(f"{name} {search}: BLEU {result.bleu:.2f} chrF {result.chrf:.2f}", flush=True)
+            batched = [n[0].tokens for n in decode_ids(models[name], lone, options,
+                                                        batch_size=64)]
+            alone = [n[0].tokens for n in decode_ids(models[name], lone, options,
+                                                      batch_size=1)]
+            changed[name, search] = sum(a != b for a, b in zip(batched, alone, strict=True))
+            print(f"{name} {search}: BLEU {result.bleu:.2f} chrF {result.chrf:.2f}, "
+                  f"{changed[name, search]} of {len(lone)} answers differ alone", flush=True)
     rates: dict[tuple[str, str, int], list[float]] = {}
     for _ in range(args.rounds):
         for search, options in SEARCHES.items():
-            for batch, chosen in ((64, sources), (1, sources[: args.lone])):
-                for name in ("fp32", "int8"):
+            for batch, chosen in ((64, sources), (1, lone)):
+                for name in names:
                     rates.setdefault((name, search, batch), []).append(
-                        speed(models[name, batch], chosen, options, batch)
-                    )
+                        speed(models[name], chosen, options, batch))
+    rows = []
     for search in SEARCHES:
-        fp32, int8 = quality["fp32", search], quality["int8", search]
-        cells = []
-        for batch in (64, 1):
-            a = statistics.median(rates["fp32", search, batch])
-            b = statistics.median(rates["int8", search, batch])
-            cells.append(f"{a:.1f} / {b:.1f} ({b / a:.2f}x)")
-        rows.append(
-            f"| {search} | {fp32.bleu:.2f} / {int8.bleu:.2f} ({int8.bleu - fp32.bleu:+.2f})"
-            f" | {fp32.chrf:.2f} / {int8.chrf:.2f} ({int8.chrf - fp32.chrf:+.2f}) | "
-            f"{cells[0]} | {cells[1]} |"
-        )
+        for name in names:
+            result, fp32 = quality[name, search], quality["fp32", search]
+            cells = []
+            for b in (64, 1):
+                rate = statistics.median(rates[name, search, b])
+                base = statistics.median(rates["fp32", search, b])
+                cells.append(f"{rate:.1f} ({rate / base:.2f}x)")
+            rows.append(f"| {search} | {name} | {result.bleu:.2f} ({result.bleu - fp32.bleu:+.2f})"
+                        f" | {result.chrf:.2f} ({result.chrf - fp32.chrf:+.2f}) | {cells[0]} | "
+                        f"{cells[1]} | {changed[name, search]} of {len(lone)} |")
     publish("bench_int8", "int8 against float32 decoding (`bench_int8.py`)", "bench_int8.py",
             argv,
             f"; run {args.run_dir.name}, test split of {data_dir} ({len(test)} pairs), the "
-            f"commands' search options; {models['int8', 64].quantized} at 64, "
-            f"{models['int8', 1].quantized} at 1. Speed: median of {args.rounds} alternating "
-            f"rounds, batches of 64 (the whole test split) and of 1 (its first {args.lone}).",
-            ["| search | BLEU fp32 / int8 | chrF fp32 / int8 | sentences/s at 64, fp32 / int8 "
-             "| sentences/s at 1, fp32 / int8 |", "|---|---|---|---|---|", *rows],
+            f"commands' search options; int8 is {models['int8'].quantized}, per-batch is "
+            "quantize_dynamic (FBGEMM), padless's int8 before 2026-12-06. Speed: median of "
+            f"{args.rounds} alternating rounds, batches of 64 (the whole test split) and of 1 "
+            f"(its first {args.lone}); 'alone' counts those {args.lone} answers that differ "
+            "decoded one at a time from decoded in batches of 64.",
+            ["| search | model | BLEU (vs fp32) | chrF (vs fp32) | sentences/s at 64 (vs fp32) "
+             "| sentences/s at 1 (vs fp32) | answers that differ alone |",
+             "|---|---|---|---|---|---|---|", *rows],
             write=not args.no_write)
     return 0
 

@@ -64,7 +64,7 @@ class EncoderDecoder(nn.Module):
     # It computes teacher-forced states (target_states): it trains and scores pairs (an
     # ensemble decodes only).
     teacher_forced: bool = True
-    quantized: str | None = None  # "int8 (engine)" once padless.models.quantize made it so
+    quantized: str | None = None  # "int8 (...)" once padless.models.quantize made it so
 
     def __init__(self, config: ModelConfig, vocab_size: int, specials: Specials) -> None:
         super().__init__()

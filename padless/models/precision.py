@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+
 from padless.models.base import EncoderDecoder
 from padless.models.layout import OutputLayout, lay_out_output
 from padless.models.quantize import quantize
@@ -27,7 +29,7 @@ from padless.runtime.precision import Precision, choose_precision, hardware
 
 __all__ = ["DECODING_ROWS", "Decoding", "for_decoding"]
 
-DECODING_ROWS = 64  # the rows the precision, the layout and the int8 engine are chosen for
+DECODING_ROWS = 64  # the rows the precision and the layout are chosen for
 # Why decoding's auto is fp32 everywhere: a bf16 matmul rounds a row differently in a batch
 # than alone, and so changes answers with their batch-mates (benchmarks/RESULTS.md,
 # bench_bf16_answers: 1-2% of an EN-FR Transformer's answers, greedy and beam; fp32: none).
@@ -42,8 +44,9 @@ class Decoding:
     Attributes:
         model: the model (the one given, cast; or a quantized copy).
         precision: the precision chosen (None when quantized).
-        quantized: ``"int8 (engine)"`` when quantized, else None.
-        layout: the output layer's weight layout (None when quantized).
+        quantized: ``"int8 (per-row activations; K of N linear layers)"`` when
+            quantized, else None.
+        layout: the output layer's weight layout (None when it is quantized).
     """
 
     model: EncoderDecoder
@@ -54,10 +57,12 @@ class Decoding:
     def describe(self) -> str:
         """The line a command shows: ``precision: NAME (why)``, and the output layer's
         layout when it is not the usual one."""
-        if self.quantized is not None:
-            return f"precision: {self.quantized} linear layers, float32 elsewhere"
         layout = "" if self.layout is None else self.layout.describe()
-        return self.precision.describe() + (f"; {layout}" if layout else "")
+        if self.quantized is not None:
+            described = f"precision: {self.quantized}, float32 elsewhere"
+        else:
+            described = self.precision.describe()
+        return described + (f"; {layout}" if layout else "")
 
     @property
     def warning(self) -> str | None:
@@ -92,7 +97,9 @@ def for_decoding(
                 "decodes with float32 activations; leave --precision out"
             )
         quantized = quantize(model, quantization, DECODING_ROWS)
-        return Decoding(quantized, None, quantized.quantized)
+        layout = (lay_out_output(quantized, DECODING_ROWS)
+                  if type(quantized.output) is nn.Linear else None)  # left in float32
+        return Decoding(quantized, None, quantized.quantized, layout)
     if precision == "auto":
         chosen = Precision("fp32", "auto", AUTO_DECODING, hardware(model.device))
     else:

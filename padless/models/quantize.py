@@ -1,92 +1,127 @@
 """int8 decoding on a CPU: :func:`quantize`, a copy of a trained model whose linear layers
-(and GRUs) compute in int8.
+compute in int8 where that is faster here.
 
-Dynamic quantization (PyTorch's ``torch.ao.quantization.quantize_dynamic``; torchao's
-``quantize_`` is its successor, and torch 2.13, which padless pins, still has it): the
-weights are stored in int8 once, each call quantizes its input, multiplies in int8 and
-returns float32, so nothing needs calibrating and embeddings, norms, attention and the
-log-softmax stay in float32. Only for decoding: a quantized model refuses ``train()``.
+An ``nn.Linear`` becomes an :class:`Int8Linear`: its weight stored once in int8, one scale
+per output feature; each call quantizes its input one row (one token) at a time, with that
+row's own scale, multiplies in int8 with int32 sums (``torch._int_mm``: oneDNN's VNNI and AMX
+kernels on x86), and returns float32. This is the scheme of torchao's
+``Int8DynamicActivationInt8Weight`` and of CTranslate2. A row's scale and its integer sums
+depend on that row alone, so an answer never depends on its batch-mates (PyTorch's
+``quantize_dynamic``, which padless used before, scaled the whole batch tensor at once: 58
+of 256 greedy answers changed between batches of 1 and of 64). Embeddings, norms,
+attention's softmax, GRU cells and the log-softmax stay in float32. Only for decoding: a
+quantized model refuses ``train()``.
 
-PyTorch has several int8 backends and which is fastest depends on the CPU (oneDNN uses the
-AMX and VNNI int8 units where they exist; FBGEMM is the fallback of the others), so the
-engine is measured once per process on the model's own linear shapes, like the precision.
+Whether int8 pays depends on the layer's shape and the CPU: the quantize-and-rescale around
+the int8 product costs more than a small float32 matmul saves (a 256x256 layer at 64 rows
+ran 0.7x float32's speed on an Ice Lake Xeon, the 256x8000 output layer 1.6x). So each
+distinct shape is timed once per process, int8 against float32, at the rows of a decoding
+batch and at one row together, and only the shapes that run faster in int8 are quantized:
+chosen once per model, never per batch.
 """
 
 from __future__ import annotations
 
-import warnings
-from functools import partial
+import copy
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from padless.models.base import EncoderDecoder
 from padless.runtime.errors import UserError
 from padless.runtime.timing import speedup
 
-__all__ = ["QUANTIZATIONS", "quantize"]
+__all__ = ["QUANTIZATIONS", "Int8Linear", "int8_pays", "quantize"]
 
 QUANTIZATIONS = ("int8",)
-_ENGINES = ("onednn", "fbgemm")  # x86 is a heuristic between these two: measure them instead
-_PROBE_SECONDS = 0.5  # the engines' timing, both together
-_chosen: dict[tuple[int, tuple[tuple[int, int], ...]], str] = {}  # (rows, shapes) -> engine
+_LEVELS = 127.0  # symmetric int8: -127..127 (-128 unused, so a sign flip never overflows)
+_PROBE_SECONDS = 0.15  # per shape, int8 and float32 together
+_PROBE_OUT = 8192  # wider layers are timed at this width: their speed per output is the same
+_faster: dict[tuple[int, int, int], bool] = {}  # (rows, in, out) -> int8 runs faster
 
 
-def _dynamic(model: nn.Module) -> nn.Module:
-    from torch.ao.quantization import quantize_dynamic
+class Int8Linear(nn.Module):
+    """``nn.Linear`` in int8, rows quantized one by one: ``[..., in] -> [..., out]``.
 
-    with warnings.catch_warnings():  # its deprecation notice points users to torchao
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {nn.Linear, nn.GRU}, dtype=torch.qint8)
+    Args:
+        linear: the float layer (its weight ``[out, in]`` and bias are copied, quantized
+            per output feature).
+    """
 
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / _LEVELS
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        # [in, out] column-major (the [out, in] rows, transposed): _int_mm ran it 2.2-2.6x
+        # as fast as a row-major copy at 1 row on an Ice Lake Xeon, and 0.8-1.2x at 64
+        self.register_buffer("qweight", torch.round(weight / scale[:, None]).to(torch.int8).t())
+        self.register_buffer("scale", scale)  # [out]
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias)
 
-def _engine(rows: int, shapes: tuple[tuple[int, int], ...]) -> str:
-    """The supported int8 engine that runs layers of ``shapes`` (``(width, out)`` each, one
-    layer a shape) fastest, all together, at ``rows`` rows and at the fewer rows a decoding
-    batch of ``rows`` goes down to as its sentences end (halving to 1: on an AMD EPYC oneDNN
-    won at 64 rows and more, FBGEMM below, and FBGEMM decoded a batch of 64 1.2x faster).
-    Timed alternately (a quantized layer runs whatever the engine setting), so a slow moment
-    of the machine falls on both."""
-    key = (rows, shapes)
-    if key not in _chosen:
-        engines = [e for e in _ENGINES if e in torch.backends.quantized.supported_engines]
-        if len(engines) < 2:
-            _chosen[key] = engines[0] if engines else "none"
-            return _chosen[key]
-        counts = sorted({max(1, rows >> k) for k in range(rows.bit_length())})
-        inputs = {(n, w): torch.randn(n, w) for n in counts for w, _ in shapes}
-        runs = {}
-        for engine in engines:
-            torch.backends.quantized.engine = engine
-            layers = [(_dynamic(nn.Sequential(nn.Linear(w, o))), w) for w, o in shapes]
-            runs[engine] = partial(_run, [(layer, inputs[n, w]) for layer, w in layers
-                                          for n in counts])
-        first, second = engines
-        faster = speedup(runs[first], runs[second], budget=_PROBE_SECONDS, rounds=9)
-        _chosen[key] = second if faster > 1.0 else first
-    return _chosen[key]
+    @property
+    def weight(self) -> Tensor:
+        """The weight as float32 ``[out, in]``, rebuilt from int8 (for code that reads a
+        layer's weight, e.g. Luong's general attention)."""
+        return self.qweight.t().float() * self.scale[:, None]
 
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features).float()
+        if rows.shape[0] == 0:
+            return rows.new_zeros(*x.shape[:-1], self.out_features)
+        # scale per row: the max |x| of the row, so every row uses the whole int8 range
+        row_scale = rows.abs().amax(dim=1, keepdim=True).clamp_(
+            min=torch.finfo(torch.float32).tiny).div_(_LEVELS)
+        quantized = torch.round(rows / row_scale).to(torch.int8)
+        # exact int32 sums: no float rounding that could depend on the row count
+        sums = torch._int_mm(quantized, self.qweight)
+        scale = row_scale * self.scale  # [rows, out]
+        out = (torch.addcmul(self.bias, sums, scale) if self.bias is not None
+               else sums * scale)
+        return out.reshape(*x.shape[:-1], self.out_features)
 
-def _run(layers: list[tuple[nn.Module, torch.Tensor]]) -> None:
-    for layer, x in layers:
-        layer(x)
-
-
-def _shapes(model: nn.Module) -> tuple[tuple[int, int], ...]:
-    """The distinct ``(in, out)`` shapes of ``model``'s linear layers (the output layer's
-    capped at 8,192 outputs: its kernels' speed per output is what matters)."""
-    shapes = {(m.in_features, min(m.out_features, 8192)) for m in model.modules()
-              if isinstance(m, nn.Linear)}
-    return tuple(sorted(shapes))
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
 
 
-def quantize(model: EncoderDecoder, kind: str = "int8", rows: int = 1) -> EncoderDecoder:
-    """A copy of ``model`` (on the CPU) whose linear layers and GRUs compute in int8, with
-    the int8 engine measured fastest for its shapes at ``rows`` sentences at a time.
+def int8_pays(width: int, out: int, rows: int) -> bool:
+    """Whether an ``[width -> out]`` layer runs faster as an :class:`Int8Linear` than in
+    float32 on this CPU, at ``rows`` rows and at one row together (timed alternately, once
+    per process and shape)."""
+    key = (rows, width, min(out, _PROBE_OUT))
+    if key not in _faster:
+        generator = torch.Generator().manual_seed(0)
+        linear = nn.Linear(width, key[2])
+        int8 = Int8Linear(linear)
+        inputs = [torch.randn(n, width, generator=generator) for n in sorted({1, rows})]
+        with torch.no_grad():
+            _faster[key] = speedup(lambda: [linear(x) for x in inputs],
+                                   lambda: [int8(x) for x in inputs],
+                                   budget=_PROBE_SECONDS, rounds=9) > 1.0
+    return _faster[key]
+
+
+def _swap_linears(module: nn.Module, rows: int) -> int:
+    swapped = 0
+    for name, child in module.named_children():
+        if type(child) is nn.Linear:
+            if int8_pays(child.in_features, child.out_features, rows):
+                setattr(module, name, Int8Linear(child))
+                swapped += 1
+        else:
+            swapped += _swap_linears(child, rows)
+    return swapped
+
+
+def quantize(model: EncoderDecoder, kind: str = "int8", rows: int = 64) -> EncoderDecoder:
+    """A copy of ``model`` (on the CPU) whose linear layers compute in int8, activations
+    quantized per row (:class:`Int8Linear`), where that runs faster here at ``rows`` rows
+    and at one (:func:`int8_pays`).
 
     Raises:
-        UserError: an unknown kind, a model on another device than the CPU (PyTorch has no
-            CUDA kernels for it), or no int8 engine in this build of PyTorch.
+        UserError: an unknown kind, or a model on another device than the CPU.
     """
     if kind not in QUANTIZATIONS:
         raise UserError(
@@ -94,18 +129,11 @@ def quantize(model: EncoderDecoder, kind: str = "int8", rows: int = 1) -> Encode
         )
     if model.device.type != "cpu":
         raise UserError(
-            f"--quantize {kind} decodes on a CPU only (PyTorch's int8 dynamic "
-            f"quantization has no kernels for {model.device.type}); add "
+            f"--quantize {kind} decodes on a CPU only (its int8 kernels are the CPU's); add "
             "--device cpu, or leave --quantize out on the GPU"
         )
-    # every linear shape counts: the engines tie on the output layer on some CPUs (AMD
-    # EPYC: FBGEMM and oneDNN alike there) and differ 2x on the smaller ones
-    engine = _engine(max(1, rows), _shapes(model))
-    if engine == "none":
-        raise UserError(
-            "--quantize int8: this build of PyTorch has no int8 engine (fbgemm or onednn)"
-        )
-    torch.backends.quantized.engine = engine
-    quantized = _dynamic(model.float().eval())
-    quantized.quantized = f"int8 ({engine})"
-    return quantized.eval()
+    quantized = copy.deepcopy(model).float().eval()
+    swapped = _swap_linears(quantized, rows)
+    total = sum(type(m) in (nn.Linear, Int8Linear) for m in quantized.modules())
+    quantized.quantized = f"int8 (per-row activations; {swapped} of {total} linear layers)"
+    return quantized

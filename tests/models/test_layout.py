@@ -76,7 +76,8 @@ def test_the_measurement_is_taken_once_per_shape_and_decides_either_way() -> Non
     assert again.speedups == chosen.speedups  # remembered, not measured again
 
 
-def test_a_quantized_model_has_no_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_quantized_output_layer_has_no_layout(monkeypatch: pytest.MonkeyPatch,
+                                                every_layer_int8) -> None:
     monkeypatch.setattr(layout, "_speedup", lambda *a: pytest.fail("measured"))
     decoding = for_decoding(build_model(CONFIGS["gru"], 40).eval(), "auto",
                             quantization="int8")

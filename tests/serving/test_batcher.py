@@ -11,6 +11,7 @@ import torch
 from padless.decoding.batched import decode_ids, make_generator
 from padless.decoding.options import SearchOptions
 from padless.decoding.search import Hypothesis
+from padless.models.quantize import quantize
 from padless.runs.directory import RunDirectory
 from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
@@ -62,6 +63,26 @@ def test_a_batched_answer_equals_the_answer_alone(model_and_sources, options,
         assert hyp.tokens == single.tokens
         assert hyp.score == pytest.approx(single.score, abs=1e-4)
         assert hyp.finished == single.finished
+
+
+@pytest.mark.parametrize("options", [
+    SearchOptions(max_length=12), SearchOptions(method="beam", beam_size=3, max_length=12),
+], ids=["greedy", "beam"])
+def test_an_int8_answer_beside_other_requests_equals_the_answer_alone(model_and_sources,
+                                                                      options,
+                                                                      every_layer_int8) -> None:
+    """``serve --quantize int8`` changed 9 of 60 greedy answers while other requests ran."""
+    model, sources = model_and_sources
+    quantized = quantize(model)
+    assert not any(type(m) is torch.nn.Linear for m in quantized.modules())
+    batcher = DynamicBatcher(quantized, max_batch_size=64, max_wait_ms=0)
+    results = run_together(batcher, [([s], options) for s in sources])
+    assert batcher.stats.largest_batch == len(sources)
+    for source, (hyp,) in zip(sources, results, strict=True):
+        single = alone(quantized, source, options)
+        assert hyp.tokens == single.tokens
+        # the float parts (attention over sources padded to the batch's longest) round alike
+        assert hyp.score == pytest.approx(single.score, abs=1e-4)
 
 
 def test_requests_with_other_options_get_their_own_batches(model_and_sources) -> None:
