@@ -19,6 +19,7 @@ from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
 from padless.runs.info import read_run_info
 from padless.runs.kept import KeptCheckpoint, average_checkpoints, kept_checkpoints
+from padless.runs.outputs import check_weights_file
 from padless.runtime.errors import UserError
 
 __all__ = ["AverageResult", "average_run"]
@@ -59,14 +60,11 @@ def _choose(run: RunDirectory, best: int | None, last: int | None) -> list[KeptC
 
 
 def _output(run: RunDirectory, out: str | os.PathLike | None) -> Path:
-    """Where to write: ``averaged.pt`` by default; never over another file the run owns."""
-    default = run.checkpoint("averaged")
-    path = default if out is None else Path(out)
-    if os.path.abspath(path) != os.path.abspath(default) and run.owns(path):
-        raise UserError(f"--out {path}: a file of the run {run.path} (its checkpoints, log or "
-                        f"settings); write the average to {default} or outside the run")
-    if path.is_dir():
-        raise UserError(f"--out {path}: is a directory; give a file name such as {default}")
+    """Where to write: ``averaged.pt`` by default; never over another file of a run or a
+    dataset, nor over anything but a checkpoint (:func:`~padless.runs.outputs
+    .check_weights_file`)."""
+    path = run.checkpoint("averaged") if out is None else Path(out)
+    check_weights_file(path, run)
     return path
 
 

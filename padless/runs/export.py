@@ -30,6 +30,7 @@ import torch
 
 from padless.models.transformer import Transformer
 from padless.runs.loading import load_model
+from padless.runs.outputs import check_export_directory
 from padless.runtime.errors import UserError
 from padless.runtime.files import atomic_directory
 
@@ -157,14 +158,11 @@ def export_ctranslate2(
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {quantization!r}; choose from "
                         f"{', '.join(QUANTIZATIONS)}")
-    if out.exists() and not force:
-        raise UserError(f"{out}: already exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory; choose another --out")
     if out.resolve() in (Path(run_dir).resolve(), *Path(run_dir).resolve().parents):
         # --force replaces the whole folder: here it would delete the run's checkpoints
         raise UserError(f"{out}: is or holds the run being exported, which --force would "
                         "delete; choose another --out")
+    check_export_directory(out, force)
     if importlib.util.find_spec("ctranslate2") is None:
         raise UserError("export --format ctranslate2 needs the ctranslate2 package: "
                         "pip install 'padless[export]'")
@@ -177,6 +175,13 @@ def export_ctranslate2(
     spec.validate()
     spec.optimize(quantization=quantization)
     with atomic_directory(out) as tmp:
-        spec.save(str(tmp))
+        try:
+            spec.save(str(tmp))
+        except RuntimeError as e:  # CTranslate2's own writer: a full disk, a read-only folder
+            raise UserError(f"{out}: CTranslate2 could not write the model ({e})") from None
+        except OSError as e:
+            if e.filename is not None or e.errno is None:
+                raise
+            raise OSError(e.errno, e.strerror, str(out)) from None
         text.save(tmp)
     return out

@@ -86,15 +86,16 @@ def test_an_existing_directory_is_kept_unless_forced(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "model"
-    out.mkdir()
-    (out / "mine.txt").write_text("keep me")
+    assert run_cli(["export", str(run_dir), "--out", str(out)], None, monkeypatch,
+                   capsys)[0] == 0
+    (out / "model.bin").write_bytes(b"an older model")
     code, _, err = run_cli(["export", str(run_dir), "--out", str(out)], None, monkeypatch, capsys)
     assert_one_line_error(code, err, "export", "already exists", "--force")
-    assert (out / "mine.txt").read_text() == "keep me"
+    assert (out / "model.bin").read_bytes() == b"an older model"
     code, out_text, _ = run_cli(["export", str(run_dir), "--out", str(out), "--force"], None,
                                 monkeypatch, capsys)
     assert code == 0 and "wrote" in out_text
-    assert not (out / "mine.txt").exists() and (out / "model.bin").is_file()
+    assert (out / "model.bin").read_bytes() != b"an older model"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left beside it
 
 
@@ -117,6 +118,40 @@ def test_force_never_replaces_the_run_itself_or_a_file(
     assert a_file.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("where", ["its checkpoints", "its text", "another run",
+                                   "its dataset", "a user's folder", "a folder of runs"])
+def test_force_replaces_only_a_model_export_wrote(
+    run_dir: Path, reversal_data_dir: Path, exported: Path, tmp_path: Path, where: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--force`` used to delete any folder: another run, the run's own checkpoints (then
+    ``average`` failed), its dataset, a user's files."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "model.bin").write_bytes(b"mine")  # one name export writes, too
+    (tmp_path / "runs" / "run-1").mkdir()
+    out, words = {
+        "its checkpoints": (run_dir / "checkpoints", "the run"),
+        "its text": (run_dir / "text", "the run"),
+        "another run": (exported.parent / "other-run", "the run"),
+        "its dataset": (reversal_data_dir, "the prepared dataset"),
+        "a user's folder": (tmp_path / "mine", "holds notes.txt"),
+        "a folder of runs": (tmp_path / "runs", "holds run-1"),
+    }[where]
+    if where == "another run":
+        out.mkdir(exist_ok=True)
+        (out / "run.json").write_text('{"format": "padless-run"}')
+        (out / "latest.pt").write_bytes(b"weights")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert before or where == "its checkpoints"
+    code, _, err = run_cli(["export", str(run_dir), "--out", str(out), "--force"], None,
+                           monkeypatch, capsys)
+    assert_one_line_error(code, err, "export", str(out), words, "another --out")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_a_failed_export_leaves_the_old_model(
     run_dir: Path, exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,6 +167,24 @@ def test_a_failed_export_leaves_the_old_model(
     assert main(["export", str(run_dir), "--out", str(out), "--force"]) == 2
     assert (out / "model.bin").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     RuntimeError("Failed to write model.bin")])
+def test_a_full_disk_in_export_names_the_folder(run_dir: Path, exported: Path, tmp_path: Path,
+                                                failure: Exception,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk used to say "No space left on device" without a file."""
+    def full_disk(self, directory: str) -> None:
+        raise failure
+
+    monkeypatch.setattr(ctranslate2.specs.TransformerSpec, "save", full_disk)
+    out = tmp_path / "model"
+    code, _, err = run_cli(["export", str(run_dir), "--out", str(out)], None, monkeypatch,
+                           capsys)
+    assert_one_line_error(code, err, "export", str(out), str(failure.args[-1]))
+    assert not out.exists()
 
 
 def test_a_gru_run_is_refused(

@@ -157,6 +157,37 @@ def test_average_never_writes_over_a_file_of_the_run(
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("target", ["/dev/null", "another run's latest.pt",
+                                    "a dataset's train.tokens", "a user's notes.txt",
+                                    "a folder"])
+def test_average_writes_only_a_new_file_or_a_checkpoint(
+    kept_run: Path, reversal_data_dir: Path, qa_run_dir: Path, tmp_path: Path, target: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It used to overwrite each of these with exit 0 (/dev/null became a 2.2 MB file)."""
+    (tmp_path / "notes.txt").write_text("mine")
+    path, words = {
+        "/dev/null": (Path("/dev/null"), "not a regular file"),
+        "another run's latest.pt": (qa_run_dir / "latest.pt", "inside the run"),
+        "a dataset's train.tokens": (reversal_data_dir / "train.tokens",
+                                     "inside the prepared dataset"),
+        "a user's notes.txt": (tmp_path / "notes.txt", "is not a checkpoint"),
+        "a folder": (tmp_path, "is a directory"),
+    }[target]
+    is_file = path.is_file() and not path.is_char_device()
+    before = path.read_bytes() if is_file else None
+    assert main(["average", str(kept_run), "--best", "2", "--out", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and f"--out {path}" in err, err
+    assert path.is_char_device() if target == "/dev/null" else True
+    if is_file:
+        assert path.read_bytes() == before
+    # a file an earlier average wrote is a checkpoint: written again
+    out = tmp_path / "avg.pt"
+    assert main(["average", str(kept_run), "--best", "2", "--out", str(out)]) == 0
+    assert main(["average", str(kept_run), "--best", "3", "--out", str(out)]) == 0
+
+
 def test_average_beside_the_run_and_data_of_another_vocabulary(
     kept_run: Path, qa_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
