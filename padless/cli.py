@@ -2,9 +2,10 @@
 
 :func:`main` is the boundary where a command runs, and the one place that turns expected
 failures into one line on stderr and an exit code (``docs/reliability.md``): a
-:class:`padless.runtime.errors.UserError` or an ``OSError`` exits 2, Ctrl-C 130, a closed
-output pipe 141 (as a process killed by SIGPIPE); anything else is a bug and keeps its
-traceback (exit 1).
+:class:`padless.runtime.errors.UserError` or an ``OSError`` exits 2, Ctrl-C 130, SIGTERM
+143 (both unwind the command, so its temporaries are removed and its worker processes
+ended), a closed output pipe 141 (as a process killed by SIGPIPE); anything else is a bug
+and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from types import ModuleType
 from typing import NoReturn
 
@@ -81,6 +84,31 @@ def describe_os_error(error: OSError) -> str:
     return f"{' -> '.join(map(str, files))}: {reason}" if files else reason
 
 
+class _NamedStream:
+    """A stream whose write errors name it (``stdout: No space left on device``, for
+    ``padless chat RUN > /dev/full``): a write's ``OSError`` names no file of its own."""
+
+    def __init__(self, stream: object, name: str) -> None:
+        self._stream, self._name = stream, name
+
+    def __getattr__(self, attribute: str) -> object:
+        return getattr(self._stream, attribute)
+
+    def write(self, text: str) -> int:
+        return self._named(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self._stream.flush)
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as e:
+            if e.filename is not None or e.errno is None:
+                raise
+            raise OSError(e.errno, e.strerror, self._name) from None  # BrokenPipe stays one
+
+
 def _silence_stdout() -> None:
     """After a broken pipe, point stdout at /dev/null: the flush at exit must not fail too."""
     try:
@@ -90,12 +118,28 @@ def _silence_stdout() -> None:
         pass
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command was (not Python's default of dying on the spot),
+    so that it unwinds as for Ctrl-C. ``train`` and ``serve`` install their own handlers
+    while they run (a clean stop: train saves first)."""
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     arguments = sys.argv[1:] if argv is None else argv
     # before any command imports torch; a server keeps a core for its event loop
     configure_threads(reserve=1 if arguments[:1] == ["serve"] else 0)
     name = "padless"
+    real_stdout = sys.stdout
+    if real_stdout is not None:
+        sys.stdout = _NamedStream(real_stdout, "stdout")
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():  # where handlers may be set
+        previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
     try:
         try:
             parser = build_parser()
@@ -110,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # the reader of our output is gone (`padless chat RUN | head`)
         _silence_stdout()
         return 141
@@ -125,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a missing or unreadable file, a read-only directory, a full disk
         print(f"{name}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
+    finally:
+        sys.stdout = real_stdout
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +19,7 @@ import torch
 
 from padless.cli import main
 from padless.data.batch import Batch
-from padless.data.dataset import write_split
+from padless.data.dataset import text_files, write_split
 from padless.data.store import write_token_split
 from padless.data.text import TextProcessor
 from padless.data.vocabulary import EOS_ID, Vocabulary
@@ -98,7 +101,7 @@ def write_dataset(directory: Path, splits: dict[str, TokenPairs]) -> Path:
             (text.vocab.encode(s), text.vocab.encode(t)) for s, t in pairs], len(text.vocab))
     (directory / "metadata.json").write_text(json.dumps(
         {"format": "padless-prepared", "version": 2, "vocab_size": len(text.vocab),
-         "store": store}))
+         "store": store, "text_files": text_files(directory)}))
     return directory
 
 
@@ -364,3 +367,25 @@ def hf_model(kind: str, directory: Path, *, seed: int = 0, train_steps: int = 80
         optimizer.step()
     model.save_pretrained(str(directory))
     return model.eval()
+
+
+def read_log(run_dir: Path, kind: str) -> list[dict[str, str]]:
+    """The rows of ``kind`` ("train", "valid") of a run's ``log.csv``."""
+    with open(run_dir / "log.csv") as f:
+        return [r for r in csv.DictReader(f) if r["kind"] == kind]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """This environment for a child ``padless`` or ``torchrun``: one thread, unbuffered, and
+    none of the variables of a process group this test may run in."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env

@@ -3,6 +3,10 @@ on stderr and an exit code; a bug keeps its traceback."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import types
 
 import pytest
@@ -81,3 +85,28 @@ def test_a_bad_option_is_one_line_that_points_to_help(capsys, argv, words) -> No
     err = capsys.readouterr().err
     assert err.startswith(words) and err.count("\n") == 1, err
     assert err.rstrip().endswith(f"(see {words.split(':')[0]} --help)")
+
+
+def test_sigterm_unwinds_the_command_with_one_line(monkeypatch, capsys) -> None:
+    """SIGTERM used to kill a command where it stood (prepare's workers then printed an
+    EOFError traceback each); it unwinds as Ctrl-C does, and exits 143."""
+    def terminated(args) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in this (the main) thread, at once
+        raise AssertionError("the signal did not stop the command")
+
+    before = signal.getsignal(signal.SIGTERM)
+    command = types.SimpleNamespace(add_arguments=lambda parser: None, run=terminated)
+    monkeypatch.setattr(cli, "_command", lambda name: command)
+    assert cli.main(["demo"]) == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_stdout_is_one_line_naming_it() -> None:
+    """``padless chat RUN > /dev/full`` said "No space left on device" and no file."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "padless", "demo"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "padless demo: error: stdout: No space left on device\n"

@@ -14,6 +14,7 @@ from padless.commands.inputs import integer
 from padless.commands.options import add_option_arguments, options_from_args
 from padless.data.dataset import METADATA_FILE
 from padless.data.options import PrepareOptions
+from padless.data.parallel import MAX_WORKERS
 from padless.data.prepare import prepare
 from padless.data.text import TextProcessor
 from padless.runs.directory import RunDirectory
@@ -38,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokenise with this run's text pipeline (normaliser, tokenizer, "
                              "vocabulary; an imported model's own tokenizer), so the ids are "
                              "the model's: to fine-tune it (train --init-from RUN_DIR)")
-    parser.add_argument("--workers", type=integer(1), metavar="N",
-                        help="processes that normalise and tokenise (default: the cores); the "
+    parser.add_argument("--workers", type=integer(1, MAX_WORKERS), metavar="N",
+                        help="processes that normalise and tokenise (default and most: one "
+                             "per core; a corpus of one chunk runs in this process); the "
                              "output is the same for any N")
 
 

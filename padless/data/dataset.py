@@ -2,8 +2,8 @@
 
 A prepared dataset is a directory::
 
-    metadata.json        settings and counts (format "padless-prepared"), and the token
-                         store's sizes and checksums
+    metadata.json        settings and counts (format "padless-prepared"), and the sizes
+                         and checksums of the token store and of the text pipeline's files
     text.json            the TextProcessor's settings (normaliser, tokenizer)
     vocab.json           the vocabulary, specials first (ids are positions)
     sentencepiece.model  only with --tokenizer sentencepiece
@@ -26,6 +26,7 @@ import json
 import os
 import random
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -47,6 +48,7 @@ __all__ = [
     "TokenPair",
     "read_split",
     "split_pairs",
+    "text_files",
     "write_split",
 ]
 
@@ -55,6 +57,23 @@ METADATA_FILE = "metadata.json"
 FORMAT = "padless-prepared"
 
 TokenPair = tuple[list[str], list[str]]  # (source tokens, target tokens)
+
+
+def text_files(directory: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """The size and CRC-32 of each file of the text pipeline saved in ``directory``
+    (``vocab.json``, ``text.json``, a sentencepiece model, a pretrained tokenizer's files),
+    by its path relative to ``directory``: what ``metadata.json`` records, so that a file
+    swapped in from another dataset is refused, not trained on."""
+    directory = Path(directory)
+    names = [p for p in (directory / "vocab.json", directory / "text.json",
+                         directory / "sentencepiece.model") if p.is_file()]
+    names += sorted(p for p in (directory / "pretrained").rglob("*") if p.is_file())
+    found = {}
+    for path in names:
+        data = path.read_bytes()
+        found[path.relative_to(directory).as_posix()] = {"bytes": len(data),
+                                                         "crc32": zlib.crc32(data)}
+    return found
 
 
 def split_pairs(
@@ -182,7 +201,19 @@ class PreparedData:
                 f"{meta_path}{line}: not valid JSON; prepare the dataset again") from None
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise UserError(f"{meta_path}: not a padless prepared-dataset metadata file")
+        recorded = metadata.get("text_files")
+        if isinstance(recorded, dict):  # datasets before 2026-12-06 have no record
+            found = text_files(data_dir)
+            for name in sorted(set(recorded) | set(found)):
+                if recorded.get(name) != found.get(name):
+                    what = "missing" if name not in found else (
+                        "not the file prepare wrote (its size or checksum differs)")
+                    raise UserError(f"{data_dir / name}: {what}; prepare the dataset again")
         text = TextProcessor.load(data_dir)
+        if metadata.get("vocab_size", len(text.vocab)) != len(text.vocab):
+            raise UserError(f"{data_dir / 'vocab.json'}: {len(text.vocab)} tokens, "
+                            f"{METADATA_FILE} says {metadata.get('vocab_size')}; prepare the "
+                            "dataset again")
         store = metadata.get("store")
         splits = {}
         for name in SPLITS:

@@ -18,6 +18,9 @@ __all__ = ["DEFAULT_MAX_LENGTH", "PrepareOptions"]
 # Pairs longer than this many tokens on a side are dropped unless max_length says otherwise:
 # 0.3 % of the chitchat corpus, none of the tutorial's or the quickstart's data.
 DEFAULT_MAX_LENGTH = 200
+# The largest vocabularies in use are about 256k pieces (Gemma, mT5); a bound far above them
+# turns a typo (2**31) into an error, not an hour of sentencepiece at 100 % CPU.
+MAX_VOCAB_SIZE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class PrepareOptions:
     tokenizer: str = option("word", "words, or subwords of a sentencepiece model trained on "
                             "the training split", flag="--tokenizer", choices=TOKENIZERS)
     vocab_size: int = option(8000, "sentencepiece vocabulary size", flag="--vocab-size",
-                             minimum=len(SPECIALS) + 1)
+                             minimum=len(SPECIALS) + 1, maximum=MAX_VOCAB_SIZE)
     spm_model: str = option("unigram", "sentencepiece model type", flag="--spm-model",
                             choices=("unigram", "bpe"))
     min_count: int = option(1, "word tokenizer: words seen fewer times in train become <unk>",

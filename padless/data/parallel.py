@@ -4,12 +4,18 @@ normalising (and digesting) raw pairs, and tokenising normalised ones.
 :class:`ChunkPool` maps a function over chunks in order, in ``N`` worker processes (or in
 this process for ``N = 1``), so the output is the same for every ``N``. The workers are
 started with ``spawn`` and import this module and :mod:`padless.data.text` only (no torch).
-The pool starts on the second chunk: a small corpus never pays for the processes.
+The pool starts on the second chunk (a small corpus never pays for the processes), with at
+most one process per core (more only add memory: the work is CPU-bound). Ctrl-C and
+SIGTERM (which ``padless.cli`` turns into an exception) end the workers with the pool: none
+is left behind or prints a traceback.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -17,12 +23,23 @@ from typing import Any, TypeVar
 from padless.data.dedupe import pair_digest
 from padless.data.text import NORMALIZERS, SentencePieceTokenizer, WordTokenizer
 
-__all__ = ["CHUNK_PAIRS", "ChunkPool", "chunked", "normalised", "tokenised"]
+__all__ = ["CHUNK_PAIRS", "MAX_WORKERS", "ChunkPool", "chunked", "default_workers", "normalised",
+           "tokenised"]
 
 CHUNK_PAIRS = 4096  # pairs handed to a worker at a time
+MAX_WORKERS = 1024  # the most --workers accepts (a typo's 10**11 is an error, not a fork bomb)
 T = TypeVar("T")
 
-_tokenizer: Any = None  # the worker's tokenizer (built once by _set_tokenizer)
+_tokenizer: Any = None  # the worker's tokenizer (built once by _start_worker)
+
+
+def default_workers() -> int:
+    """Processes prepare uses by default, and at most: one per core this process may run
+    on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
 
 
 def normalised(task: tuple[str, int, list[tuple[str, str]]]
@@ -44,6 +61,13 @@ def _set_tokenizer(model_proto: bytes | None) -> None:
     _tokenizer = WordTokenizer() if model_proto is None else SentencePieceTokenizer(model_proto)
 
 
+def _start_worker(model_proto: bytes | None) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool, the workers do
+    # not each print a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_tokenizer(model_proto)
+
+
 def tokenised(lines: list[str]) -> list[tuple[list[str], list[str]]]:
     """``source<TAB>target`` lines of normalised text -> their tokens (the pool's
     tokenizer)."""
@@ -59,13 +83,13 @@ class ChunkPool:
     """``map`` in order over chunks, in ``workers`` processes.
 
     Args:
-        workers: processes (1: this one).
+        workers: processes asked for (1: this one); at most :func:`default_workers` run.
         model_proto: the tokenizer :func:`tokenised` uses: a sentencepiece model's bytes,
             or None for words.
     """
 
     def __init__(self, workers: int, model_proto: bytes | None = None) -> None:
-        self.workers, self.model_proto = workers, model_proto
+        self.workers, self.model_proto = min(workers, default_workers()), model_proto
         self._pool: Any = None
         _set_tokenizer(model_proto)
 
@@ -75,13 +99,15 @@ class ChunkPool:
         if first is None:
             return
         yield function(first)
+        second = next(chunks, None)
+        if second is None:  # one chunk: no processes to start
+            return
+        chunks = itertools.chain([second], chunks)
         if self.workers <= 1:
             yield from map(function, chunks)
             return
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(self.workers, initializer=_set_tokenizer,
-                                      initargs=(self.model_proto,))
+            self._start()
         # two chunks in flight per worker keep them busy; more would read the corpus into
         # the queue (Pool.imap reads its input as fast as it can: unbounded memory)
         pending: deque = deque()
@@ -91,6 +117,11 @@ class ChunkPool:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pool = context.Pool(self.workers, initializer=_start_worker,
+                                  initargs=(self.model_proto,))
 
     def close(self) -> None:
         if self._pool is not None:

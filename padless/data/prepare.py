@@ -38,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from padless.data.dataset import FORMAT, METADATA_FILE, SPLITS
+from padless.data.dataset import FORMAT, METADATA_FILE, SPLITS, text_files
 from padless.data.options import DEFAULT_MAX_LENGTH, PrepareOptions
+from padless.data.parallel import default_workers
 from padless.data.passes import FirstPass, bin_labels, second_pass
 from padless.data.pretrained_tokenizer import PRETRAINED_DIR
 from padless.data.readers import CorpusError, ReadStats, detect_format
@@ -53,7 +54,7 @@ from padless.data.vocabulary import SPECIALS, Vocabulary
 from padless.runtime.files import atomic_directory, remove_temporaries, write_json_atomic
 from padless.runtime.lock import exclusive_lock
 
-__all__ = ["DATASET_FILES", "default_workers", "prepare"]
+__all__ = ["DATASET_FILES", "prepare"]
 
 # Above this share of <unk> in the training split, the summary warns (min_count too high?).
 UNK_WARNING_RATE = 0.2
@@ -62,14 +63,6 @@ DATASET_FILES = frozenset({METADATA_FILE, "vocab.json", "text.json",
                            SentencePieceTokenizer.MODEL_FILE, PRETRAINED_DIR,
                            *(f"{name}{suffix}" for name in SPLITS
                              for suffix in (".tsv", ".tokens", ".offsets"))})
-
-
-def default_workers() -> int:
-    """Processes prepare uses by default: one per core this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every platform
-        return os.cpu_count() or 1
 
 
 def prepare(
@@ -108,6 +101,7 @@ def prepare(
         with atomic_directory(out) as tmp:
             text, metadata = _build(corpus, fmt, opts, tmp, workers or default_workers(), text)
             text.save(tmp)
+            metadata["text_files"] = text_files(tmp)
             write_json_atomic(tmp / METADATA_FILE, metadata)
     return metadata
 
@@ -196,13 +190,15 @@ def _check_out(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise CorpusError(f"{out}: exists and is not a directory; choose another --out")
+        raise CorpusError(f"{out}: exists and is not a directory; choose another folder for "
+                          "the dataset")
     entries = sorted(p.name for p in out.iterdir())
     if entries and METADATA_FILE not in entries:
-        raise CorpusError(f"{out}: exists and is not a prepared dataset; choose another --out")
+        raise CorpusError(f"{out}: exists and is not a prepared dataset; choose another folder "
+                          "for the dataset")
     foreign = [name for name in entries
                if name not in DATASET_FILES and not re.fullmatch(r"\..+\.tmp", name)]
     if foreign:
         raise CorpusError(f"{out}: holds {foreign[0]}, which is not part of a prepared dataset; "
                           "prepare replaces the whole folder: move it away, or choose another "
-                          "--out")
+                          "folder for the dataset")

@@ -105,7 +105,9 @@ def format_suffix(path: str | os.PathLike) -> str:
 
 def open_binary(path: Path) -> BinaryIO:
     """Open for reading (gzip, bz2, xz and zstd decompressed on the fly), turning a missing
-    file into a ``CorpusError`` naming it."""
+    file into a ``CorpusError`` naming it. The file is opened once and read once: a pipe or
+    a FIFO (``/dev/stdin``) works as a file does; its first bytes, which tell a compressed
+    stream, are peeked at, not consumed."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -115,10 +117,34 @@ def open_binary(path: Path) -> BinaryIO:
     kind = compression_of(f.peek(10))
     if kind is None:
         return f
-    f.close()  # reopened by name, so that closing the stream closes the file
     if kind == "zstd":
-        return _open_zstd(path)
-    return {"gzip": gzip, "bz2": bz2, "xz": lzma}[kind].open(path, "rb")
+        return _open_zstd(path, f)
+    if kind == "gzip":
+        stream = gzip.GzipFile(fileobj=f, mode="rb")
+    else:
+        stream = {"bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind](f, "rb")
+    return io.BufferedReader(_Decompressed(stream, f))
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing reader of an open file, which closes the file with itself (the
+    standard library's readers leave a file object they were given open)."""
+
+    def __init__(self, stream: BinaryIO, file: BinaryIO) -> None:
+        self._stream, self._file = stream, file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._stream.readinto(buffer)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._file.close()
+            super().close()
 
 
 def compression_of(head: bytes) -> str | None:
@@ -127,13 +153,14 @@ def compression_of(head: bytes) -> str | None:
     return next((kind for kind, magic in _MAGIC.items() if magic.match(head[:10])), None)
 
 
-def _open_zstd(path: Path) -> BinaryIO:
+def _open_zstd(path: Path, file: BinaryIO) -> BinaryIO:
     try:
         import zstandard
     except ImportError:  # the app extra has it; the library does not need it
+        file.close()
         raise CorpusError(f"{path}: zstd-compressed, and the zstandard package is not "
                           "installed (pip install zstandard, or decompress the file)") from None
-    return io.BufferedReader(_ZstdFrames(path, zstandard))
+    return io.BufferedReader(_ZstdFrames(file, zstandard))
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -143,8 +170,8 @@ class _ZstdFrames(io.RawIOBase):
     at a time, which bounds what one call can expand to (a zstd block expands at most
     ~40,000x)."""
 
-    def __init__(self, path: Path, zstandard: ModuleType) -> None:
-        self._file = open(path, "rb")
+    def __init__(self, file: BinaryIO, zstandard: ModuleType) -> None:
+        self._file = file
         self._decompressor, self._error = zstandard.ZstdDecompressor(), zstandard.ZstdError
         self._frame = None
         self._out, self._at = b"", 0

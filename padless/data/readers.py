@@ -307,6 +307,9 @@ def detect_format(corpus: list[str]) -> str:
             return "chatterbot"
         raise CorpusError(f"{path}: cannot tell the corpus format; pass --format")
     if not path.exists():
+        if path.is_symlink():  # exists() follows it: a loop or a missing target
+            raise CorpusError(f"{path}: a symbolic link that leads nowhere (a loop, or its "
+                              "target is missing)")
         raise CorpusError(f"{path}: no such file or directory")
     if path.name in CORNELL_FILES:
         return "cornell"

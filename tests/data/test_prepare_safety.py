@@ -3,7 +3,11 @@ bad options and outputs in one line (exit 2)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import pytest
 
 import padless.data.passes as passes_module
 from padless.data.dataset import PreparedData
-from padless.data.options import DEFAULT_MAX_LENGTH, PrepareOptions
+from padless.data.options import DEFAULT_MAX_LENGTH, MAX_VOCAB_SIZE, PrepareOptions
 from padless.data.prepare import prepare
 from padless.data.vocabulary import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from padless.runtime.errors import UserError
@@ -126,6 +130,11 @@ def test_a_runaway_line_is_dropped_by_the_default_cap(tmp_path, capsys) -> None:
     (["--valid-fraction", "0.5", "--test-fraction", "0.5"], ["must leave some training data"]),
     (["--max-length", "0"], ["argument --max-length"]),
     (["--max-pairs", "0"], ["argument --max-pairs"]),
+    # bounded: 2**31 was a ValueError traceback, 2**31 - 1 spun sentencepiece for minutes
+    (["--tokenizer", "sentencepiece", "--vocab-size", "2147483648"],
+     ["argument --vocab-size", f"<= {MAX_VOCAB_SIZE}"]),
+    (["--tokenizer", "sentencepiece", "--vocab-size", "2147483647"],
+     ["argument --vocab-size", f"<= {MAX_VOCAB_SIZE}"]),
 ])
 def test_bad_options_are_one_line(tmp_path, capsys, argv, words) -> None:
     code, out, err = cli(capsys, corpus(tmp_path / "a.tsv"), "--out", tmp_path / "d", *argv)
@@ -276,3 +285,96 @@ def test_a_line_of_megabytes_is_skipped_with_a_notice_not_loaded(tmp_path, capsy
     assert code == 0, err
     assert "line over 1 MB" in out
     assert PreparedData.load(tmp_path / "d").metadata["counts"]["dropped"]["line over 1 MB"] == 1
+
+
+@pytest.mark.parametrize("model", ["unigram", "bpe"])
+def test_the_largest_vocabulary_allowed_trains_on_a_tiny_corpus(tmp_path, capsys, model) -> None:
+    """sentencepiece makes the pieces the corpus has, quickly, at the bound."""
+    code, _, err = cli(capsys, corpus(tmp_path / "a.tsv", 20), "--out", tmp_path / "d",
+                       "--tokenizer", "sentencepiece", "--spm-model", model,
+                       "--vocab-size", MAX_VOCAB_SIZE)
+    assert code == 0, err
+    assert len(PreparedData.load(tmp_path / "d").vocab) < 1000
+
+
+def _fifo(path: Path, data: bytes) -> Path:
+    """``path`` made a FIFO that a thread fills with ``data`` once it is opened."""
+    os.mkfifo(path)
+
+    def fill() -> None:
+        with open(path, "wb") as pipe:
+            pipe.write(data)
+
+    threading.Thread(target=fill, daemon=True).start()
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".bz2", ".xz", ".zst"])
+def test_a_fifo_corpus_is_read_once_compressed_or_not(tmp_path, capsys, suffix) -> None:
+    plain = corpus(tmp_path / "a.tsv")
+    data = plain.read_bytes() if not suffix else compress(plain.read_bytes(), suffix)
+    fifo = _fifo(tmp_path / f"fifo.tsv{suffix}", data)  # it used to hang, reopened by name
+    assert cli(capsys, plain, "--out", tmp_path / "plain")[0] == 0
+    code, _, err = cli(capsys, fifo, "--out", tmp_path / "piped")
+    assert code == 0, err
+    for name in ("train.tokens", "valid.tokens", "vocab.json"):
+        assert (tmp_path / "piped" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_a_compressed_corpus_on_stdin_prepares(tmp_path, suffix) -> None:
+    """``gzip -c x.tsv | padless prepare /dev/stdin --format tsv`` was called damaged."""
+    plain = corpus(tmp_path / "a.tsv")
+    done = subprocess.run(
+        [sys.executable, "-m", "padless", "prepare", "/dev/stdin", "--format", "tsv",
+         "--out", str(tmp_path / "piped")], input=compress(plain.read_bytes(), suffix),
+        capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert PreparedData.load(tmp_path / "piped").metadata["counts"]["kept"] == 150
+
+
+def test_a_symlink_loop_as_the_corpus_says_so(tmp_path, capsys) -> None:
+    (tmp_path / "a.tsv").symlink_to(tmp_path / "b.tsv")
+    (tmp_path / "b.tsv").symlink_to(tmp_path / "a.tsv")
+    code, _, err = cli(capsys, tmp_path / "a.tsv", "--out", tmp_path / "d")
+    assert_one_line_error(code, err, "prepare", "a.tsv: a symbolic link that leads nowhere")
+
+
+@pytest.mark.parametrize("swapped", ["vocab.json", "text.json", "sentencepiece.model"])
+def test_a_file_of_another_dataset_swapped_in_is_refused_by_name(tmp_path, capsys,
+                                                                 swapped) -> None:
+    """A vocab.json from another dataset used to train with exit 0 on garbage."""
+    options = ("--tokenizer", "sentencepiece", "--vocab-size", "40")
+    assert cli(capsys, corpus(tmp_path / "a.tsv"), "--out", tmp_path / "a", *options)[0] == 0
+    other = corpus(tmp_path / "b.tsv", extra=["something else entirely\tquite so"])
+    assert cli(capsys, other, "--out", tmp_path / "b", *options, "--normalize", "none")[0] == 0
+    assert (tmp_path / "a" / swapped).read_bytes() != (tmp_path / "b" / swapped).read_bytes()
+    (tmp_path / "a" / swapped).write_bytes((tmp_path / "b" / swapped).read_bytes())
+    with pytest.raises(UserError, match=f"{swapped}: not the file prepare wrote"):
+        PreparedData.load(tmp_path / "a")
+    code, _, err = run_cli(["train", "--data", str(tmp_path / "a"), "--out",
+                            str(tmp_path / "run"), "--max-steps", "1"], None, None, capsys)
+    assert_one_line_error(code, err, "train", f"{swapped}: not the file prepare wrote")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_vocabulary_of_another_size_than_recorded_is_refused(tmp_path, capsys) -> None:
+    assert cli(capsys, corpus(tmp_path / "a.tsv"), "--out", tmp_path / "a")[0] == 0
+    meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
+    del meta["text_files"]  # as a dataset of an earlier padless: no checksums to go by
+    meta["vocab_size"] += 1
+    (tmp_path / "a" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="vocab.json: .* tokens, metadata.json says"):
+        PreparedData.load(tmp_path / "a")
+
+
+def test_quickstart_with_a_folder_that_is_no_dataset_names_the_folder(tmp_path, capsys) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    code, _, err = run_cli(["quickstart", "--data-dir", str(tmp_path / "data"), "--out",
+                            str(tmp_path / "run")], None, None, capsys)
+    assert_one_line_error(code, err, "quickstart", "is not a prepared dataset",
+                          "choose another folder for the dataset")
+    assert "--out" not in err
+    assert (tmp_path / "data" / "notes.txt").read_text() == "mine"

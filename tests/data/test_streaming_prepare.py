@@ -4,14 +4,21 @@ removed with digests, a split by digest for corpora that are not small."""
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from padless.cli import main
+from padless.data import parallel
 from padless.data.dataset import PreparedData
 from padless.data.dedupe import SeenDigests, pair_digest, split_of
 from padless.data.options import PrepareOptions
+from padless.data.parallel import ChunkPool
 from padless.data.passes import SMALL_CORPUS
 from padless.data.prepare import prepare
 
@@ -90,3 +97,68 @@ def test_split_of_cuts_the_digest_range_by_the_fractions() -> None:
     assert abs(names.count("valid") / 20_000 - 0.2) < 0.01
     assert abs(names.count("test") / 20_000 - 0.1) < 0.01
     assert pair_digest("a", "b", 3) != pair_digest("a", "b", 4)  # the seed decides the split
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "sentencepiece"])
+def test_a_corpus_of_one_chunk_starts_no_worker(tmp_path, tokenizer, monkeypatch) -> None:
+    def no_processes(method):
+        raise AssertionError(f"a {method} pool started for one chunk")
+
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", no_processes)
+    corpus = chat_corpus(tmp_path / "c.tsv", 40)
+    meta = prepare([str(corpus)], tmp_path / "d",
+                   PrepareOptions(tokenizer=tokenizer, vocab_size=60), workers=64)
+    assert sum(meta["counts"]["splits"].values()) == 40
+
+
+def test_the_workers_are_at_most_the_cores(monkeypatch) -> None:
+    monkeypatch.setattr(parallel, "default_workers", lambda: 3)
+    assert ChunkPool(64).workers == 3 and ChunkPool(2).workers == 2
+
+
+def test_a_count_of_workers_past_the_bound_is_one_line(tmp_path, capsys) -> None:
+    corpus = chat_corpus(tmp_path / "c.tsv", 10)
+    assert main(["prepare", str(corpus), "--out", str(tmp_path / "d"),
+                 "--workers", "99999999999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("padless prepare: error: argument --workers: must be an integer >= 1"
+                          f" and <= {parallel.MAX_WORKERS}") and "\n" not in err
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_sigterm_ends_prepare_and_its_workers_with_one_line(tmp_path) -> None:
+    corpus = chat_corpus(tmp_path / "c.tsv", 120_000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "padless", "prepare", str(corpus), "--out", str(tmp_path / "d"),
+         "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _children(process.pid) and process.poll() is None:  # the pool has started
+        assert time.monotonic() < deadline, "no worker started"
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert workers, "prepare ended before its pool started: give it a larger corpus"
+    assert process.returncode == 143 and err.strip() == "terminated", err
+    # the workers end with the pool, multiprocessing's resource tracker once it reads the
+    # end of prepare's pipe: both within seconds
+    deadline = time.monotonic() + 30
+    while alive := [pid for pid in workers if _running(pid)]:
+        assert time.monotonic() < deadline, f"left running: {alive}"
+        time.sleep(0.05)
+    assert not (tmp_path / "d").exists()  # nothing half-written is left as the dataset
