@@ -96,17 +96,29 @@ class TrainingBatches:
         return len(self.sampler)
 
     def state_dict(self) -> dict:
-        """Where the next batch comes from (plain ints)."""
-        return self.sampler.state_dict()
+        """Where the next batch comes from (plain ints), and the checksum of the pairs that
+        position points into."""
+        return {**self.sampler.state_dict(), "data": self.pairs.checksum}
 
     def load_state_dict(self, state: dict) -> str | None:
-        """Go on from :meth:`state_dict`; a notice if not exactly (see the sampler's).
+        """Go on from :meth:`state_dict`; a notice if not exactly (see the sampler's), as when
+        the data were prepared again since: the position would point at other pairs, so the
+        epoch starts again from its first batch.
 
         Raises:
             ValueError: if the state belongs to another split, seed or batch size, where
                 resuming would repeat or skip pairs.
         """
-        return self.sampler.load_state_dict(state)
+        notice = self.sampler.load_state_dict(state)
+        recorded = state.get("data")  # None: saved before 2026-12-06
+        if notice is None and recorded is not None and recorded != self.pairs.checksum:
+            position = self.sampler.state_dict()["position"]
+            self.sampler.set_epoch(self.sampler.epoch)
+            notice = (f"the training pairs differ from those the checkpoint was saved on (the "
+                      f"dataset was prepared again): epoch {self.sampler.epoch} starts again "
+                      f"from its first batch (the pairs of its {position} batches already "
+                      "trained are seen again)")
+        return notice
 
 
 class ValidationBatches:

@@ -109,14 +109,26 @@ class TokenSplit(Sequence[IdPair]):
 
     ``len`` and ``split[i]`` as for a list; ``split[a:b]`` and :meth:`subset` are views that
     copy no tokens; :meth:`lengths` gives the side lengths as arrays, without touching the
-    tokens.
+    tokens. :attr:`checksum` names the store's content (its files' CRC-32s), so that a
+    resumed run can tell whether the pairs behind its data position are still the same.
     """
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray,
-                 rows: np.ndarray | None = None) -> None:
+                 rows: np.ndarray | None = None, checksum: str | None = None) -> None:
         self.tokens = tokens
         self.offsets = offsets
         self.rows = rows  # the pairs of this view, by number in the store (None: all)
+        self._checksum = checksum
+
+    @property
+    def checksum(self) -> str:
+        """The store's tokens and boundaries as two CRC-32s in hex (those ``metadata.json``
+        records, for a store; computed once, for pairs in memory). The same for every view
+        of one store."""
+        if self._checksum is None:
+            tokens = zlib.crc32(np.ascontiguousarray(self.tokens))
+            self._checksum = f"{tokens:08x}{zlib.crc32(np.ascontiguousarray(self.offsets)):08x}"
+        return self._checksum
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[IdPair]) -> TokenSplit:
@@ -150,7 +162,7 @@ class TokenSplit(Sequence[IdPair]):
         offsets = _mapped(offsets_path, np.dtype("<i8"), 2 * pairs + 1, crc["offsets"])
         _check_boundaries(offsets, count, offsets_path)
         _check_ids(tokens, vocab_size, tokens_path)
-        return cls(tokens, offsets)
+        return cls(tokens, offsets, checksum=f"{crc['tokens']:08x}{crc['offsets']:08x}")
 
     def __len__(self) -> int:
         return (len(self.offsets) - 1) // 2 if self.rows is None else len(self.rows)
@@ -181,7 +193,8 @@ class TokenSplit(Sequence[IdPair]):
         # int32 while the store's pair numbers fit: half the memory of a view of 10M pairs
         # (what train.max_length leaves of a split), in every training process
         fits = (len(self.offsets) - 1) // 2 <= np.iinfo(np.int32).max
-        return TokenSplit(self.tokens, self.offsets, rows.astype(np.int32) if fits else rows)
+        return TokenSplit(self.tokens, self.offsets, rows.astype(np.int32) if fits else rows,
+                          self._checksum)
 
     def batch(self, indices: Sequence[int] | np.ndarray, *,
               specials: Specials = Specials(),  # noqa: B008 (frozen)

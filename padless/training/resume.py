@@ -31,10 +31,16 @@ def checkpoint_to_resume(run: RunDirectory, model_config: ModelConfig, text: Tex
     """``run``'s ``latest.pt``, checked against the model settings and text it resumes with.
 
     Raises:
-        UserError: if it is missing or damaged, or its model or text differ.
+        UserError: if it is missing or damaged, holds weights only (``padless average``'s
+            output, a kept checkpoint), or its model or text differ.
     """
     path = run.latest
     checkpoint = Checkpoint.load(path, map_location=device)
+    if checkpoint.optimizer is None or checkpoint.sampler is None:
+        raise UserError(f"{path}: holds weights only (no optimiser state or data position, as "
+                        "padless average and the kept checkpoints write), so it cannot be "
+                        "resumed; to train on from these weights, start a new run with "
+                        "--init-from a run holding them as best.pt")
     if checkpoint.model_config() != model_config:
         raise UserError(f"{path}: the model settings differ from the checkpoint's")
     checkpoint.check_text(text, path)

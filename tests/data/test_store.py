@@ -190,3 +190,32 @@ def test_a_state_of_the_list_based_sampler_restarts_its_epoch_with_a_notice() ->
     assert "epoch 3 starts again" in notice and "5 batches" in notice
     assert sampler.state_dict()["position"] == 0 and sampler.epoch == 3
     assert sampler.load_state_dict(sampler.state_dict()) is None
+
+
+def test_a_resume_on_pairs_prepared_again_restarts_its_epoch_with_a_notice(
+        tmp_path: Path) -> None:
+    pairs = random_pairs(200, 50)
+    reordered = pairs[::-1]  # the same pairs, prepared again in another order
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    info = write_token_split(tmp_path / "a", "train", pairs, 50)
+    again = write_token_split(tmp_path / "b", "train", reordered, 50)
+    first = TrainingBatches(TokenSplit.open(tmp_path / "a", "train", info, 50)[:150],
+                            batch_size=8, max_tokens=None, seed=1)
+    for _ in range(5):
+        next(first)
+    state = first.state_dict()
+    assert state["position"] == 5 and state["data"] == f"{info['crc32']['tokens']:08x}" \
+        f"{info['crc32']['offsets']:08x}"
+    same = TrainingBatches(TokenSplit.open(tmp_path / "a", "train", info, 50)[:150],
+                           batch_size=8, max_tokens=None, seed=1)
+    assert same.load_state_dict(state) is None and same.state_dict()["position"] == 5
+    in_memory = TrainingBatches(pairs[:150], batch_size=8, max_tokens=None, seed=1)
+    assert in_memory.load_state_dict(in_memory.state_dict()) is None
+    moved = TrainingBatches(TokenSplit.open(tmp_path / "b", "train", again, 50)[:150],
+                            batch_size=8, max_tokens=None, seed=1)
+    notice = moved.load_state_dict(state)
+    assert "prepared again" in notice and "epoch 0 starts again" in notice
+    assert "5 batches" in notice and moved.state_dict()["position"] == 0
+    older = {key: value for key, value in state.items() if key != "data"}
+    assert moved.load_state_dict(older) is None  # a checkpoint before the check: trusted

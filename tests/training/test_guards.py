@@ -114,6 +114,23 @@ def test_resuming_from_a_damaged_checkpoint_is_one_line(trained, damage, capsys)
     assert_one_line_error(code, capsys.readouterr().err, "train", f"{latest}:")
 
 
+@pytest.mark.parametrize("copied", ["averaged", "kept"])
+def test_resuming_from_a_checkpoint_of_weights_only_is_one_line(reversal_data_dir, trained,
+                                                                 copied, capsys) -> None:
+    """An averaged.pt or a kept step-*.pt copied as latest.pt used to end in
+    ``AttributeError: 'NoneType' object has no attribute 'copy'``."""
+    latest = trained / "latest.pt"
+    if copied == "averaged":
+        assert main(["average", str(trained), "--last", "1"]) == 0
+        latest.write_bytes((trained / "averaged.pt").read_bytes())
+    else:
+        Checkpoint.load(latest).weights_only().save(latest)
+    capsys.readouterr()
+    code = train_cli(reversal_data_dir, trained, "--resume", "--max-steps", "3")
+    assert_one_line_error(code, capsys.readouterr().err, "train", f"{latest}: holds weights "
+                          "only", "--init-from")
+
+
 def test_resuming_with_data_of_another_vocabulary_is_one_line(trained, qa_data_dir,
                                                               capsys) -> None:
     code = train_cli(qa_data_dir, trained, "--resume", "--max-steps", "3")
