@@ -14,6 +14,7 @@ from padless.commands.options import add_decoding_arguments, load_run, search_op
 from padless.data.dataset import PreparedData
 from padless.data.text import TextProcessor
 from padless.decoding.evaluation import evaluate, image_format_of, plot_attention
+from padless.decoding.options import MAX_BATCH_SIZE
 from padless.runs.directory import RunDirectory
 from padless.runs.info import read_run_info
 from padless.runtime.errors import UserError
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="DATA_DIR",
                         help="a prepared dataset (default: the one the run was trained on)")
     parser.add_argument("--split", choices=("test", "valid"), default="test")
-    parser.add_argument("--batch-size", type=integer(1), default=64, metavar="N")
+    parser.add_argument("--batch-size", type=integer(1, MAX_BATCH_SIZE), default=64, metavar="N")
     parser.add_argument("--limit", type=integer(1), metavar="N",
                         help="decode only the first N pairs for BLEU/chrF (the loss uses all)")
     parser.add_argument("--samples", type=integer(0), default=5, metavar="N",

@@ -120,7 +120,8 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, sampling: bool = Fa
     """``--beam K`` (and ``--sample``) and a flag for each setting of ``SearchOptions`` that
     has one, with its bounds, help and default."""
     method = parser.add_mutually_exclusive_group()
-    method.add_argument("--beam", type=integer(1), metavar="K",
+    beams = dict(knobs(SearchOptions))["beam_size"]
+    method.add_argument("--beam", type=integer(1, int(beams.maximum)), metavar="K",
                         help="beam search with K beams (default: greedy)")
     if sampling:
         method.add_argument("--sample", action="store_true",

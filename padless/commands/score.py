@@ -20,6 +20,7 @@ import sys
 
 from padless.commands.inputs import integer, stdin_lines
 from padless.commands.options import add_model_arguments, load_run
+from padless.decoding.options import MAX_BATCH_SIZE
 from padless.models.scoring import pair_scores
 from padless.runtime.errors import UserError
 
@@ -29,7 +30,7 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless score``."""
     add_model_arguments(parser)
-    parser.add_argument("--batch-size", type=integer(1, 65_536), default=64, metavar="N",
+    parser.add_argument("--batch-size", type=integer(1, MAX_BATCH_SIZE), default=64, metavar="N",
                         help="pairs scored together (default 64)")
 
 

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     data = PreparedData.load(args.data)
     result = train(config, data.text, data.splits, run_dir, resume=args.resume,
                    data_dir=args.data, init_from=args.init_from)
-    print(describe_result(result, run_dir))
+    if result.main_process:  # under torchrun: once, not once per process
+        print(describe_result(result, run_dir))
     return result.exit_code
 
 

@@ -25,6 +25,7 @@ import warnings
 from padless.commands.inputs import integer, read_lines, stdin_lines
 from padless.commands.options import add_decoding_arguments, load_run, search_options
 from padless.decoding.batched import InputsTruncated, decode_lines
+from padless.decoding.options import MAX_BATCH_SIZE
 
 __all__ = ["add_arguments", "run"]
 
@@ -34,7 +35,7 @@ MAX_INPUT_LENGTH = 200  # tokens: the longest pair `padless prepare` keeps by de
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``padless translate``."""
     add_decoding_arguments(parser, n_best=True)
-    parser.add_argument("--batch-size", type=integer(1), default=64, metavar="N",
+    parser.add_argument("--batch-size", type=integer(1, MAX_BATCH_SIZE), default=64, metavar="N",
                         help="sentences decoded together (default 64)")
     parser.add_argument("--max-input-length", type=integer(1), default=MAX_INPUT_LENGTH,
                         metavar="N", help="longer inputs are cut to their first N tokens, with "

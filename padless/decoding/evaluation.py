@@ -153,6 +153,9 @@ def image_format_of(path: str | Path) -> str:
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"{path}: the directory {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; give the plot's file name (e.g. "
+                        f"{path / 'attention.png'})")
     image_format = path.suffix[1:].lower()
     formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
     if image_format not in formats:

@@ -22,9 +22,16 @@ from padless.data.vocabulary import Specials
 from padless.runtime.errors import UserError
 from padless.runtime.options import ConfigError, check_options, knobs, option
 
-__all__ = ["METHODS", "SearchOptions"]
+__all__ = ["MAX_BATCH_SIZE", "MAX_BEAMS", "MAX_TOKENS", "METHODS", "SearchOptions"]
 
 METHODS = ("greedy", "beam", "sample")
+# An answer's longest: every running row holds a buffer this long, and a longer answer is
+# no answer (the bound keeps --max-length 99999999 from allocating gigabytes a row).
+MAX_TOKENS = 4096
+MAX_BEAMS = 1024  # beams (and n-best answers): each is a row of every buffer
+# The most sentences --batch-size decodes at once (buffers are sized by the sentences
+# decoded, so only a typo's 10**11 needs refusing).
+MAX_BATCH_SIZE = 65_536
 
 
 @dataclass(frozen=True)
@@ -42,15 +49,16 @@ class SearchOptions:
     """
 
     method: str = option("greedy", "the search", choices=METHODS)
-    max_length: int = option(30, "at most N output tokens", flag="--max-length", minimum=1)
+    max_length: int = option(30, "at most N output tokens", flag="--max-length", minimum=1,
+                             maximum=MAX_TOKENS)
     min_length: int = option(1, "at least N output tokens before the end (1: never an empty "
-                             "answer)", flag="--min-length", minimum=0)
-    beam_size: int = option(5, "beams of beam search", minimum=1)
+                             "answer)", flag="--min-length", minimum=0, maximum=MAX_TOKENS)
+    beam_size: int = option(5, "beams of beam search", minimum=1, maximum=MAX_BEAMS)
     alpha: float = option(0.6, "beam search's GNMT length penalty exponent (0: none)",
                           flag="--length-penalty", metavar="ALPHA", minimum=0)
     n_best: int = option(1, "hypotheses returned per input, best first (beam search, with at "
                          "least as many beams)", flag="--n-best", metavar="K", minimum=1,
-                         maximum=1024, request=True)
+                         maximum=MAX_BEAMS, request=True)
     temperature: float = option(1.0, "sampling temperature", flag="--temperature", metavar="T",
                                 minimum=0, open_min=True, maximum=100, request=True,
                                 sampling=True)

@@ -236,8 +236,10 @@ def _choose_cpu(requested: str, workload: Workload, where: str, inherited: bool)
         if inherited:
             return Precision("fp32", requested, "the run asked for fp16, which needs a CUDA "
                              "GPU: fp32 on this CPU", where)
-        raise UserError("precision fp16 needs a CUDA GPU (it trains with a gradient scaler); "
-                        "on a CPU use auto, fp32 or bf16")
+        what = ("it trains with a gradient scaler" if workload.training
+                else "torch has no fast fp16 kernels on a CPU")
+        raise UserError(f"precision fp16 needs a CUDA GPU ({what}); on a CPU use auto, fp32 "
+                        "or bf16")
     if workload.rows * workload.width * workload.out < _SMALL and requested == "auto":
         return Precision("fp32", requested, "a model this small gains nothing from bf16", where)
     gain = bf16_speedup(workload)

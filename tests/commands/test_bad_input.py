@@ -64,10 +64,19 @@ def test_undecodable_bytes_never_reach_the_tokenizer(qa_run_dir, tmp_path, monke
     # read-only even for root: checked before the evaluation, not after it
     (["evaluate", "--attention-plot", "/proc/attention.png"], ["cannot write in /proc"]),
     (["evaluate", "--attention-plot", "a.png", "--input", "#%&"], ["no token to attend to"]),
+    (["evaluate", "--attention-plot", "plots/dir.png"], ["plots/dir.png: is a directory"]),
+    # caps: a typo's huge number is an error, not a buffer sized by it
+    (["translate", "--batch-size", "99999999999"], ["--batch-size", "<= 65536"]),
+    (["evaluate", "--batch-size", "99999999999"], ["--batch-size", "<= 65536"]),
+    (["chat", "--beam", "99999999"], ["--beam", "<= 1024"]),
+    (["translate", "--n-best", "5000"], ["--n-best", "<= 1024"]),
+    (["translate", "--max-length", "99999999"], ["--max-length", "<= 4096"]),
+    (["chat", "--min-length", "99999999"], ["--min-length", "<= 4096"]),
 ])
 def test_bad_options_stop_before_any_work(qa_run_dir, argv, words, tmp_path, monkeypatch,
                                           capsys) -> None:
     monkeypatch.chdir(tmp_path)  # a plot that should not happen would land here
+    (tmp_path / "plots" / "dir.png").mkdir(parents=True)
     command, *options = argv
     code, out, err = run_cli([command, str(qa_run_dir), *options], "hi\n", monkeypatch, capsys)
     assert_one_line_error(code, err, command, *words)
@@ -95,6 +104,18 @@ def test_translate_caps_long_inputs_with_a_notice(qa_run_dir, monkeypatch, capsy
     code, short, _ = run_cli(["translate", str(qa_run_dir), "--no-progress"],
                              "how are you ? how are you ?\n", monkeypatch, capsys)
     assert short.splitlines()[0] == out.splitlines()[1]  # the answer to its first 8 tokens
+
+
+def test_a_batch_size_far_above_the_input_costs_only_the_input(qa_run_dir, monkeypatch,
+                                                               capsys) -> None:
+    """The buffers are sized by the rows decoded, not by the flag: 65,536 on 3 lines."""
+    lines = "hello there\nhow are you ?\ngood morning\n"
+    code, big, _ = run_cli(["translate", str(qa_run_dir), "--no-progress", "--batch-size",
+                            "65536"], lines, monkeypatch, capsys)
+    assert code == 0
+    code, one, _ = run_cli(["translate", str(qa_run_dir), "--no-progress", "--batch-size",
+                            "1"], lines, monkeypatch, capsys)
+    assert code == 0 and big == one and len(big.splitlines()) == 3
 
 
 def test_evaluate_counts_the_sources_it_cut(qa_run_dir, monkeypatch, capsys) -> None:
