@@ -26,6 +26,9 @@ NOT_RUN = {
     "padless train --data data/chitchat --out runs/chat --resume --max-time 30": "ditto",
     "torchrun --nproc_per_node=2 -m padless train --data data/chitchat --out runs/ddp":
         "trains until max_steps in two processes",
+    "torchrun --nnodes=2 --nproc_per_node=1 --rdzv-backend=c10d --rdzv-endpoint=HOST0:29500 "
+    "--rdzv-id=chat -m padless train --data data/chitchat --out runs/ddp":
+        "needs two machines (tests/training/test_multinode.py runs two node agents on one)",
     "padless serve runs/chat": "serves until stopped",
     "padless import opus-mt-en-fr --out runs/opus-en-fr": "needs a model downloaded",
     "padless prepare train.en train.fr --out data/mine --text-from runs/opus-en-fr": "ditto",
@@ -79,8 +82,8 @@ def readme_commands() -> list[str]:
     blocks = re.findall(r"^```\n(.*?)^```", README.read_text(encoding="utf-8"), re.M | re.S)
     commands = []
     for block in blocks:
-        for line in block.splitlines():
-            line = line.split(" #")[0].strip()
+        for line in block.replace("\\\n", " ").splitlines():  # continued lines joined
+            line = re.sub(r" +", " ", line.split(" #")[0].strip())
             if re.match(r"(printf .*\| )?(padless|torchrun) ", line) or line == "padless demo":
                 commands.append(line)
     return commands

@@ -7,7 +7,10 @@ group, every collective a no-op); under ``torchrun --nproc_per_node=N`` the envi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +19,7 @@ import torch.distributed as dist
 from padless.runtime.devices import resolve_device
 from padless.runtime.errors import UserError
 
-__all__ = ["World", "all_reduce", "setup_world", "teardown_world"]
+__all__ = ["World", "all_reduce", "in_process_group", "setup_world"]
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,47 @@ def setup_world(device: str = "auto") -> World:
     return world
 
 
-def teardown_world(world: World) -> None:
-    """Leave the process group once every rank is done with its collectives."""
-    if world.distributed and dist.is_initialized():
-        # Without the barrier a rank that finishes first can tear the group down while the
-        # other is still in its last collective, and that rank aborts (SIGABRT) at exit.
-        dist.barrier()
-        dist.destroy_process_group()
+@contextlib.contextmanager
+def in_process_group(world: World, advice: str) -> Iterator[None]:
+    """Run the body as a member of ``world``'s process group, then leave it: after a barrier
+    when the body finished, at once when it failed (a barrier would wait for processes that
+    may be gone). The loss of another process (its machine went down, it was killed) becomes
+    one line ending in ``advice``, not a traceback or a hang.
+
+    Raises:
+        UserError: when another process of the group is gone.
+    """
+    finished = False
+    try:
+        yield
+        finished = True
+    except RuntimeError as e:
+        if not (world.distributed and _peer_lost(e)):
+            raise
+        raise UserError(f"another training process stopped (its machine or process went "
+                        f"away: {_describe(e)}); {advice}") from None
+    finally:
+        if world.distributed and dist.is_initialized():
+            if finished:
+                # Without the barrier a rank that finishes first can tear the group down
+                # while another is still in its last collective: that rank aborts at exit.
+                dist.barrier()
+            with contextlib.suppress(RuntimeError):  # a broken group may refuse to go
+                dist.destroy_process_group()
+
+
+def _peer_lost(error: BaseException) -> bool:
+    """Whether ``error``, raised in a collective, says another process of the group is gone:
+    torch's distributed errors, and gloo's transport errors (plain ``RuntimeError``s:
+    "Connection reset by peer")."""
+    return isinstance(error, dist.DistError) or "gloo/transport" in str(error)
+
+
+def _describe(error: BaseException) -> str:
+    """What ``error`` says, without the source file and torch's advice ("Read error
+    [127.0.0.1]:42706: Connection reset by peer")."""
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", str(error).splitlines()[0])
+    return text.split(". This is typically")[0][:200]
 
 
 def all_reduce(world: World, values: list[float], op: str = "sum") -> list[float]:

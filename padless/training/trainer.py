@@ -39,7 +39,7 @@ from padless.runtime.files import write_text_atomic
 from padless.runtime.memory import check_training_fits
 from padless.runtime.precision import Precision, choose_precision
 from padless.training.config import Config
-from padless.training.distributed import World, all_reduce, setup_world, teardown_world
+from padless.training.distributed import World, all_reduce, in_process_group, setup_world
 from padless.training.ema import EMA
 from padless.training.guards import DivergenceGuard
 from padless.training.resume import checkpoint_to_resume, restore
@@ -67,6 +67,7 @@ class TrainResult:
     stop_reason: str  # max_steps, max_time, early_stopping, SIGINT or SIGTERM
     best_valid_loss: float | None
     exit_code: int
+    main_process: bool = True  # rank 0, which writes the run and says how it ended
 
 
 def train(
@@ -97,7 +98,7 @@ def train(
     """
     world = setup_world(config.train.device)
     run = RunDirectory(run_dir)
-    try:
+    with in_process_group(world, f"resume from {run.latest} with the same command"):
         with run.lock() if world.is_main else nullcontext():
             if world.is_main:
                 check_for_training(run, resume=resume)
@@ -107,8 +108,6 @@ def train(
             trainer = Trainer(config, text, splits, run, world, resume=resume,
                               data_dir=data_dir, progress=progress, init_from=init_from)
             return trainer.run()
-    finally:
-        teardown_world(world)
 
 
 class Trainer:
@@ -200,7 +199,8 @@ class Trainer:
             reason = self.finish(reason, signals)
         signum = signal.Signals[reason] if reason in _SIGNALS else None
         best = self.state.best_loss if math.isfinite(self.state.best_loss) else None
-        return TrainResult(self.state.step, reason, best, 128 + signum if signum else 0)
+        return TrainResult(self.state.step, reason, best, 128 + signum if signum else 0,
+                           self.world.is_main)
 
     def stop_reason(self, signals: StopSignals) -> str | None:
         """``"max_steps"``, or ``"SIGINT"``/``"SIGTERM"``/``"max_time"`` if any process must

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +23,14 @@ from padless.runs.directory import RunDirectory
 from padless.training.config import load_config
 from padless.training.runlog import RunLog, shown_figures
 from padless.training.trainer import train
-from tests.helpers import AS_TRANSFORMER, TINY_TRAIN, WORDS
+from tests.helpers import (
+    AS_TRANSFORMER,
+    TINY_TRAIN,
+    WORDS,
+    free_port,
+    read_log,
+    subprocess_env,
+)
 
 
 def run_config(*extra: str):
@@ -205,11 +210,6 @@ def test_shown_figures_quote_the_logged_row(tmp_path: Path, enabled: bool) -> No
 
 # -- the command ---------------------------------------------------------------------------
 
-def read_log(run_dir: Path, kind: str) -> list[dict[str, str]]:
-    with open(run_dir / "log.csv") as f:
-        return [r for r in csv.DictReader(f) if r["kind"] == kind]
-
-
 @pytest.mark.slow
 def test_padless_train_end_to_end_loss_falls(
     reversal_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -247,19 +247,6 @@ def test_padless_train_end_to_end_loss_falls(
     assert Checkpoint.load(out / "latest.pt").step == 70
     assert cli_main([*args, "--resume", "--set", "model.hidden_size=8"]) == 2
     assert "model.hidden_size" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return env
 
 
 @pytest.mark.slow
