@@ -131,3 +131,15 @@ def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "answers.txt").read_text().count("\n") == 2
     assert (tmp_path / "runs/chat/averaged.pt").exists()
     assert (tmp_path / "runs/chat-ct2/model.bin").exists()
+
+
+def test_every_test_the_reliability_page_names_exists() -> None:
+    """docs/reliability.md states each promise with its test: a renamed test must not leave
+    a promise pointing nowhere (a name cut short with "…" names its beginning)."""
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    names = set(re.findall(r"`(test_\w+)(…)?`", text))
+    defined = set(re.findall(r"^def (test_\w+)", "\n".join(
+        p.read_text(encoding="utf-8") for p in (ROOT / "tests").rglob("test_*.py")), re.M))
+    missing = [name for name, cut in names
+               if not (any(d.startswith(name) for d in defined) if cut else name in defined)]
+    assert names and not missing, missing
