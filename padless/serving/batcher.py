@@ -329,6 +329,8 @@ class DynamicBatcher:
                     if job.stream is not None:
                         job.stream(index, tokens)
                 for (job, index), hyp in finished:
+                    if job.stream is not None:  # a row cut at max_length has one more token
+                        job.stream(index, hyp.tokens)
                     job.results[index] = [hyp]
                     job.missing -= 1
                     if job.missing == 0:
