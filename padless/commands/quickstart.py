@@ -25,7 +25,7 @@ from padless.decoding.batched import reply
 from padless.decoding.evaluation import Evaluation, evaluate
 from padless.decoding.options import SearchOptions
 from padless.models import EncoderDecoder
-from padless.models.precision import for_decoding
+from padless.models.decoding_setup import for_decoding
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
 from padless.runs.kept import kept_checkpoints

@@ -15,7 +15,7 @@ The copy is a new parameter of the same values (``W^T.contiguous().t()``): the s
 ``nn.Linear``, the same state-dict keys, bit-identical logits up to the kernel's summation
 order. A tied output layer (the Transformer's) is untied from its embedding for decoding,
 since an embedding lookup in the column-major layout gathers strided rows (10x slower). Only
-for decoding (:func:`padless.models.precision.for_decoding`); on CUDA the layout stays.
+for decoding (:func:`padless.models.decoding_setup.for_decoding`); on CUDA the layout stays.
 """
 
 from __future__ import annotations

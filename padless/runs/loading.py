@@ -10,8 +10,8 @@ import torch
 
 from padless.data.text import TextProcessor
 from padless.models import EncoderDecoder, ModelConfig
+from padless.models.decoding_setup import Decoding, for_decoding
 from padless.models.ensemble import Ensemble
-from padless.models.precision import Decoding, for_decoding
 from padless.runs.checkpoint import Checkpoint, text_settings
 from padless.runs.directory import RunDirectory
 from padless.runtime.devices import resolve_device
@@ -59,7 +59,7 @@ def load_for_decoding(
     quantization: str | None = None,
     ensemble: Sequence[str | os.PathLike] = (),
 ) -> tuple[EncoderDecoder, TextProcessor, ModelConfig, Decoding]:
-    """The run's model set up to decode (:func:`padless.models.precision.for_decoding`), or
+    """The run's model set up to decode (:func:`padless.models.decoding_setup.for_decoding`), or
     with ``ensemble`` runs the :class:`~padless.models.ensemble.Ensemble` of all of them
     (each's ``which`` checkpoint, set up alike); its TextProcessor, the run's config and how
     the run's own model was set up.

@@ -10,7 +10,7 @@ import padless.models.layout as layout
 from padless.decoding.batched import decode_ids
 from padless.decoding.options import SearchOptions
 from padless.models import ModelConfig, build_model
-from padless.models.precision import for_decoding
+from padless.models.decoding_setup import for_decoding
 
 CONFIGS = {
     "gru": ModelConfig(embedding_size=32, hidden_size=32, num_layers=2, dropout=0.0),

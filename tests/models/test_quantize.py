@@ -10,7 +10,7 @@ import padless.models.quantize as quantize_module
 from padless.decoding.batched import decode_ids
 from padless.decoding.options import SearchOptions
 from padless.models import ModelConfig, build_model
-from padless.models.precision import for_decoding
+from padless.models.decoding_setup import for_decoding
 from padless.models.quantize import Int8Linear, quantize
 from padless.runtime.errors import UserError
 

@@ -1,4 +1,5 @@
-"""A trained model set up to decode fast on its device: :func:`for_decoding`.
+"""A trained model set up to decode fast on its device: cast to its precision, its output
+layer laid out for the CPU, or quantized (:func:`for_decoding`).
 
 Everything it chooses is chosen once per model and device, never per batch: the same
 sentence gets the same answer whether it is decoded alone, in a batch of 64 or beside other
