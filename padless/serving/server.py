@@ -126,9 +126,11 @@ class _DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.batcher = batcher
         self._abandoned = False
+        self.interrupted = False  # a Ctrl-C came: run_server raises KeyboardInterrupt
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # plain assignments only: this runs in a signal handler
+        self.interrupted = self.interrupted or sig == signal.SIGINT
         if self.should_exit and sig == signal.SIGINT and not self._abandoned:
             # the second Ctrl-C: every request taken gets its 503 at the next decoding step,
             # and the drain then ends at once (uvicorn's own second Ctrl-C dropped them
@@ -163,3 +165,7 @@ def run_server(app: FastAPI, sock: socket.socket, *, access_log: bool = False,
         # a forced exit (a third Ctrl-C) skips the application's shutdown: the decoding
         # thread must still stop before the interpreter does
         app.state.batcher.close(timeout=10, abandon=True)
+    # uvicorn raises a captured Ctrl-C again under the handler it found, which is "ignore" in a
+    # process started in the background by a script: the exit would then be 0
+    if server.interrupted:
+        raise KeyboardInterrupt
