@@ -7,8 +7,8 @@ and float32 weights under bf16 autocast; each at batches of 64 and of 1, whose a
 compared. The quality is measured whether or not this CPU has native bf16: where it is
 emulated the arithmetic is the same, only slower.
 
-    python benchmarks/bench_bf16_answers.py RUN_DIR            # writes RESULTS.md
-    python benchmarks/bench_bf16_answers.py RUN_DIR --limit 200 --no-write
+    python -m benchmarks.bench_bf16_answers RUN_DIR            # writes RESULTS.md
+    python -m benchmarks.bench_bf16_answers RUN_DIR --limit 200 --no-write
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from results_file import publish
 
+from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
 from padless.decoding.metrics import text_scores

@@ -11,8 +11,8 @@ table says how many greedy answers CTranslate2 float32 gives exactly as padless 
 Speed: the test split timed alternately, ``--rounds`` rounds, median sentences/s, at batches
 of 64 and of 1 (the first ``--lone`` sentences).
 
-    python benchmarks/bench_ctranslate2.py RUN_DIR          # writes RESULTS.md
-    python benchmarks/bench_ctranslate2.py RUN_DIR --no-write --rounds 1
+    python -m benchmarks.bench_ctranslate2 RUN_DIR          # writes RESULTS.md
+    python -m benchmarks.bench_ctranslate2 RUN_DIR --no-write --rounds 1
 """
 
 from __future__ import annotations
@@ -21,23 +21,24 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import ctranslate2
 import torch
-from results_file import publish
 
+from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
 from padless.decoding.metrics import text_scores
 from padless.decoding.options import SearchOptions
-from padless.models.precision import for_decoding
+from padless.models.decoding_setup import for_decoding
 from padless.runs.directory import RunDirectory
 from padless.runs.export import export_ctranslate2
 from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
+from padless.runtime.timing import alternating_times
 
 MAX_LENGTH = 30
 SEARCHES = {"greedy": 1, "beam 5": 5}
@@ -102,16 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                 exported, compute_type, tokens)
         answers = {(name, search): decode(sources, beam, 64)
                    for search, beam in SEARCHES.items() for name, decode in decoders.items()}
-        rates: dict[tuple[str, str, int], list[float]] = {}
-        for _ in range(args.rounds):
-            for search, beam in SEARCHES.items():
-                for batch, chosen in ((64, sources), (1, sources[: args.lone])):
-                    for name, decode in decoders.items():
-                        started = time.perf_counter()
-                        decode(chosen, beam, batch)
-                        rate = len(chosen) / (time.perf_counter() - started)
-                        rates.setdefault((name, search, batch), []).append(rate)
-                        print(f"{name} {search} at {batch}: {rate:.1f} sentences/s", flush=True)
+        lone = sources[: args.lone]
+        jobs = {(name, search, batch): partial(decode, chosen, beam, batch)
+                for search, beam in SEARCHES.items()
+                for batch, chosen in ((64, sources), (1, lone))
+                for name, decode in decoders.items()}
+        times = alternating_times(jobs, rounds=args.rounds, warmup=0)  # answers above warmed up
+        rates = {key: [len(sources if key[2] == 64 else lone) / t for t in spent]
+                 for key, spent in times.items()}
     references = [text.decode(target) for _, target in test]
     same = sum(a == b for a, b in zip(answers["padless fp32", "greedy"],
                                       answers["CTranslate2 float32", "greedy"], strict=True))

@@ -14,10 +14,10 @@ realistic and no pair repeats. For each size N:
   directly (``padless.data.store.write_token_split``, the vocabulary of the largest
   prepared size), for a machine without the disk or the time for prepare.
 
-    python benchmarks/bench_data.py                      # 200k, 1M, 10M; writes RESULTS.md
-    python benchmarks/bench_data.py --sizes 20000 --no-write
-    python benchmarks/bench_data.py --torchrun benchmarks/runs/bench_data/data-200000
-    python benchmarks/bench_data.py --torchrun benchmarks/runs/bench_data/data-10000000 \
+    python -m benchmarks.bench_data                      # 200k, 1M, 10M; writes RESULTS.md
+    python -m benchmarks.bench_data --sizes 20000 --no-write
+    python -m benchmarks.bench_data --torchrun benchmarks/runs/bench_data/data-200000
+    python -m benchmarks.bench_data --torchrun benchmarks/runs/bench_data/data-10000000 \
         --models small --no-write
 
 The last two compare the memory of one and two ``torchrun`` training processes on one
@@ -36,62 +36,15 @@ import sys
 import time
 from pathlib import Path
 
-from results_file import publish
-
+from benchmarks.results import publish
 from padless.data.dataset import PreparedData
-from padless.data.prepare import default_workers
+from padless.data.parallel import default_workers
 from padless.data.readers import ReadStats, read_corpus
 from padless.data.store import write_token_split
 from padless.data.text import normalize_default
 
 HERE = Path(__file__).parent
 MAX_LENGTH = 60  # prepare's --max-length, and the cap of a store written directly
-STARTUP = """
-import json, sys, time
-t0 = time.perf_counter()
-from padless.data.dataset import PreparedData
-from padless.data.prepare import default_workers
-from padless.data.loader import run_batches
-data = PreparedData.load(sys.argv[1])
-batches, valid = run_batches(data.splits, max_length=1000, batch_size=None, max_tokens=4096,
-                             seed=0, say=lambda _: None)
-first = next(batches)
-seconds = time.perf_counter() - t0
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-mb = {key: int(status[key].split()[0]) / 1024 for key in ("VmHWM", "RssAnon", "RssFile")}
-print(json.dumps({"seconds": seconds, "pairs": len(data.splits["train"]), **mb}))
-"""
-MEASURED = """
-import subprocess, sys, time
-from pathlib import Path
-
-def tree(pid):
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        for child in (task / "children").read_text().split():
-            pids += tree(int(child))
-    return pids
-
-def kb(pid, field):
-    source = "smaps_rollup" if field == "Pss" else "status"
-    for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-field, skip = sys.argv[1], int(sys.argv[2])  # skip: the launcher itself (torchrun's agent)
-t0 = time.perf_counter()
-process = subprocess.Popen(sys.argv[3:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-peak = 0
-while process.poll() is None:
-    try:  # the process and its workers together, every 0.1 s
-        peak = max(peak, sum(kb(pid, field) for pid in tree(process.pid)[skip:]))
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    time.sleep(0.1)
-print(time.perf_counter() - t0, peak, process.returncode)
-"""
-
 # the models the torchrun comparison trains: the chatbot config's, and one small enough that
 # the dataset is most of a process's memory (what the store's sharing is about)
 TORCHRUN_MODELS = {
@@ -146,7 +99,7 @@ def measured(argv: list[str], field: str = "VmRSS", skip: int = 0) -> tuple[floa
     """Wall seconds and the peak of ``field`` (MB; VmRSS, or Pss: shared pages divided
     between the processes that map them) summed over a command and its worker processes
     but the first ``skip`` (sampled every 0.1 s), run from a process of its own."""
-    out = subprocess.run([sys.executable, "-c", MEASURED, field, str(skip), *argv],
+    out = subprocess.run([sys.executable, "-m", "benchmarks.peak_memory", field, str(skip), *argv],
                          capture_output=True, text=True, check=True).stdout.split()
     if out[2] != "0":
         raise SystemExit(f"bench_data: {' '.join(argv)} failed")
@@ -154,7 +107,8 @@ def measured(argv: list[str], field: str = "VmRSS", skip: int = 0) -> tuple[floa
 
 
 def startup(data: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", STARTUP, str(data)], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.data_startup", str(data)],
+                         capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out)
 
@@ -260,7 +214,7 @@ def main_torchrun(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def report(args: argparse.Namespace, argv: list[str] | None, section: str, title: str,
            what: str, table: list[str]) -> int:
-    """The section (:func:`results_file.publish`), written unless ``--no-write``."""
+    """The section (:func:`benchmarks.results.publish`), written unless ``--no-write``."""
     publish(section, title, "bench_data.py", argv, what, table, write=not args.no_write)
     return 0
 

@@ -14,7 +14,7 @@ on while chatting, which would only make it slower). Candidates alternate round 
 each figure is the median over rounds of sentences per second, written as section
 ``bench_decode`` of RESULTS.md unless ``--no-write``.
 
-    python benchmarks/bench_decode.py [--sentences 512] [--rounds 5] [--batch-size 64] [--threads N]
+    python -m benchmarks.bench_decode [--sentences 512] [--rounds 5] [--batch-size 64] [--threads N]
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
-from results_file import publish
 
+from benchmarks.results import publish
 from padless.data.vocabulary import BOS_ID, EOS_ID
 from padless.decoding.batched import decode_ids
 from padless.decoding.options import SearchOptions
 from padless.models.config import ModelConfig
 from padless.models.seq2seq import Seq2Seq
 from padless.runtime.devices import resolve_device
+from padless.runtime.timing import alternating_times
 
 TUTORIAL_VOCAB = 7826  # the tutorial's Cornell vocabulary after trimming (7823 words + 3)
 MAX_LENGTH = 10  # the tutorial's MAX_LENGTH: both its inputs and its answers
@@ -57,13 +57,6 @@ def tutorial_greedy(model: Seq2Seq, sentence: list[int], device: torch.device) -
         all_tokens = torch.cat((all_tokens, decoder_input), dim=0)
         all_scores = torch.cat((all_scores, decoder_scores), dim=0)
     return all_tokens.tolist()
-
-
-def sentences_per_second(run: Callable[[], object], n_sentences: int) -> float:
-    """Time one call of ``run`` over all the inputs."""
-    start = time.perf_counter()
-    run()
-    return n_sentences / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # The answers agree: batched greedy is the tutorial's answer cut at its first EOS. An
     # untrained model may pick PAD or BOS, which padless never outputs: up to there, then.
     batched = decode_ids(model, sentences, greedy, batch_size=args.batch_size)
-    never = set(greedy.banned_ids())
+    never = set(greedy.banned_ids(model.specials))
     checked = 0
     for sentence, (hyp, *_) in zip(sentences, batched, strict=True):
         reference = tutorial_greedy(model, sentence, device)
@@ -120,12 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             model, sentences, beam, batch_size=args.batch_size
         ),
     }
-    rates: dict[str, list[float]] = {name: [] for name in candidates}
-    for run in candidates.values():  # warm-up
-        run()
-    for _ in range(args.rounds):
-        for name, run in candidates.items():
-            rates[name].append(sentences_per_second(run, len(sentences)))
+    rates = {name: [len(sentences) / t for t in times] for name, times in
+             alternating_times(candidates, rounds=args.rounds).items()}
 
     baseline = statistics.median(rates["tutorial greedy, one sentence at a time"])
     rows = ["| decoder | sentences/s (median) | min-max | vs. tutorial |", "|---|---:|---:|---:|"]

@@ -11,8 +11,8 @@ its first ``--lone`` sentences again one at a time: how many answers differ. Spe
 same decoding timed alternately, ``--rounds`` rounds, median sentences/s, at batches of 64
 and of 1 (the first ``--lone`` sentences, as ``padless chat`` decodes).
 
-    python benchmarks/bench_int8.py RUN_DIR            # writes RESULTS.md
-    python benchmarks/bench_int8.py RUN_DIR --no-write --rounds 1
+    python -m benchmarks.bench_int8 RUN_DIR            # writes RESULTS.md
+    python -m benchmarks.bench_int8 RUN_DIR --no-write --rounds 1
 """
 
 from __future__ import annotations
@@ -20,21 +20,22 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
-from results_file import publish
 
+from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
 from padless.decoding.evaluation import evaluate
 from padless.decoding.options import SearchOptions
-from padless.models.precision import for_decoding
+from padless.models.decoding_setup import for_decoding
 from padless.runs.directory import RunDirectory
 from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
+from padless.runtime.timing import alternating_times
 
 SEARCHES = {"greedy": SearchOptions(), "beam 5": SearchOptions("beam", beam_size=5)}
 
@@ -48,14 +49,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="sentences decoded one at a time")
     parser.add_argument("--no-write", action="store_true")
     return parser.parse_args(argv)
-
-
-def speed(
-    model: torch.nn.Module, sources: list[list[int]], options: SearchOptions, batch_size: int
-) -> float:
-    started = time.perf_counter()
-    decode_ids(model, sources, options, batch_size=batch_size)
-    return len(sources) / (time.perf_counter() - started)
 
 
 def per_batch(model: torch.nn.Module) -> torch.nn.Module:
@@ -96,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             changed[name, search] = sum(a != b for a, b in zip(batched, alone, strict=True))
             print(f"{name} {search}: BLEU {result.bleu:.2f} chrF {result.chrf:.2f}, "
                   f"{changed[name, search]} of {len(lone)} answers differ alone", flush=True)
-    rates: dict[tuple[str, str, int], list[float]] = {}
-    for _ in range(args.rounds):
-        for search, options in SEARCHES.items():
-            for batch, chosen in ((64, sources), (1, lone)):
-                for name in names:
-                    rates.setdefault((name, search, batch), []).append(
-                        speed(models[name], chosen, options, batch))
+    jobs = {(name, search, batch): partial(decode_ids, models[name], chosen, options,
+                                           batch_size=batch)
+            for search, options in SEARCHES.items() for batch, chosen in ((64, sources), (1, lone))
+            for name in names}
+    times = alternating_times(jobs, rounds=args.rounds, warmup=0)
+    rates = {key: [len(sources if key[2] == 64 else lone) / t for t in spent]
+             for key, spent in times.items()}
     rows = []
     for search in SEARCHES:
         for name in names:

@@ -7,8 +7,8 @@ Random weights (both decode about ``--max-length`` steps: the figures compare th
 step), fp32, the first validation sources of ``chitchat-max30``; the two layouts are two
 copies of one model, timed alternately, medians over ``--rounds``.
 
-    python benchmarks/bench_layout.py             # writes its RESULTS.md section
-    python benchmarks/bench_layout.py --rounds 1 --no-write
+    python -m benchmarks.bench_layout             # writes its RESULTS.md section
+    python -m benchmarks.bench_layout --rounds 1 --no-write
 """
 
 from __future__ import annotations
@@ -17,19 +17,20 @@ import argparse
 import copy
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from bench_train import load_data
-from bench_transformer import gru_like
-from results_file import publish
 from torch import nn
 
+from benchmarks.data import load_data
+from benchmarks.models import gru_like
+from benchmarks.results import publish
 from padless.decoding.batched import decode_ids
 from padless.decoding.options import SearchOptions
 from padless.models import build_model
 from padless.models.layout import column_major, lay_out_output
+from padless.runtime.timing import alternating_times
 from padless.training.config import load_config
 
 HERE = Path(__file__).parent
@@ -72,14 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             chosen.append(f"{name} at {batch}: {decision.name} (column-major {gains})")
             for search, method in SEARCHES.items():
                 options = SearchOptions(method, beam_size=5, max_length=args.max_length)
-                rates: dict[str, list[float]] = {k: [] for k in layouts}
-                for round_ in range(args.rounds + 1):
-                    for layout, candidate in layouts.items():
-                        started = time.perf_counter()
-                        decode_ids(candidate, chosen_sources, options, batch_size=batch)
-                        if round_:  # the first round warms up
-                            rates[layout].append(
-                                len(chosen_sources) / (time.perf_counter() - started))
+                times = alternating_times(
+                    {k: partial(decode_ids, candidate, chosen_sources, options, batch_size=batch)
+                     for k, candidate in layouts.items()}, rounds=args.rounds)
+                rates = {k: [len(chosen_sources) / t for t in spent] for k, spent in times.items()}
                 a, b = (statistics.median(rates[k]) for k in layouts)
                 rows.append(f"| {name} | {search} | {batch} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
                 print(rows[-1], flush=True)

@@ -24,8 +24,8 @@ after a warm-up call, gradients included. Achieved GFLOP/s counts useful work on
 ``N x H x V`` matmuls of the real tokens (``6 N H V`` FLOPs), and is compared with the fp32
 matmul rate measured first on this machine.
 
-    python benchmarks/bench_loss.py            # full run, writes a section of RESULTS.md
-    python benchmarks/bench_loss.py --quick    # small shapes, 3 reps, prints only
+    python -m benchmarks.bench_loss            # full run, writes a section of RESULTS.md
+    python -m benchmarks.bench_loss --quick    # small shapes, 3 reps, prints only
 """
 
 from __future__ import annotations
@@ -40,13 +40,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import choose_device
-from results_file import publish
 
+from benchmarks.machine import choose_device
+from benchmarks.results import publish
 from padless import masked_cross_entropy, masked_linear_cross_entropy
 from padless._chunked_ce import default_chunk_size
 
@@ -275,7 +274,7 @@ def peak_memory_here(cfg: Config, name: str, device: torch.device) -> int:
 
 def peak_memory(cfg: Config, name: str, device: torch.device) -> int:
     """Run :func:`peak_memory_here` in a fresh subprocess (nothing else allocated there)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--device", str(device),
+    cmd = [sys.executable, "-m", "benchmarks.bench_loss", "--device", str(device),
            "--threads", str(torch.get_num_threads()),
            "--memory-probe", json.dumps([cfg.__dict__, name])]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

@@ -10,9 +10,9 @@ training steps. Also timed: what ``auto`` costs at start (:func:`choose_precisio
 ``ATEN_CPU_CAPABILITY=avx2``: torch then runs as on a CPU without native bf16 (bf16 matmuls
 emulated), whatever this CPU has.
 
-    python benchmarks/bench_precision.py                 # writes RESULTS.md
-    python benchmarks/bench_precision.py --emulate-avx2  # as on an AVX2-only CPU
-    python benchmarks/bench_precision.py --device cuda --seconds 10 --rounds 2
+    python -m benchmarks.bench_precision                 # writes RESULTS.md
+    python -m benchmarks.bench_precision --emulate-avx2  # as on an AVX2-only CPU
+    python -m benchmarks.bench_precision --device cuda --seconds 10 --rounds 2
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 import torch
-from machine import choose_device
-from results_file import publish
 
+from benchmarks.machine import choose_device
+from benchmarks.results import publish
 from padless.commands.quickstart import PREPARE_OPTIONS
 from padless.data.dataset import PreparedData
 from padless.data.prepare import prepare
@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.emulate_avx2 and "ONEDNN_MAX_CPU_ISA" not in os.environ:
         env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
-        child = [a for a in (argv if argv is not None else sys.argv[1:])]
-        return subprocess.run([sys.executable, __file__, *child], env=env).returncode
+        child = list(argv if argv is not None else sys.argv[1:])
+        return subprocess.run([sys.executable, "-m", "benchmarks.bench_precision", *child],
+                              env=env).returncode
     device = choose_device(args.device)
     if not (args.data / "metadata.json").exists():
         prepare(["chitchat"], args.data, PREPARE_OPTIONS)

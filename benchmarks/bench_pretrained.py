@@ -20,8 +20,8 @@ Decoding: greedy and beam 4 (no length penalty on either side, padless's plain s
 the test split's sources, at batches of 64 and of 1, padless against ``generate()``; the
 answers are checked equal first.
 
-    python benchmarks/bench_pretrained.py                      # writes RESULTS.md
-    python benchmarks/bench_pretrained.py --quick --no-write
+    python -m benchmarks.bench_pretrained                      # writes RESULTS.md
+    python -m benchmarks.bench_pretrained --quick --no-write
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 import torch
-from results_file import publish
 
+from benchmarks.results import publish
 from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
@@ -197,9 +197,10 @@ def memory_child(args: argparse.Namespace, run: Path, data: PreparedData) -> int
 
 
 def measure_memory(args: argparse.Namespace, system: str, order: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--work", str(args.work),
-                           "--batch-size", str(args.batch_size), "--memory-steps",
-                           str(args.memory_steps), "--memory-of", f"{system},{order}"],
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_pretrained",
+                           "--work", str(args.work), "--batch-size", str(args.batch_size),
+                           "--memory-steps", str(args.memory_steps),
+                           "--memory-of", f"{system},{order}"],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

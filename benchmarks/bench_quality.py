@@ -23,9 +23,9 @@ Goals: on ``tutorial``, the default config's best validation loss is at least 0.
 the tutorial algorithm's at the end; every padless run stops, or adapts its schedule, before
 its validation loss rises more than 0.1 above its best.
 
-    python benchmarks/bench_quality.py                        # 2 x 10 min per candidate
-    python benchmarks/bench_quality.py --datasets tutorial --candidates chatbot tutorial-algorithm
-    python benchmarks/bench_quality.py --quick                # smoke run, nothing written
+    python -m benchmarks.bench_quality                        # 2 x 10 min per candidate
+    python -m benchmarks.bench_quality --datasets tutorial --candidates chatbot tutorial-algorithm
+    python -m benchmarks.bench_quality --quick                # smoke run, nothing written
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from bench_train import load_data, make_tutorial
-from machine import choose_device
-from results_file import publish
 
+from benchmarks.data import load_data
+from benchmarks.machine import choose_device
+from benchmarks.results import publish
+from benchmarks.tutorial import make_tutorial
 from padless.data.dataset import PreparedData
 from padless.models.scoring import corpus_scores
 from padless.runs.directory import RunDirectory

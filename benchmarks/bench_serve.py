@@ -22,8 +22,8 @@ Transformer's: 3x) a lone request's (1 client, one at a time).
 The model: ``--run RUN_DIR``, or by default the ``chatbot`` config trained for
 ``--train-minutes`` on chitchat (prepared as quickstart does), kept in ``--work`` and reused.
 
-    python benchmarks/bench_serve.py                  # about 12 minutes; writes RESULTS.md
-    python benchmarks/bench_serve.py --quick          # smoke run (tiny model), no file
+    python -m benchmarks.bench_serve                  # about 12 minutes; writes RESULTS.md
+    python -m benchmarks.bench_serve --quick          # smoke run (tiny model), no file
 """
 
 from __future__ import annotations
@@ -31,26 +31,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import signal
 import statistics
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from results_file import publish
-
+from benchmarks.results import publish
+from benchmarks.server import Server, prompts
 from padless.cli import main as padless
 from padless.runs.checkpoint import Checkpoint
 from padless.runs.directory import RunDirectory
-from padless.runs.info import read_run_info
 
 MODES = {"continuous": [], "static batches": ["--no-continuous-batching"],
          "one at a time": ["--max-batch-size", "1"]}
 DEFAULT, ALONE = "continuous", "one at a time"
-FALLBACK_PROMPTS = ["hi", "how are you ?", "what is your name ?", "where do you live ?",
-                    "do you like music ?", "what did you do today ?", "tell me a joke"]
 
 
 @dataclass
@@ -60,30 +53,6 @@ class Turn:
     latencies: list[float] = field(default_factory=list)
     requests_per_s: float = 0.0
     errors: int = 0
-
-
-class Server:
-    """A ``padless serve`` process on a free loopback port."""
-
-    def __init__(self, run: Path, extra: list[str], threads: int, log: Path) -> None:
-        self.log = log.open("w")
-        argv = [sys.executable, "-m", "padless", "serve", str(run), "--port", "0",
-                "--threads", str(threads), "--timeout", "600", "--max-queue", "4096", *extra]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.process.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        if not match:
-            raise SystemExit(f"bench_serve: the server did not start: {line!r}; see {log}")
-        self.port = int(match.group(1))
-        chosen = re.search(r"precision: (\w+)", self.process.stdout.readline())
-        self.precision = chosen.group(1) if chosen else "?"
-
-    def stop(self) -> int:
-        """SIGTERM: the server drains and exits (0 expected)."""
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=600)
-        self.log.close()
-        return code
 
 
 async def post_chat(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -140,16 +109,6 @@ async def answers(port: int, bodies: list[bytes], together: bool) -> list[list[s
     if together:
         return list(await asyncio.gather(*(one(b) for b in bodies)))
     return [await one(b) for b in bodies]
-
-
-def prompts(run: Path, limit: int = 2000) -> list[str]:
-    """Sources of the run's test split (its own words), or a fixed list."""
-    data = read_run_info(RunDirectory(run)).data_dir
-    path = Path(data) / "test.tsv" if data else None
-    if path is None or not path.is_file():
-        return FALLBACK_PROMPTS
-    lines = path.read_text(encoding="utf-8").splitlines()[:limit]
-    return [line.split("\t")[0] for line in lines if line.split("\t")[0].strip()]
 
 
 def prepare_run(work: Path, quick: bool, train_minutes: float) -> Path:

@@ -15,8 +15,8 @@ wait), ``OMP_WAIT_POLICY=PASSIVE``, a short spin (``GOMP_SPINCOUNT=10000``), one
 settings when every core is free at start, else passive waiting, with one thread per free
 core when some are free).
 
-    python benchmarks/bench_threads.py                  # ~20 min; writes RESULTS.md
-    python benchmarks/bench_threads.py --quick          # smoke run, nothing written
+    python -m benchmarks.bench_threads                  # ~20 min; writes RESULTS.md
+    python -m benchmarks.bench_threads --quick          # smoke run, nothing written
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_file import publish  # imports torch only when called
+from benchmarks.results import publish  # imports torch only when called
 
 # No torch import at module level: the worker must set up OpenMP before torch loads.
 
@@ -97,8 +97,8 @@ def measure(setting: str, loaded: bool, args: argparse.Namespace) -> dict[str, f
         time.sleep(1.0)
     try:
         done = subprocess.run(
-            [sys.executable, __file__, "--worker", setting, "--data", str(args.data),
-             "--seconds", str(args.seconds)],
+            [sys.executable, "-m", "benchmarks.bench_threads", "--worker", setting,
+             "--data", str(args.data), "--seconds", str(args.seconds)],
             env=env, capture_output=True, text=True, check=False,
         )
     finally:

@@ -21,8 +21,8 @@ parameter counts are close), both randomly initialised, on the first validation 
 Random models seldom say EOS, so both decode about ``--max-length`` steps per sentence: the
 figures compare the cost of a step.
 
-    python benchmarks/bench_transformer.py                 # writes its RESULTS.md section
-    python benchmarks/bench_transformer.py --quick         # smoke run, nothing written
+    python -m benchmarks.bench_transformer                 # writes its RESULTS.md section
+    python -m benchmarks.bench_transformer --quick         # smoke run, nothing written
 """
 
 from __future__ import annotations
@@ -31,19 +31,19 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_train import load_data, matmul_gflops
-from machine import bf16_is_native
-from results_file import publish
 from torch import Tensor, nn
 
+from benchmarks.data import load_data
+from benchmarks.machine import bf16_is_native, matmul_gflops
+from benchmarks.models import gru_like
+from benchmarks.results import publish
 from padless.data.batch import Batch
 from padless.data.dataset import PreparedData
 from padless.data.sampler import random_batches
@@ -53,6 +53,7 @@ from padless.decoding.options import SearchOptions
 from padless.models import build_model
 from padless.models.transformer import Transformer
 from padless.models.transformer_layers import sinusoids
+from padless.runtime.timing import alternating_times
 from padless.training.config import load_config
 
 RANDOM_BATCH = 64  # pairs per random batch
@@ -145,23 +146,19 @@ def time_training(
 ) -> dict[str, list[float]]:
     """Real target tokens/s of forward + backward over ``batches``, per candidate per round."""
     tokens = sum(b.n_tokens for b in batches)
-    rates: dict[str, list[float]] = {name: [] for name in candidates}
     autocast = torch.autocast("cpu", torch.bfloat16) if precision == "bf16" else nullcontext()
-    for round_ in range(rounds + 1):  # round 0 warms up
-        names = list(candidates)
-        names = names[round_ % len(names):] + names[: round_ % len(names)]
-        for name in names:
-            module, loss_of = candidates[name]
-            module.train()
-            start = time.perf_counter()
-            for batch in batches:
-                module.zero_grad(set_to_none=True)
-                with autocast:
-                    loss = loss_of(batch)
-                loss.backward()
-            if round_:
-                rates[name].append(tokens / (time.perf_counter() - start))
-    return rates
+
+    def train(module: nn.Module, loss_of: Callable[[Batch], Tensor]) -> None:
+        module.train()
+        for batch in batches:
+            module.zero_grad(set_to_none=True)
+            with autocast:
+                loss = loss_of(batch)
+            loss.backward()
+
+    times = alternating_times({name: partial(train, *pair) for name, pair in candidates.items()},
+                              rounds=rounds, rotate=True)
+    return {name: [tokens / t for t in spent] for name, spent in times.items()}
 
 
 def check_same_function(model: Transformer, reference: TorchTransformer, batch: Batch) -> None:
@@ -175,19 +172,6 @@ def check_same_function(model: Transformer, reference: TorchTransformer, batch: 
                          f"nn.Transformer loss {theirs.item()}")
 
 
-def gru_like(n_parameters: int, vocab_size: int) -> nn.Module:
-    """The ``chatbot`` GRU with the hidden size (a multiple of 32) closest in parameters."""
-    config = load_config("chatbot").model
-
-    def count(hidden: int) -> int:
-        model = build_model(replace(config, embedding_size=hidden, hidden_size=hidden), vocab_size)
-        return sum(p.numel() for p in model.parameters())
-
-    hidden = min(range(64, 1025, 32), key=lambda h: abs(count(h) - n_parameters))
-    torch.manual_seed(0)
-    return build_model(replace(config, embedding_size=hidden, hidden_size=hidden), vocab_size)
-
-
 def time_decoding(models: dict[str, nn.Module], sources: list[list[int]], rounds: int,
                   max_length: int) -> dict[str, list[float]]:
     """Sentences/s of greedy and beam 5 for every model, alternating, per round."""
@@ -195,14 +179,10 @@ def time_decoding(models: dict[str, nn.Module], sources: list[list[int]], rounds
                 "beam 5": SearchOptions(method="beam", beam_size=5, max_length=max_length)}
     jobs = {f"{name}, {search}": (model, options) for name, model in models.items()
             for search, options in searches.items()}
-    rates: dict[str, list[float]] = {name: [] for name in jobs}
-    for round_ in range(rounds + 1):
-        for name, (model, options) in jobs.items():
-            start = time.perf_counter()
-            decode_ids(model.eval(), sources, options, batch_size=64)
-            if round_:
-                rates[name].append(len(sources) / (time.perf_counter() - start))
-    return rates
+    times = alternating_times({name: partial(decode_ids, model.eval(), sources, options,
+                                             batch_size=64)
+                               for name, (model, options) in jobs.items()}, rounds=rounds)
+    return {name: [len(sources) / t for t in spent] for name, spent in times.items()}
 
 
 # --- the report ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ same training runs, on one small dataset, with each code.
 that held the training pairs as Python lists and shuffled them with ``random``):
 
     git worktree add /tmp/padless-3522009 3522009
-    python benchmarks/compare_in_memory.py --old /tmp/padless-3522009
+    python -m benchmarks.compare_in_memory --old /tmp/padless-3522009
 
 The dataset is prepared once by the old code (a TSV-only dataset, which this checkout reads
 from its TSVs, as it reads every dataset of earlier versions), so both train on the same
@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from results_file import publish
+from benchmarks.results import publish
 
 HERE = Path(__file__).parent
 MAIN = HERE.parent

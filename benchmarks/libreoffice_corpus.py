@@ -8,7 +8,7 @@ downloaded without installing them). The texts are LibreOffice's (MPL-2.0): padl
 not ship them, this script builds the corpus on your machine.
 
     apt-get download libreoffice-help-en-us libreoffice-help-fr
-    python benchmarks/libreoffice_corpus.py libreoffice-help-en-us_*.deb \\
+    python -m benchmarks.libreoffice_corpus libreoffice-help-en-us_*.deb \\
         libreoffice-help-fr_*.deb --out benchmarks/data/libreoffice-en-fr.tsv
     padless prepare benchmarks/data/libreoffice-en-fr.tsv --format tsv \\
         --out benchmarks/data/enfr --normalize none --tokenizer sentencepiece \\

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import time
 
 import torch
 
@@ -55,3 +56,26 @@ def machine(device: torch.device | None = None) -> str:
         major, minor = torch.cuda.get_device_capability(device)
         text += f"; GPU {torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
     return text
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 2048) -> float:
+    """Best-of-5 square matmul rate in GFLOP/s: the machine's attainable peak.
+
+    The side doubles from 256 up to ``size`` while one product takes under 0.1 s, so that
+    an emulated dtype (bf16 on a CPU without it runs some 40x below fp32) costs seconds, not
+    the many minutes a 2048^3 product would take there."""
+    side = 256
+    while True:
+        a = torch.randn(side, side, device=device).to(dtype)
+        b = torch.randn(side, side, device=device).to(dtype)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - t0)
+        if side >= size or best > 0.1:
+            return 2 * side**3 / best / 1e9
+        side *= 2

@@ -7,8 +7,8 @@ CPU time. ``--label`` names the section it writes (run it on two checkouts, ``be
 ``after`` a change, into one RESULTS.md with ``--results``). ``--quantize int8`` profiles the
 int8 copy of the model instead (its engine probed at each batch size, as ``translate`` does).
 
-    python benchmarks/profile_decoding.py --label after
-    python benchmarks/profile_decoding.py --label int8 --quantize int8
+    python -m benchmarks.profile_decoding --label after
+    python -m benchmarks.profile_decoding --label int8 --quantize int8
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from bench_train import load_data
-from results_file import publish
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.data import load_data
+from benchmarks.results import publish
 from padless.decoding.batched import decode_ids
 from padless.decoding.options import SearchOptions
 from padless.models import build_model

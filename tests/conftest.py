@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Tests marked ``cuda`` are skipped where there is no CUDA GPU."""
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these)")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (tests/gpu/gpu_check.sh runs these)")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

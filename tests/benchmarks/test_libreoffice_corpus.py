@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-from libreoffice_corpus import aligned_pairs, main, paragraphs  # noqa: E402
+from benchmarks.libreoffice_corpus import aligned_pairs, main, paragraphs
 
 # As in libreoffice-help-en-us / -fr 7.4 (text/shared/optionen/macrosecurity.html, cut down)
 ENGLISH = """<!DOCTYPE html><html lang="en-US"><head><meta charset="utf-8"></head><body>

@@ -1,4 +1,4 @@
-"""On a CUDA GPU (skipped without one; ``benchmarks/gpu_check.sh`` runs them): both bundled
+"""On a CUDA GPU (skipped without one; ``tests/gpu/gpu_check.sh`` runs them): both bundled
 configs train under ``auto`` and under fp16 with a gradient scaler, resume exactly, decode a
 batch as they decode one sentence at a time, and serve."""
 

@@ -102,7 +102,7 @@ def test_a_message_with_no_words_gets_an_empty_reply(client, message) -> None:
 
 def test_the_openapi_document_states_the_servers_limits_and_the_field_rules(client) -> None:
     """So that a body the schema calls valid is one the server takes (schemathesis's
-    positive-data check, benchmarks/fuzz_api.py)."""
+    positive-data check, tests/serving/fuzz_api.py)."""
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     chat, translate = schemas["ChatRequest"], schemas["TranslateRequest"]
     assert chat["properties"]["message"]["maxLength"] == LIMITS.max_chars

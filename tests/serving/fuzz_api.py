@@ -13,8 +13,8 @@ or 422.
 Needs schemathesis (``pip install schemathesis``; not a dependency of padless). Without
 ``--run`` it trains a tiny run first (a few seconds).
 
-    python benchmarks/fuzz_api.py                      # writes RESULTS.md
-    python benchmarks/fuzz_api.py --run RUN_DIR --max-examples 50 --no-write
+    python -m tests.serving.fuzz_api                      # writes RESULTS.md
+    python -m tests.serving.fuzz_api --run RUN_DIR --max-examples 50 --no-write
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import publish
+from benchmarks.results import publish
 
 CONFIG = """\
 [checks.positive_data_acceptance]

@@ -59,11 +59,11 @@ def publish(name: str, title: str, script: str, argv: list[str] | None, what: st
             results: Path = RESULTS) -> str:
     """A benchmark's section: ``## title``, the date, the machine (and ``device``'s GPU), the
     load average (``load_before``, by default :data:`LOAD_AT_START`, and now), the command
-    (``python benchmarks/SCRIPT ARGV``, then ``what`` it measured), a warning when the
+    (``python -m benchmarks.SCRIPT ARGV``, then ``what`` it measured), a warning when the
     machine was busy before, then ``body`` (lines). Printed, and written as section ``name``
     of ``results`` when ``write``. Every benchmark's header is written here, so that all of
     RESULTS.md says the same things of its figures in the same words."""
-    from machine import machine  # machine measures bf16: only when asked
+    from benchmarks.machine import machine  # machine measures bf16: only when asked
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     args = shlex.join(sys.argv[1:] if argv is None else argv)
@@ -72,7 +72,7 @@ def publish(name: str, title: str, script: str, argv: list[str] | None, what: st
     lines = [
         f"## {title}", "",
         f"- Date: {now}. Machine: {machine(device)}. Load average (1/5/15 min) {load}.",
-        f"- Command: `{f'python benchmarks/{script} {args}'.strip()}`{what}",
+        f"- Command: `{f'python -m benchmarks.{Path(script).stem} {args}'.strip()}`{what}",
     ]
     # Only the load before says whether others were running: the figure after includes the
     # benchmark's own threads.

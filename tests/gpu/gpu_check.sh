@@ -4,12 +4,12 @@
 # decoding, serve), then a short speed table (training tokens/s of both configs, fp32 vs
 # bf16 vs auto). Run it from the repository root on a machine with CUDA:
 #
-#     bash benchmarks/gpu_check.sh            # logs under ${OUT:-gpu_check}/
+#     bash tests/gpu/gpu_check.sh             # logs under ${OUT:-gpu_check}/
 #
 # It uses the python3 there (PYTHON=... to choose another) with the torch it has; the app's
 # packages must import (pip install -e '.[app,test]', or wheels carried to the machine).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 python=${PYTHON:-python3}
 out=${OUT:-gpu_check}
 mkdir -p "$out"
@@ -25,10 +25,10 @@ status=0
 timeout 240 "$python" -m pytest -q -m cuda tests/gpu -p no:cacheprovider 2>&1 | tee "$out/tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 # the quickstart's data: prepared here from the bundled corpus, or carried prepared (the
-# device tool's carry: benchmarks/data/quickstart, written by bench_precision.py on a CPU)
+# device tool's carry: benchmarks/data/quickstart, written by benchmarks.bench_precision on a CPU)
 data=benchmarks/data/quickstart
 if [ -f "$data/metadata.json" ] || "$python" -c "import chitchat_dataset" 2>/dev/null; then
-    timeout 200 "$python" benchmarks/bench_precision.py --device cuda --seconds 10 --rounds 2 \
+    timeout 200 "$python" -m benchmarks.bench_precision --device cuda --seconds 10 --rounds 2 \
         --data "$data" --no-write 2>&1 | tee "$out/speed.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 else

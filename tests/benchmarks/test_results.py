@@ -1,16 +1,14 @@
-"""``benchmarks/results_file.py``: every benchmark's RESULTS.md header, and its own section only."""
+"""``benchmarks/results.py``: every benchmark's RESULTS.md header, and its own section only."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-import results_file  # noqa: E402
-from results_file import publish, write_section  # noqa: E402
+import benchmarks.results as results_file
+from benchmarks.results import publish, write_section
 
 
 def test_write_section_replaces_its_own_section_and_keeps_the_others(tmp_path: Path) -> None:
@@ -37,7 +35,7 @@ def test_publish_says_date_machine_load_command_and_what(tmp_path: Path) -> None
     assert f"get_cpu_capability() {torch.backends.cpu.get_cpu_capability()}" in date_line
     assert "Load average (1/5/15 min) before: 0.25/0.50/1.00, after: " in date_line
     # the command is one a shell runs again: the argument with a space stays one
-    command = "`python benchmarks/bench_x.py --rounds 3 'a b'`"
+    command = "`python -m benchmarks.bench_x --rounds 3 'a b'`"
     assert lines[3] == f"- Command: {command}; what it measured."
     assert "Not an idle machine" not in text
     assert lines[-2:] == ["| t |", "|---|"]
@@ -51,7 +49,7 @@ def test_publish_warns_of_a_busy_machine_and_writes_nothing_unless_asked(
     text = publish("bench_x", "X", "bench_x.py", [], ".", ["body"], write=False,
                    load_before=(1.5, 1.0, 1.0), results=path)
     assert "**Not an idle machine**" in text
-    assert "- Command: `python benchmarks/bench_x.py`." in text
+    assert "- Command: `python -m benchmarks.bench_x`." in text
     assert not path.exists()
     # by default "before" is the load when the benchmark started, not after its own warm-up
     monkeypatch.setattr(results_file, "LOAD_AT_START", (0.25, 2.0, 3.0))
