@@ -3,12 +3,13 @@
 The bundled ``transformer`` config (random weights, the chitchat vocabulary of
 bench_transformer) decodes validation sources greedily and with beam 5, in batches of 1 and
 of 64, under ``torch.profiler``; the report lists each setting's top operators by their own
-CPU time. ``--label`` names the section it writes (run it on two checkouts, ``before`` and
-``after`` a change, into one RESULTS.md with ``--results``). ``--quantize int8`` profiles the
-int8 copy of the model instead (its engine probed at each batch size, as ``translate`` does).
+CPU time. ``--quantize int8`` profiles the int8 copy of the model instead, set up as
+``translate --quantize int8`` sets it up. The section is ``profile_decoding-LABEL``, the label
+being ``fp32`` or ``int8`` unless ``--label`` names another (to compare two checkouts, run
+each with its own label into one RESULTS.md with ``--results``).
 
-    python -m benchmarks.profile_decoding --label after
-    python -m benchmarks.profile_decoding --label int8 --quantize int8
+    python -m benchmarks.profile_decoding                   # section profile_decoding-fp32
+    python -m benchmarks.profile_decoding --quantize int8   # section profile_decoding-int8
 """
 
 from __future__ import annotations
@@ -38,13 +39,16 @@ SEARCHES = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--label", default="after", help="the section is profile_decoding-LABEL")
+    parser.add_argument("--label", help="the section is profile_decoding-LABEL "
+                        "(default: fp32, or the quantization)")
     parser.add_argument("--data", type=Path, default=HERE / "data" / "chitchat-max30")
     parser.add_argument("--top", type=int, default=6, help="operators listed per setting")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, help="profile this int8 copy")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--no-write", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.label = args.label or args.quantize or "fp32"
+    return args
 
 
 def top_operators(model: torch.nn.Module, sources: list[list[int]], options: SearchOptions,
