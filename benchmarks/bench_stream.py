@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     lines = prompts(args.run_dir)[: args.warmup + args.requests]
     args.log.parent.mkdir(parents=True, exist_ok=True)
-    server = Server(args.run_dir, ["--min-length", str(LENGTH), "--max-length", str(LENGTH)],
-                    args.threads, args.log)
+    # every test line is sent, however long: the default --max-input-tokens would refuse some
+    server = Server(args.run_dir, ["--min-length", str(LENGTH), "--max-length", str(LENGTH),
+                                   "--max-input-tokens", "1000"], args.threads, args.log)
     firsts, dones, plains, counts = [], [], [], set()
     try:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
@@ -108,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     publish("bench_stream", "Streaming over HTTP (`bench_stream.py`)", "bench_stream.py", argv,
             f"; run {args.run_dir.name} ({checkpoint.model_config().arch}, step "
             f"{checkpoint.step}), served with `--threads {args.threads} --min-length {LENGTH} "
-            f"--max-length {LENGTH}`, precision {server.precision}; {len(firsts)} test-split "
-            f"lines one at a time after {args.warmup} not counted, each streamed and then "
-            f"asked without `stream`; token events per answer: {sorted(counts)}; medians, "
-            f"measured at the client. The server exited with {code} after SIGTERM.",
+            f"--max-length {LENGTH} --max-input-tokens 1000`, precision {server.precision}; "
+            f"{len(firsts)} test-split lines one at a time after {args.warmup} not counted, "
+            f"each streamed and then asked without `stream`; token events per answer: "
+            f"{sorted(counts)}; medians, measured at the client. The server exited with {code} "
+            "after SIGTERM.",
             ["| | ms |", "|---|---:|",
              f"| first `token` event | {first:.1f} |",
              f"| `done` event (the whole answer) | {done:.1f} |",
