@@ -16,8 +16,10 @@ import itertools
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from padless.data.dedupe import pair_digest
@@ -66,6 +68,30 @@ def _start_worker(model_proto: bytes | None) -> None:
     # not each print a KeyboardInterrupt traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_tokenizer(model_proto)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM and Ctrl-C wait until the block has run, then act as they would have.
+
+    A signal while the pool spawns its workers would unwind this process between starting a
+    worker and sending it its start-up data: that worker then died of an ``EOFError``
+    traceback of its own. Held, the signal unwinds once the pool exists, and closing the pool
+    ends every worker quietly.
+    """
+    if threading.current_thread() is not threading.main_thread():  # no handlers there
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
 
 
 def tokenised(lines: list[str]) -> list[tuple[list[str], list[str]]]:
@@ -120,8 +146,9 @@ class ChunkPool:
 
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")
-        self._pool = context.Pool(self.workers, initializer=_start_worker,
-                                  initargs=(self.model_proto,))
+        with _signals_held():
+            self._pool = context.Pool(self.workers, initializer=_start_worker,
+                                      initargs=(self.model_proto,))
 
     def close(self) -> None:
         if self._pool is not None:

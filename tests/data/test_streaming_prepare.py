@@ -3,6 +3,7 @@ removed with digests, a split by digest for corpora that are not small."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -123,6 +124,34 @@ def test_a_count_of_workers_past_the_bound_is_one_line(tmp_path, capsys) -> None
     err = capsys.readouterr().err.strip()
     assert err.startswith("padless prepare: error: argument --workers: must be an integer >= 1"
                           f" and <= {parallel.MAX_WORKERS}") and "\n" not in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_pool_starts_unwinds_once_the_pool_exists(monkeypatch, sig) -> None:
+    """It unwound mid-spawn: a worker left without its start-up data printed an EOFError."""
+    class Stopped(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped
+
+    started: list[object] = []
+
+    class Context:
+        def Pool(self, *args, **kwargs):  # noqa: N802 (multiprocessing's name)
+            os.kill(os.getpid(), sig)  # arrives while the workers start
+            started.append(object())
+            return started[-1]
+
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", lambda method: Context())
+    previous = signal.signal(sig, stop)
+    pool = ChunkPool(2)
+    try:
+        with pytest.raises(Stopped):
+            pool._start()
+    finally:
+        signal.signal(sig, previous)
+    assert started and pool._pool is started[0]  # so close() ends its workers
 
 
 def _children(pid: int) -> list[int]:
