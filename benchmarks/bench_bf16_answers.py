@@ -21,13 +21,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.data import run_data_dir
 from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
 from padless.decoding.metrics import text_scores
 from padless.decoding.options import SearchOptions
-from padless.runs.directory import RunDirectory
-from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
 
 SEARCHES = {"greedy": SearchOptions(), "beam 5": SearchOptions("beam", beam_size=5)}
@@ -44,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    data_dir = args.data or read_run_info(RunDirectory(args.run_dir)).data_dir
+    data_dir = run_data_dir(args.run_dir, args.data)
     data = PreparedData.load(data_dir)
     model, text, _ = load_model(args.run_dir, "best", "cpu")
     test = list(data.splits["test"])[: args.limit]

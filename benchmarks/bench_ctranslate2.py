@@ -28,15 +28,14 @@ from pathlib import Path
 import ctranslate2
 import torch
 
+from benchmarks.data import run_data_dir
 from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
 from padless.decoding.metrics import text_scores
 from padless.decoding.options import SearchOptions
 from padless.models.decoding_setup import for_decoding
-from padless.runs.directory import RunDirectory
 from padless.runs.export import export_ctranslate2
-from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
 from padless.runtime.timing import alternating_times
 
@@ -87,7 +86,7 @@ def ctranslate2_decoder(path: Path, compute_type: str, tokens: list[str]) -> Dec
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    data_dir = args.data or read_run_info(RunDirectory(args.run_dir)).data_dir
+    data_dir = run_data_dir(args.run_dir, args.data)
     test = PreparedData.load(data_dir).splits["test"]
     sources = [source for source, _ in test]
     _, text, _ = load_model(args.run_dir, "best", "cpu")

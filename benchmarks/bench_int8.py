@@ -26,14 +26,13 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.data import run_data_dir
 from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
 from padless.decoding.evaluation import evaluate
 from padless.decoding.options import SearchOptions
 from padless.models.decoding_setup import for_decoding
-from padless.runs.directory import RunDirectory
-from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
 from padless.runtime.timing import alternating_times
 
@@ -64,7 +63,7 @@ def per_batch(model: torch.nn.Module) -> torch.nn.Module:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    data_dir = args.data or read_run_info(RunDirectory(args.run_dir)).data_dir
+    data_dir = run_data_dir(args.run_dir, args.data)
     data = PreparedData.load(data_dir)
     models: dict[str, torch.nn.Module] = {}  # as the commands load them
     for name, quantization in (("fp32", None), ("int8", "int8")):

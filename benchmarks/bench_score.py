@@ -23,6 +23,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from benchmarks.data import run_data_dir
 from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.data.loader import make_batches
@@ -30,8 +31,6 @@ from padless.decoding.batched import decode_ids
 from padless.decoding.options import SearchOptions
 from padless.models.decoding_setup import for_decoding
 from padless.models.scoring import pair_scores, teacher_forced_scores
-from padless.runs.directory import RunDirectory
-from padless.runs.info import read_run_info
 from padless.runs.loading import load_model
 from padless.runtime.timing import alternating_times
 
@@ -50,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    data_dir = args.data or read_run_info(RunDirectory(args.run_dir)).data_dir
+    data_dir = run_data_dir(args.run_dir, args.data)
     data = PreparedData.load(data_dir)
     model, _, _ = load_model(args.run_dir, "best", "cpu")
     decoding = for_decoding(model)

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from padless.data.dataset import PreparedData
+from padless.runs.directory import RunDirectory
+from padless.runs.info import read_run_info
 
 # The tutorial's MIN_COUNT 3; its MAX_LENGTH 10 keeps only a fifth of chitchat's pairs, so
 # 30 tokens (72% of the pairs) instead. The tutorial's own trimming is
@@ -31,3 +33,13 @@ def shown_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def run_data_dir(run_dir: Path, data: Path | None = None) -> Path:
+    """``data``, or else the prepared data ``run_dir`` was trained on (its ``run.json``)."""
+    if data is not None:
+        return data
+    trained_on = read_run_info(RunDirectory(run_dir)).data_dir
+    if not trained_on:
+        raise SystemExit(f"{run_dir} does not say which data it was trained on: pass --data")
+    return Path(trained_on)
