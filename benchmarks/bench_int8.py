@@ -22,11 +22,10 @@ import statistics
 import sys
 import warnings
 from functools import partial
-from pathlib import Path
 
 import torch
 
-from benchmarks.data import run_data_dir
+from benchmarks.data import run_data_dir, run_parser
 from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.decoding.batched import decode_ids
@@ -40,13 +39,10 @@ SEARCHES = {"greedy": SearchOptions(), "beam 5": SearchOptions("beam", beam_size
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, help="prepared data (default: the run's own)")
+    parser = run_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lone", type=int, default=256,
                         help="sentences decoded one at a time")
-    parser.add_argument("--no-write", action="store_true")
     return parser.parse_args(argv)
 
 

@@ -21,9 +21,8 @@ import math
 import statistics
 import sys
 from functools import partial
-from pathlib import Path
 
-from benchmarks.data import run_data_dir
+from benchmarks.data import run_data_dir, run_parser
 from benchmarks.results import publish
 from padless.data.dataset import PreparedData
 from padless.data.loader import make_batches
@@ -38,12 +37,9 @@ GOAL = 5.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, help="prepared data (default: the run's own)")
+    parser = run_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=1024, help="test pairs used (at most)")
-    parser.add_argument("--no-write", action="store_true")
     return parser.parse_args(argv)
 
 

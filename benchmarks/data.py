@@ -3,6 +3,7 @@ bundled chitchat corpus the first time."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,14 @@ def run_data_dir(run_dir: Path, data: Path | None = None) -> Path:
     if not trained_on:
         raise SystemExit(f"{run_dir} does not say which data it was trained on: pass --data")
     return Path(trained_on)
+
+
+def run_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark on a trained run: ``RUN_DIR``, ``--data`` (default: the
+    data it was trained on, :func:`run_data_dir`) and ``--no-write``; ``doc``'s first
+    paragraph describes it."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", type=Path, help="prepared data (default: the run's own)")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
+    return parser
